@@ -1,0 +1,1 @@
+"""Interactive and scripted chat with a model, an adapter, or a quantised model."""

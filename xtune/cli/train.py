@@ -1,0 +1,33 @@
+"""`xtune train NAME_OR_PATH`: check the recipe and everything it names, then hand over to the engine."""
+
+from __future__ import annotations
+
+
+def add_parser(subparsers, common):
+    p = subparsers.add_parser("train", parents=[common], help="train a recipe",
+                              description="Train a recipe (a name from `xtune list-cfg` or a .py path).")
+    p.add_argument("recipe", metavar="NAME_OR_PATH")
+    p.add_argument("--work-dir", help="output folder (default work_dirs/<recipe>)")
+    p.add_argument("--deepspeed", help="zero1|zero2|zero2_offload|zero3|zero3_offload or a JSON file")
+    p.add_argument("--resume", help="'auto' for the latest checkpoint in the work dir, or a checkpoint path")
+    p.add_argument("--seed", type=int, help="random seed (overrides the recipe's seed)")
+    p.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE", help="override recipe settings")
+    p.add_argument("--launcher", choices=["none", "pytorch", "slurm"], default="none")
+    p.add_argument("--local_rank", "--local-rank", type=int, default=0, help=argparse_hidden())
+    p.set_defaults(func=run)
+
+
+def argparse_hidden():
+    import argparse
+
+    return argparse.SUPPRESS
+
+
+def run(args) -> int:
+    from xtune.plugins import get_registry
+    from xtune.recipe_files import resolve_recipe
+
+    path = resolve_recipe(args.recipe, get_registry())
+    from xtune.engine.train import train
+
+    return train(path, args)

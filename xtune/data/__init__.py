@@ -1,0 +1,1 @@
+"""The data pipeline: source -> dataset map -> conversation -> template segments -> tokens and labels -> packing."""

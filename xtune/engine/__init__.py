@@ -1,0 +1,1 @@
+"""The training engine: recipe config -> mmengine Runner (or FlexibleRunner + DeepSpeed) -> checkpoints."""

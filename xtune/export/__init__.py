@@ -1,0 +1,1 @@
+"""From checkpoint to Hugging Face artefacts: pth_to_hf and merge."""

@@ -1,0 +1,140 @@
+"""Every xtune plugin hook. Nothing else defines hooks.
+
+These are pluggy *plugin* hooks, called once when xtune starts, to collect what plugins offer.
+Per-step callbacks during training are mmengine *runner* hooks and live in `xtune.engine`.
+
+Each `register_<things>` hook receives a `register` callback. Call it once per entry; the core
+checks the entry, refuses a name that another plugin already registered (naming both plugins),
+and records which plugin registered it. Hooks are called with keyword arguments: implementations
+may accept any subset of a spec's arguments, and new arguments may be added to a spec later.
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("xtune")
+hookimpl = pluggy.HookimplMarker("xtune")
+
+
+@hookspec
+def register_model_adapters(register):
+    """Register model families (`xtune.registry.ModelAdapter`).
+
+    Args:
+        register: call ``register(ModelAdapter(...))`` for each family.
+
+    Example::
+
+        @hookimpl
+        def register_model_adapters(register):
+            register(ModelAdapter(name="falcon", model_types=("falcon",), default_template="falcon_chat"))
+    """
+
+
+@hookspec
+def register_dataset_maps(register):
+    """Register data sets and record formats (`xtune.registry.DatasetMap`).
+
+    Args:
+        register: call ``register(DatasetMap(...))``. A map either converts records itself
+            (``convert="pkg.module:function"``, the function takes one record and returns a
+            conversation) or reuses another map's converter with renamed columns
+            (``format="alpaca", columns=(("instruction", "question"), ...)``).
+
+    Example::
+
+        @hookimpl
+        def register_dataset_maps(register):
+            register(DatasetMap(name="my_qa", format="alpaca", hub_id="me/my-qa",
+                                columns=(("instruction", "question"), ("output", "answer"))))
+    """
+
+
+@hookspec
+def register_chat_templates(register):
+    """Register chat templates (`xtune.registry.ChatTemplate`), each with its stop words.
+
+    Args:
+        register: call ``register(ChatTemplate(...))`` for each template.
+
+    Example::
+
+        @hookimpl
+        def register_chat_templates(register):
+            register(ChatTemplate(name="my_chat", families=("my",), stop_words=("</s>",),
+                                  user="<user>{content}</user>", generation_prompt="<bot>",
+                                  assistant="{content}", assistant_end="</s>"))
+    """
+
+
+@hookspec
+def register_tuning_methods(register):
+    """Register tuning methods (`xtune.registry.TuningMethod`): full, LoRA, QLoRA, ...
+
+    Args:
+        register: call ``register(TuningMethod(name=..., builder="pkg.module:function"))``. The
+            builder receives the loaded model and the recipe's method settings and returns the
+            model to train.
+
+    Example::
+
+        @hookimpl
+        def register_tuning_methods(register):
+            register(TuningMethod(name="vera", builder="my_pkg.vera:apply", defaults=(("r", 256),)))
+    """
+
+
+@hookspec
+def register_deepspeed_presets(register):
+    """Register DeepSpeed configurations selectable with ``xtune train --deepspeed NAME``.
+
+    Args:
+        register: call ``register(DeepSpeedPreset(name=..., config=tuple(json_dict.items())))``;
+            values set to ``"auto"`` are filled from the recipe.
+
+    Example::
+
+        @hookimpl
+        def register_deepspeed_presets(register):
+            register(DeepSpeedPreset(name="zero2_big_bucket", config=(
+                ("zero_optimization", {"stage": 2, "reduce_bucket_size": 5e8}),
+                ("train_micro_batch_size_per_gpu", "auto"))))
+    """
+
+
+@hookspec
+def register_recipes(register):
+    """Register recipes (`xtune.registry.Recipe`): a Python config file plus the metadata that
+    `xtune list-cfg` shows without opening it.
+
+    Args:
+        register: call ``register(Recipe(name=..., path=..., model=..., method=..., dataset=...))``,
+            or let `xtune.recipe_files.recipes_in_dir(folder)` read the metadata of every recipe
+            file in a folder.
+
+    Example::
+
+        @hookimpl
+        def register_recipes(register):
+            for recipe in recipes_in_dir(Path(__file__).parent / "recipes"):
+                register(recipe)
+    """
+
+
+@hookspec
+def register_commands(subparsers):
+    """Add subcommands to the `xtune` command line.
+
+    Args:
+        subparsers: the `argparse` sub-parser collection of `xtune`. Add a parser and set its
+            ``func`` default to a function taking the parsed arguments and returning an exit code.
+            Import heavy libraries inside that function, not at module level.
+
+    Example::
+
+        @hookimpl
+        def register_commands(subparsers):
+            p = subparsers.add_parser("hello", help="say hello")
+            p.set_defaults(func=lambda args: print("hello") or 0)
+    """

@@ -1,0 +1,1 @@
+"""Loading models and tokenizers from hub ids, ModelScope ids, local folders and GGUF files."""

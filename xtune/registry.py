@@ -1,0 +1,278 @@
+"""Typed registry entries and the tables that hold them, with the plugin that registered each.
+
+Everything a recipe names by string — model adapter, dataset map, chat template, tuning method,
+DeepSpeed preset, and the recipes themselves — is an entry here. Entries are plain data; anything
+heavy (a Python function that converts records, a builder that touches torch) is kept as an import
+path string such as ``"xtune.data.formats:alpaca"`` and imported only when used, so that building
+the registry never imports torch or transformers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from xtune.errors import RegistryError, did_you_mean
+
+
+def import_object(path: str) -> Any:
+    """Import ``"package.module:attribute"`` (the form registry entries use for code)."""
+    module_name, _, attr = path.partition(":")
+    if not attr:
+        raise RegistryError(f"import path {path!r} must look like 'package.module:name'")
+    module = importlib.import_module(module_name)
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise RegistryError(f"module {module_name!r} has no attribute {attr!r} (from {path!r})") from None
+
+
+@dataclass(frozen=True)
+class Entry:
+    """Fields every entry has. `plugin` and `module` are filled in by the registry, never by the plugin."""
+
+    kind: ClassVar[str] = "entry"
+    name: str
+    description: str = ""
+    plugin: str = field(default="", compare=False)  # distribution that provided it ("xtune" for built-ins)
+    module: str = field(default="", compare=False)  # pluggy plugin (module) name that registered it
+
+    def validate(self) -> None:
+        """Raise ValueError on a malformed entry; subclasses add their own checks."""
+        if not isinstance(self.name, str) or not self.name.strip() or self.name != self.name.strip():
+            raise ValueError(f"{self.kind} name must be a non-empty string without surrounding spaces, got {self.name!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+@dataclass(frozen=True)
+class ModelAdapter(Entry):
+    """What xtune knows about a model family, keyed by the `model_type` of its HF config."""
+
+    kind: ClassVar[str] = "model adapter"
+    model_types: tuple[str, ...] = ()
+    default_template: str = "default"
+    lora_target_modules: str | tuple[str, ...] = "all-linear"
+    # Modules that stay trainable in full precision beside LoRA (e.g. resized embeddings).
+    modules_to_save: tuple[str, ...] = ()
+    # Name of the decoder layer list inside the model, used by `freeze` tuning ("model.layers").
+    layers_path: str = "model.layers"
+    trust_remote_code: bool = False  # the family ships its own modelling code on the hub
+    supports_flash_attn: bool = True
+    supports_varlen: bool = True
+    pad_token: str | None = None  # token to use as pad when the tokenizer has none (else EOS)
+    notes: str = ""
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.model_types:
+            raise ValueError(f"model adapter {self.name!r} lists no model_types")
+
+
+@dataclass(frozen=True)
+class DatasetMap(Entry):
+    """A named data set or record format: how records become xtune's conversation form.
+
+    Either `convert` (import path of ``fn(record, **options) -> conversation``) or `format`
+    (the name of another dataset map whose converter to reuse, after renaming `columns`).
+    `hub_id` is where the data lives by default (a recipe's `data_path` may point elsewhere).
+    """
+
+    kind: ClassVar[str] = "dataset map"
+    convert: str | None = None
+    format: str | None = None
+    columns: tuple[tuple[str, str | None], ...] = ()  # (field the converter reads, column in the data; None: absent)
+    hub_id: str | None = None
+    modelscope_id: str | None = None
+    hub_config: str | None = None  # the `name` argument of datasets.load_dataset
+    data_files: str | None = None
+    split: str = "train"
+    system: str = ""  # a system prompt this data set is meant to be trained with
+    combine: tuple[str, ...] = ()  # a mixture: the named dataset maps, concatenated
+    language: str = "en"
+    license: str = ""
+
+    def validate(self) -> None:
+        super().validate()
+        given = [bool(self.convert), bool(self.format), bool(self.combine)]
+        if sum(given) != 1:
+            raise ValueError(f"dataset map {self.name!r} needs exactly one of convert=, format= or combine=")
+        if self.convert and ":" not in self.convert:
+            raise ValueError(f"dataset map {self.name!r}: convert must be 'module:function', got {self.convert!r}")
+
+
+@dataclass(frozen=True)
+class ChatTemplate(Entry):
+    """A chat format. The rendering fields are read by `xtune.templates`; see docs/templates.md.
+
+    Templates are data so that `template export` can write equivalent jinja and plugins can add
+    their own without code. `families` names the model families it serves; `stop_words` end generation.
+    """
+
+    kind: ClassVar[str] = "chat template"
+    families: tuple[str, ...] = ()
+    stop_words: tuple[str, ...] = ()
+    # Rendering, one format string per piece; {content} is the message text.
+    bos: str = ""  # emitted once at the start of every conversation
+    system: str = "{content}"
+    default_system: str = ""  # inserted when the conversation has no system message
+    user: str = "{content}"
+    assistant: str = "{content}"  # the trained span is {content} plus `assistant_end`
+    assistant_end: str = ""  # end-of-turn text, trained with the answer (EOS or <|im_end|> ...)
+    generation_prompt: str = ""  # text that opens an assistant turn (ignored in the loss)
+    separator: str = ""  # between a finished assistant turn and the next user turn
+    system_in_first_user: bool = False  # e.g. llama2: system folded into the first [INST]
+    supports_system: bool = True
+    options: tuple[tuple[str, Any], ...] = ()  # renderer-specific switches
+
+    def validate(self) -> None:
+        super().validate()
+        if "{content}" not in self.user or "{content}" not in self.assistant:
+            raise ValueError(f"chat template {self.name!r}: user and assistant must contain '{{content}}'")
+
+
+@dataclass(frozen=True)
+class TuningMethod(Entry):
+    """A way to train: full, freeze, LoRA, QLoRA, ... `builder` is the import path of the function
+    that turns a loaded model into a trainable one; `defaults` are the recipe's method settings."""
+
+    kind: ClassVar[str] = "tuning method"
+    builder: str = ""
+    load_in_bits: int | None = None  # 4 / 8 when the base is loaded quantised (QLoRA)
+    uses_peft: bool = True
+    defaults: tuple[tuple[str, Any], ...] = ()
+
+    def validate(self) -> None:
+        super().validate()
+        if ":" not in self.builder:
+            raise ValueError(f"tuning method {self.name!r}: builder must be 'module:function', got {self.builder!r}")
+        if self.load_in_bits not in (None, 4, 8):
+            raise ValueError(f"tuning method {self.name!r}: load_in_bits must be 4, 8 or None")
+
+
+@dataclass(frozen=True)
+class DeepSpeedPreset(Entry):
+    """A DeepSpeed JSON config; "auto" values are filled from the recipe at train time."""
+
+    kind: ClassVar[str] = "deepspeed preset"
+    config: tuple[tuple[str, Any], ...] = ()  # stored as items so the entry stays hashable
+
+    def as_dict(self) -> dict[str, Any]:
+        import copy
+
+        return copy.deepcopy(dict(self.config))
+
+    def validate(self) -> None:
+        super().validate()
+        if "zero_optimization" not in dict(self.config):
+            raise ValueError(f"deepspeed preset {self.name!r} has no 'zero_optimization' section")
+
+
+@dataclass(frozen=True)
+class Recipe(Entry):
+    """A recipe file and the metadata `list-cfg` shows without opening it."""
+
+    kind: ClassVar[str] = "recipe"
+    path: str = ""
+    model: str = ""  # e.g. "internlm2_chat_7b"
+    family: str = ""  # model adapter name, e.g. "internlm2"
+    method: str = ""
+    dataset: str = ""
+    epochs: int = 0
+    template: str = ""
+    hub_id: str = ""
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.path.endswith(".py"):
+            raise ValueError(f"recipe {self.name!r}: path must be a .py file, got {self.path!r}")
+
+
+ENTRY_TYPES: dict[str, type[Entry]] = {
+    "model_adapters": ModelAdapter,
+    "dataset_maps": DatasetMap,
+    "chat_templates": ChatTemplate,
+    "tuning_methods": TuningMethod,
+    "deepspeed_presets": DeepSpeedPreset,
+    "recipes": Recipe,
+}
+
+
+class Table:
+    """Entries of one kind by name. Registration never overwrites: a second name is an error naming both."""
+
+    def __init__(self, entry_type: type[Entry]):
+        self.entry_type = entry_type
+        self._entries: dict[str, Entry] = {}
+
+    def add(self, entry: Entry, plugin: str, module: str) -> Entry:
+        if not isinstance(entry, self.entry_type):
+            raise RegistryError(
+                f"plugin {plugin!r} registered a {type(entry).__name__} where a {self.entry_type.__name__} is expected"
+            )
+        try:
+            entry.validate()
+        except ValueError as exc:
+            raise RegistryError(f"plugin {plugin!r}: {exc}") from None
+        existing = self._entries.get(entry.name)
+        if existing is not None:
+            raise RegistryError(
+                f"{entry.kind} {entry.name!r} from plugin {plugin!r} is already registered by plugin "
+                f"{existing.plugin!r}",
+                hint="rename one of them, or disable a plugin with XTUNE_LOAD_PLUGINS",
+            )
+        entry = dataclasses.replace(entry, plugin=plugin, module=module)
+        self._entries[entry.name] = entry
+        return entry
+
+    def remove_from(self, module: str) -> None:
+        """Drop every entry a plugin module added (used when that plugin fails halfway)."""
+        self._entries = {k: v for k, v in self._entries.items() if v.module != module}
+
+    def get(self, name: str) -> Entry:
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise RegistryError(
+                f"unknown {self.entry_type.kind} {name!r}", hint=did_you_mean(str(name), self._entries)
+            ) from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self):
+        return iter(self._entries.values())
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def names(self) -> list[str]:
+        return list(self._entries)
+
+
+class Registry:
+    """All tables together. Built by `xtune.plugins.get_registry()`; tests build their own."""
+
+    def __init__(self) -> None:
+        self.tables: dict[str, Table] = {kind: Table(t) for kind, t in ENTRY_TYPES.items()}
+
+    def __getattr__(self, kind: str) -> Table:
+        tables = self.__dict__.get("tables", {})
+        if kind in tables:
+            return tables[kind]
+        raise AttributeError(kind)
+
+    def remove_from(self, module: str) -> None:
+        for table in self.tables.values():
+            table.remove_from(module)
+
+    def provided_by(self, module: str) -> dict[str, list[str]]:
+        """What one plugin module registered, by kind (for `xtune plugins`)."""
+        return {
+            kind: [e.name for e in table if e.module == module]
+            for kind, table in self.tables.items()
+            if any(e.module == module for e in table)
+        }

@@ -1,0 +1,1 @@
+"""Chat template rendering into trained / ignored segments, and export to jinja."""
