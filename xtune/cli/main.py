@@ -66,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"Error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:  # `xtune list-cfg | head`: the reader left; say nothing, exit like SIGPIPE
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except KeyboardInterrupt:
         print("Error: interrupted", file=sys.stderr)
         return 130
