@@ -1,0 +1,1 @@
+"""xtune-tinyllama: a reference third-party plugin for xtune."""

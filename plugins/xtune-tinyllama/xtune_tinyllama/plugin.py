@@ -1,0 +1,38 @@
+"""The plugin module named by the `xtune` entry point. Each hook registers plain data entries."""
+
+from pathlib import Path
+
+from xtune.hookspecs import hookimpl
+from xtune.recipe_files import recipes_in_dir
+from xtune.registry import ChatTemplate, DatasetMap, ModelAdapter
+
+
+@hookimpl
+def register_model_adapters(register):
+    register(ModelAdapter(name="tinyllama", model_types=("llama",), default_template="tinyllama_chat",
+                          description="TinyLlama-1.1B (Llama-2 architecture and tokenizer)"))
+
+
+@hookimpl
+def register_chat_templates(register):
+    register(ChatTemplate(
+        name="tinyllama_chat", families=("tinyllama",), stop_words=("</s>",),
+        system="<|system|>\n{content}</s>\n", user="<|user|>\n{content}</s>\n",
+        generation_prompt="<|assistant|>\n", assistant="{content}", assistant_end="</s>\n",
+        description="TinyLlama-1.1B-Chat (Zephyr-style turns)",
+    ))
+
+
+@hookimpl
+def register_dataset_maps(register):
+    register(DatasetMap(
+        name="dolly", format="alpaca", hub_id="databricks/databricks-dolly-15k", license="CC BY-SA 3.0",
+        columns=(("instruction", "instruction"), ("input", "context"), ("output", "response")),
+        description="Databricks Dolly 15k human-written instructions",
+    ))
+
+
+@hookimpl
+def register_recipes(register):
+    for recipe in recipes_in_dir(Path(__file__).parent / "recipes"):
+        register(recipe)

@@ -1,0 +1,256 @@
+"""The plugin system: hooks, provenance, duplicates, broken plugins, XTUNE_LOAD_PLUGINS.
+
+Throwaway plugins are registered in fixtures (datasette / simonw-llm style) on a fresh PluginSystem,
+so these tests never depend on what is installed beyond xtune's built-ins.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import types
+from pathlib import Path
+
+import pluggy
+import pytest
+
+from xtune import hookspecs, plugins
+from xtune.errors import RegistryError
+from xtune.hookspecs import hookimpl
+from xtune.registry import ChatTemplate, DatasetMap, DeepSpeedPreset, ModelAdapter, Recipe, TuningMethod
+
+REPO = Path(__file__).resolve().parent.parent
+HOOKS = sorted(name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction) if name.startswith("register_"))
+
+
+@pytest.fixture
+def system():
+    """A plugin system with only xtune's built-ins: add throwaway plugins to it in a test."""
+    s = plugins.PluginSystem()
+    s.load_defaults()
+    return s
+
+
+def plugin_module(name: str, **hooks) -> types.ModuleType:
+    module = types.ModuleType(name)
+    for hook_name, fn in hooks.items():
+        setattr(module, hook_name, hookimpl(fn))
+    return module
+
+
+def test_builtins_register_every_kind(system):
+    reg = system.registry
+    assert not system.failures()
+    for kind in ("model_adapters", "dataset_maps", "chat_templates", "tuning_methods", "deepspeed_presets", "recipes"):
+        assert len(reg.tables[kind]) > 0, kind
+    assert reg.recipes.get("llama2_7b_lora_alpaca_e3").plugin == "xtune"
+    assert reg.model_adapters.get("internlm2").module == "xtune.default_plugins.models"
+
+
+def test_hook_register_model_adapters(system):
+    def register_model_adapters(register):
+        register(ModelAdapter(name="falcon", model_types=("falcon",), default_template="chatml"))
+
+    system.add(plugin_module("p", register_model_adapters=register_model_adapters), "p", "xtune-falcon", "1.0")
+    entry = system.registry.model_adapters.get("falcon")
+    assert (entry.plugin, entry.module, entry.model_types) == ("xtune-falcon", "p", ("falcon",))
+    assert system.info["p"].registered == {"model_adapters": ["falcon"]}
+
+
+def test_hook_register_dataset_maps(system):
+    def register_dataset_maps(register):
+        register(DatasetMap(name="my_qa", format="alpaca", columns=(("instruction", "question"),)))
+
+    system.add(plugin_module("p", register_dataset_maps=register_dataset_maps), "p", "xtune-qa", "1.0")
+    assert system.registry.dataset_maps.get("my_qa").plugin == "xtune-qa"
+
+
+def test_hook_register_chat_templates(system):
+    def register_chat_templates(register):
+        register(ChatTemplate(name="my_chat", stop_words=("</s>",), user="<u>{content}</u>",
+                              assistant="{content}", assistant_end="</s>"))
+
+    system.add(plugin_module("p", register_chat_templates=register_chat_templates), "p", "xtune-chat", "1.0")
+    assert system.registry.chat_templates.get("my_chat").stop_words == ("</s>",)
+
+
+def test_hook_register_tuning_methods(system):
+    def register_tuning_methods(register):
+        register(TuningMethod(name="vera", builder="my_pkg.vera:apply", defaults=(("r", 256),)))
+
+    system.add(plugin_module("p", register_tuning_methods=register_tuning_methods), "p", "xtune-vera", "1.0")
+    assert dict(system.registry.tuning_methods.get("vera").defaults) == {"r": 256}
+
+
+def test_hook_register_deepspeed_presets(system):
+    def register_deepspeed_presets(register):
+        register(DeepSpeedPreset(name="zero2_big", config=(("zero_optimization", {"stage": 2}),)))
+
+    system.add(plugin_module("p", register_deepspeed_presets=register_deepspeed_presets), "p", "xtune-ds", "1.0")
+    preset = system.registry.deepspeed_presets.get("zero2_big")
+    cfg = preset.as_dict()
+    cfg["zero_optimization"]["stage"] = 3  # a copy: the registry entry is not changed by a caller
+    assert preset.as_dict()["zero_optimization"]["stage"] == 2
+
+
+def test_hook_register_recipes(system, tmp_path):
+    recipe_file = tmp_path / "my_model_lora_my_data_e2.py"
+    recipe_file.write_text("model_adapter = 'llama2'\nmethod = 'lora'\ndataset_map = 'alpaca'\nmax_epochs = 2\n")
+
+    def register_recipes(register):
+        from xtune.recipe_files import recipes_in_dir
+
+        for recipe in recipes_in_dir(tmp_path):
+            register(recipe)
+
+    system.add(plugin_module("p", register_recipes=register_recipes), "p", "xtune-mine", "0.1")
+    recipe = system.registry.recipes.get("my_model_lora_my_data_e2")
+    assert (recipe.plugin, recipe.model, recipe.method, recipe.dataset, recipe.epochs) == (
+        "xtune-mine", "my_model", "lora", "alpaca", 2)
+
+
+def test_hook_register_commands(system, capsys):
+    from xtune.cli.main import build_parser
+
+    def register_commands(subparsers):
+        p = subparsers.add_parser("hello", help="say hello")
+        p.add_argument("--who", default="world")
+        p.set_defaults(func=lambda args: print(f"hello {args.who}") or 0)
+
+    system.add(plugin_module("p", register_commands=register_commands), "p", "xtune-hello", "1.0")
+    args = build_parser(system).parse_args(["hello", "--who", "xtune"])
+    assert args.func(args) == 0
+    assert capsys.readouterr().out == "hello xtune\n"
+
+
+def test_duplicate_name_names_both_plugins_and_keeps_the_first(system):
+    def register_recipes(register):
+        register(Recipe(name="llama2_7b_lora_alpaca_e3", path="/elsewhere/x.py"))
+
+    system.add(plugin_module("dup", register_recipes=register_recipes), "dup", "xtune-dup", "1.0")
+    reg = system.registry
+    assert reg.recipes.get("llama2_7b_lora_alpaca_e3").plugin == "xtune"  # never silently overwritten
+    error = system.info["dup"].error
+    assert "xtune-dup" in error and "'xtune'" in error and "llama2_7b_lora_alpaca_e3" in error
+
+
+def test_table_add_rejects_duplicate_directly():
+    from xtune.registry import Registry
+
+    reg = Registry()
+    reg.recipes.add(Recipe(name="r", path="a.py"), plugin="first", module="m1")
+    with pytest.raises(RegistryError, match="from plugin 'second' is already registered by plugin 'first'"):
+        reg.recipes.add(Recipe(name="r", path="b.py"), plugin="second", module="m2")
+
+
+def test_plugin_raising_is_reported_and_rolled_back(system):
+    def register_dataset_maps(register):
+        register(DatasetMap(name="half_done", format="alpaca"))
+        raise RuntimeError("boom")
+
+    system.add(plugin_module("bad", register_dataset_maps=register_dataset_maps), "bad", "xtune-bad", "1.0")
+    reg = system.registry
+    assert "half_done" not in reg.dataset_maps  # nothing half registered
+    assert "alpaca" in reg.dataset_maps  # xtune keeps working
+    assert "RuntimeError: boom" in system.info["bad"].error
+    assert [f.name for f in system.failures()] == ["bad"]
+
+
+def test_invalid_entry_is_a_plugin_failure(system):
+    def register_tuning_methods(register):
+        register(TuningMethod(name="broken", builder="no_colon_here"))
+
+    system.add(plugin_module("bad", register_tuning_methods=register_tuning_methods), "bad", "xtune-bad", "1.0")
+    system.registry
+    assert "builder must be 'module:function'" in system.info["bad"].error
+
+
+def test_wrong_entry_type_is_rejected(system):
+    def register_recipes(register):
+        register(ModelAdapter(name="x", model_types=("x",)))
+
+    system.add(plugin_module("bad", register_recipes=register_recipes), "bad", "xtune-bad", "1.0")
+    system.registry
+    assert "where a Recipe is expected" in system.info["bad"].error
+
+
+def test_misspelt_hook_is_caught_by_check_pending(system):
+    def register_recipe(register):  # missing the final "s"
+        pass
+
+    system.add(plugin_module("typo", register_recipe=register_recipe), "typo", "xtune-typo", "1.0")
+    with pytest.raises(pluggy.PluginValidationError, match="register_recipe"):
+        system.pm.check_pending()
+
+
+def test_builtins_pass_check_pending(system):
+    system.pm.check_pending()
+
+
+class _FakeDist:
+    def __init__(self, name):
+        self.name, self.version = name, "9.9"
+
+
+class _FakeEntryPoint:
+    def __init__(self, name, dist, target):
+        self.name, self.dist, self.value, self._target = name, _FakeDist(dist), f"{name}_pkg.plugin", target
+
+    def load(self):
+        if isinstance(self._target, Exception):
+            raise self._target
+        return self._target
+
+
+@pytest.fixture
+def fake_entry_points(monkeypatch):
+    def register_model_adapters(register):
+        register(ModelAdapter(name="good_family", model_types=("good",)))
+
+    eps = [
+        _FakeEntryPoint("good", "xtune-good", plugin_module("good_mod", register_model_adapters=register_model_adapters)),
+        _FakeEntryPoint("broken", "xtune-broken", ImportError("No module named 'missing_dependency'")),
+    ]
+    monkeypatch.setattr(plugins.metadata, "entry_points", lambda group: eps if group == "xtune" else [])
+    return eps
+
+
+def test_entry_points_load_and_import_failures_are_reported(fake_entry_points):
+    s = plugins.PluginSystem()
+    s.load_defaults()
+    s.load_entry_points(None)
+    assert s.registry.model_adapters.get("good_family").plugin == "xtune-good"
+    assert "missing_dependency" in s.info["broken"].error
+    assert s.info["broken"].package == "xtune-broken"
+
+
+@pytest.mark.parametrize(
+    "selection, loaded",
+    [(None, {"good", "broken"}), ("", set()), ("good", {"good"}), ("xtune-broken", {"broken"}), ("good, broken", {"good", "broken"})],
+)
+def test_xtune_load_plugins_selects_entry_points(fake_entry_points, selection, loaded):
+    s = plugins.PluginSystem()
+    s.load_entry_points(selection)
+    assert set(s.info) == loaded
+
+
+def test_warn_failures_names_the_plugin(fake_entry_points, capsys):
+    s = plugins.PluginSystem()
+    s.load_defaults()
+    s.load_entry_points(None)
+    s.warn_failures()
+    err = capsys.readouterr().err
+    assert "plugin 'broken' (xtune-broken) is disabled" in err and "XTUNE_LOAD_PLUGINS" in err
+
+
+def test_every_hook_is_documented_and_tested():
+    """Meta-test: a hook without its heading in docs/plugins.md or without a test_hook_<name> fails here."""
+    docs = (REPO / "docs" / "plugins.md").read_text(encoding="utf-8")
+    headings = set(re.findall(r"^### `?(register_\w+)`?", docs, flags=re.M))
+    tests = set(re.findall(r"def test_hook_(register_\w+)\(", Path(__file__).read_text(encoding="utf-8")))
+    assert HOOKS, "no hooks found"
+    assert set(HOOKS) - headings == set(), "hooks without a heading in docs/plugins.md"
+    assert headings - set(HOOKS) == set(), "docs/plugins.md documents hooks that do not exist"
+    assert set(HOOKS) - tests == set(), "hooks without a test_hook_<name> test"
+    for name in HOOKS:
+        assert (getattr(hookspecs, name).__doc__ or "").strip(), f"{name} has no docstring"

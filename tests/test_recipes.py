@@ -1,0 +1,111 @@
+"""Generated recipes: they load with mmengine's Config, name only registered entries, and match the generator."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from xtune.plugins import PluginSystem
+from xtune.recipe_files import builtin_recipe_dir, read_metadata
+
+REPO = Path(__file__).resolve().parent.parent
+REQUIRED = ["internlm_7b_qlora_oasst1_e3", "internlm2_chat_7b_qlora_oasst1_e3", "llama2_7b_qlora_alpaca_e3",
+            "llama2_7b_lora_alpaca_e3", "smollm2_135m_instruct_lora_self_cognition_e3"]
+SETTINGS = ["pretrained_model_name_or_path", "data_path", "prompt_template", "max_length", "pack_to_max_length",
+            "use_varlen_attn", "batch_size", "accumulative_counts", "dataloader_num_workers", "max_epochs",
+            "optim_type", "lr", "betas", "weight_decay", "max_norm", "warmup_ratio", "save_steps", "save_total_limit",
+            "evaluation_freq", "SYSTEM", "evaluation_inputs", "max_steps", "seed", "model_adapter", "dataset_map",
+            "method"]
+
+
+@pytest.fixture(scope="module")
+def registry():
+    system = PluginSystem()
+    system.load_defaults()
+    return system.registry
+
+
+def builtin_recipes(registry):
+    return [r for r in registry.recipes if r.plugin == "xtune"]
+
+
+def test_counts_and_required_names(registry):
+    recipes = builtin_recipes(registry)
+    assert len(recipes) >= 300
+    assert len({r.family for r in recipes}) >= 12
+    names = {r.name for r in recipes}
+    assert set(REQUIRED) <= names
+    assert Counter(r.method for r in recipes).keys() >= {"full", "lora", "qlora"}
+
+
+def test_index_matches_files(registry):
+    """index.json (what list-cfg reads) says what the files say."""
+    for recipe in builtin_recipes(registry):
+        meta = read_metadata(Path(recipe.path))
+        assert (meta.name, meta.family, meta.method, meta.dataset, meta.epochs, meta.template, meta.hub_id, meta.model) == (
+            recipe.name, recipe.family, recipe.method, recipe.dataset, recipe.epochs, recipe.template, recipe.hub_id,
+            recipe.model), recipe.name
+        assert recipe.name == f"{recipe.model}_{recipe.method}_{recipe.dataset}_e{recipe.epochs}"
+
+
+def test_every_recipe_loads_with_mmengine_and_names_registered_entries(registry):
+    from mmengine.config import Config
+
+    problems = []
+    for recipe in builtin_recipes(registry):
+        cfg = Config.fromfile(recipe.path)
+        missing = [key for key in SETTINGS if key not in cfg]
+        if missing:
+            problems.append(f"{recipe.name}: missing settings {missing}")
+        for table, value in [("model_adapters", cfg.model_adapter), ("dataset_maps", cfg.dataset_map),
+                             ("chat_templates", cfg.prompt_template), ("tuning_methods", cfg.method)]:
+            if value not in registry.tables[table]:
+                problems.append(f"{recipe.name}: {table} has no {value!r}")
+        if cfg.model.quantization and registry.tuning_methods.get(cfg.method).load_in_bits != 4:
+            problems.append(f"{recipe.name}: quantised model for a method that does not load in 4 bits")
+        if cfg.train_dataset.max_length != cfg.max_length or cfg.optim_wrapper.optimizer.lr != cfg.lr:
+            problems.append(f"{recipe.name}: a section does not use the top-level setting")
+    assert not problems, "\n".join(problems[:20])
+
+
+def test_header_gives_train_command_and_override_example(registry):
+    for recipe in builtin_recipes(registry)[:50]:
+        head = Path(recipe.path).read_text(encoding="utf-8").split("PART 1")[0]
+        assert f"xtune train {recipe.name} --deepspeed" in head
+        assert f"xtune train {recipe.name} --cfg-options" in head
+
+
+def test_generator_check_passes():
+    result = subprocess.run([sys.executable, "tools/gen_recipes.py", "--check"], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_generator_check_fails_on_a_hand_edit(tmp_path):
+    """--check must notice an edited, a missing and an extra file (run on a copy of the repo's generator)."""
+    import shutil
+
+    root = tmp_path / "repo"
+    (root / "tools").mkdir(parents=True)
+    shutil.copy(REPO / "tools" / "gen_recipes.py", root / "tools")
+    shutil.copytree(builtin_recipe_dir(), root / "recipes", ignore=shutil.ignore_patterns("__pycache__"))
+    run = [sys.executable, "tools/gen_recipes.py", "--check"]
+    assert subprocess.run(run, cwd=root, capture_output=True).returncode == 0
+    target = root / "recipes" / "llama2" / "llama2_7b_lora_alpaca_e3.py"
+    target.write_text(target.read_text() + "# hand edit\n")
+    (root / "recipes" / "llama2" / "extra_recipe.py").write_text("x = 1\n")
+    result = subprocess.run(run, cwd=root, capture_output=True, text=True)
+    assert result.returncode == 1
+    assert "out of date: recipes/llama2/llama2_7b_lora_alpaca_e3.py" in result.stderr
+    assert "not generated: recipes/llama2/extra_recipe.py" in result.stderr
+    subprocess.run([sys.executable, "tools/gen_recipes.py"], cwd=root, check=True, capture_output=True)
+    assert subprocess.run(run, cwd=root, capture_output=True).returncode == 0
+
+
+def test_index_is_sorted_json():
+    data = json.loads((builtin_recipe_dir() / "index.json").read_text(encoding="utf-8"))
+    assert list(data) == sorted(data)
