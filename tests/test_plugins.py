@@ -161,7 +161,7 @@ def test_invalid_entry_is_a_plugin_failure(system):
         register(TuningMethod(name="broken", builder="no_colon_here"))
 
     system.add(plugin_module("bad", register_tuning_methods=register_tuning_methods), "bad", "xtune-bad", "1.0")
-    system.registry
+    system.get_registry()
     assert "builder must be 'module:function'" in system.info["bad"].error
 
 
@@ -170,7 +170,7 @@ def test_wrong_entry_type_is_rejected(system):
         register(ModelAdapter(name="x", model_types=("x",)))
 
     system.add(plugin_module("bad", register_recipes=register_recipes), "bad", "xtune-bad", "1.0")
-    system.registry
+    system.get_registry()
     assert "where a Recipe is expected" in system.info["bad"].error
 
 

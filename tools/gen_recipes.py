@@ -211,7 +211,7 @@ FLAGSHIPS = ["internlm_7b", "internlm_chat_7b", "internlm2_chat_7b", "internlm2_
 
 def matrix():
     """Yield (model, template, trust_remote_code, method, data) for every recipe."""
-    for fam, (template, remote, models) in FAMILIES.items():
+    for template, remote, models in FAMILIES.values():
         for model in models:
             plan = {m: list(ds) for m, ds in STANDARD.items()}
             if model.key in FLAGSHIPS:
@@ -247,7 +247,6 @@ def render(model: Model, template: str, remote: bool, method: str, data: Data) -
     batch_size = 1
     accumulative_counts = 16
     max_length = 2048
-    source = data.data_path or "(the dataset map's default source)"
     deepspeed = "zero3" if method == "full" and model.size_b > 2 else "zero2"
     downloads = f"the model {model.hub_id}"
     if data.data_path and not data.data_path.startswith("."):

@@ -96,6 +96,10 @@ class PluginSystem:
     # -- the registry ----------------------------------------------------------------------------
     @property
     def registry(self) -> Registry:
+        return self.get_registry()
+
+    def get_registry(self) -> Registry:
+        """The registry, built on first use (registration failures are known only after this)."""
         if self._registry is None:
             self._registry = self.build_registry()
         return self._registry
@@ -103,7 +107,7 @@ class PluginSystem:
     def build_registry(self) -> Registry:
         """Call every plugin's register hooks, plugin by plugin, so a failure is pinned on its plugin."""
         registry = Registry()
-        for plugin_name, plugin in self.pm.list_name_plugin():
+        for plugin_name, _plugin in self.pm.list_name_plugin():
             info = self.info.get(plugin_name) or self.info.setdefault(
                 plugin_name, PluginInfo(plugin_name, plugin_name, "?")
             )
@@ -133,7 +137,7 @@ class PluginSystem:
                 impl.function(**{arg: register for arg in impl.argnames if arg == "register"})
 
     def failures(self) -> list[PluginInfo]:
-        self.registry  # registration failures are only known once the registry is built
+        self.get_registry()
         return [info for info in self.info.values() if info.error]
 
     def warn_failures(self, stream=None) -> None:

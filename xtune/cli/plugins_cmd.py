@@ -18,7 +18,7 @@ def run(args) -> int:
     from xtune.plugins import get_plugin_system
 
     system = get_plugin_system()
-    system.registry  # fills in what each plugin registered and registration failures
+    system.get_registry()  # fills in what each plugin registered, and registration failures
     infos = list(system.info.values())
     if args.json:
         json.dump([i.to_dict() for i in infos], sys.stdout, indent=1, ensure_ascii=False)
