@@ -106,32 +106,67 @@ class DatasetMap(Entry):
 
 @dataclass(frozen=True)
 class ChatTemplate(Entry):
-    """A chat format. The rendering fields are read by `xtune.templates`; see docs/templates.md.
+    """A chat format, as plain data: `xtune.templates` renders it, `template export` turns it into jinja.
 
-    Templates are data so that `template export` can write equivalent jinja and plugins can add
-    their own without code. `families` names the model families it serves; `stop_words` end generation.
+    Every text field is a string in which ``{content}`` stands for the message text and
+    ``{bos_token}``, ``{eos_token}``, ``{date_string}`` for render-time values (the tokenizer's
+    special tokens default to `bos_token` / `eos_token` below, the reference tokenizer's). Only the
+    assistant's `assistant` + `assistant_end` text is trained; everything else is prompt.
+    docs/templates.md explains each field with the official template it reproduces.
     """
 
     kind: ClassVar[str] = "chat template"
     families: tuple[str, ...] = ()
     stop_words: tuple[str, ...] = ()
-    # Rendering, one format string per piece; {content} is the message text.
-    bos: str = ""  # emitted once at the start of every conversation
+    reference: str = ""  # what the rendering is checked against (a path under shared/reference/chat_templates)
+    bos_token: str = ""  # the reference tokenizer's BOS / EOS text, the defaults for {bos_token} / {eos_token}
+    eos_token: str = ""
+    bos: str = ""  # opens every conversation
+    round_start: str = ""  # opens every round (a user turn and its answer), e.g. a BOS before each [INST]
+    # The leading system message. placement: "turn" (its own text after `bos`), "first_user" / "last_user"
+    # (prepended to the first user message / to the final message when that is a user one, else dropped),
+    # "collect" (every system message, joined by `system_joiner`, after `bos`), "refuse".
     system: str = "{content}"
-    default_system: str = ""  # inserted when the conversation has no system message
+    system_placement: str = "turn"
+    system_joiner: str = "\n\n"
+    default_system: str | None = None  # rendered when the conversation has no system message ("" renders it empty)
+    skip_empty_system: bool = False  # an empty system message renders nothing
+    # System messages after the first: "refuse", "drop", "same" (formatted as `system`) or a format string.
+    later_system: str = "refuse"
     user: str = "{content}"
-    assistant: str = "{content}"  # the trained span is {content} plus `assistant_end`
-    assistant_end: str = ""  # end-of-turn text, trained with the answer (EOS or <|im_end|> ...)
-    generation_prompt: str = ""  # text that opens an assistant turn (ignored in the loss)
-    separator: str = ""  # between a finished assistant turn and the next user turn
-    system_in_first_user: bool = False  # e.g. llama2: system folded into the first [INST]
-    supports_system: bool = True
-    options: tuple[tuple[str, Any], ...] = ()  # renderer-specific switches
+    generation_prompt: str = ""  # opens every assistant turn; alone at the end with add_generation_prompt
+    generation_prompt_always: bool = False  # appended at the end even without add_generation_prompt
+    assistant: str = "{content}"  # trained
+    assistant_end: str = ""  # end-of-turn text (EOS, <|im_end|> ...), trained with the answer
+    assistant_suffix: str = ""  # text after the end-of-turn (a newline), not trained
+    conversation_end: str = ""  # closes a conversation rendered without the generation prompt, not trained
+    trim: bool = False  # strip whitespace around every message (the reference's `| trim`)
+    alternate: bool = False  # after the optional system message, roles must go user/assistant/user/...
+    date_string: str = ""  # default {date_string}; with `date_format`, today's date in that strftime format
+    date_format: str = ""
+    reasoning: str = ""  # "qwen3": <think> blocks as Qwen3 renders them (last answer, reasoning_content)
+    no_think_prompt: str = ""  # added to the generation prompt when rendering with enable_thinking=False
+
+    PLACEMENTS: ClassVar[tuple[str, ...]] = ("turn", "first_user", "last_user", "collect", "refuse")
+    LATER_SYSTEM_MODES: ClassVar[tuple[str, ...]] = ("refuse", "drop", "same")
+    REASONING_MODES: ClassVar[tuple[str, ...]] = ("", "qwen3")
 
     def validate(self) -> None:
         super().validate()
-        if "{content}" not in self.user or "{content}" not in self.assistant:
-            raise ValueError(f"chat template {self.name!r}: user and assistant must contain '{{content}}'")
+        for attr in ("system", "user", "assistant"):
+            if "{content}" not in getattr(self, attr):
+                raise ValueError(f"chat template {self.name!r}: {attr} must contain '{{content}}'")
+        if self.system_placement not in self.PLACEMENTS:
+            raise ValueError(f"chat template {self.name!r}: system_placement must be one of "
+                             f"{', '.join(self.PLACEMENTS)}, got {self.system_placement!r}")
+        if self.later_system not in self.LATER_SYSTEM_MODES and "{content}" not in self.later_system:
+            raise ValueError(f"chat template {self.name!r}: later_system must be one of "
+                             f"{', '.join(self.LATER_SYSTEM_MODES)} or contain '{{content}}', got {self.later_system!r}")
+        if self.reasoning not in self.REASONING_MODES:
+            raise ValueError(f"chat template {self.name!r}: reasoning must be one of {self.REASONING_MODES}, "
+                             f"got {self.reasoning!r}")
+        if not isinstance(self.stop_words, tuple) or not isinstance(self.families, tuple):
+            raise ValueError(f"chat template {self.name!r}: stop_words and families must be tuples")
 
 
 @dataclass(frozen=True)

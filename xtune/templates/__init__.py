@@ -1,1 +1,9 @@
-"""Chat template rendering into trained / ignored segments, and export to jinja."""
+"""Chat template rendering into trained / ignored segments, and export to jinja.
+
+`render_segments` is what the data pipeline uses: the segments' text, concatenated, is exactly what the
+model's official `chat_template` renders, and each segment says whether its tokens are trained.
+"""
+
+from xtune.templates.render import ROLES, Segment, get_template, render_segments, render_text
+
+__all__ = ["ROLES", "Segment", "get_template", "render_segments", "render_text"]
