@@ -59,13 +59,22 @@ def load(cache_dir: Path, key: str):
         return None
 
 
-def save(dataset, cache_dir: Path, key: str) -> Path:
+def save(dataset, cache_dir: Path, key: str, progress: bool = True) -> Path:
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     final = cache_dir / key
     tmp = Path(tempfile.mkdtemp(dir=cache_dir, prefix=f".{key}."))
     try:
-        dataset.save_to_disk(str(tmp))
+        import datasets
+
+        enabled = datasets.is_progress_bar_enabled()
+        if not progress:
+            datasets.disable_progress_bars()
+        try:
+            dataset.save_to_disk(str(tmp))
+        finally:
+            if enabled:
+                datasets.enable_progress_bars()
         if final.exists():  # another process finished first: keep theirs
             shutil.rmtree(tmp)
         else:

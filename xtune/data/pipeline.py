@@ -160,23 +160,19 @@ def render_conversations(conversations, wheres, template_name: str | None) -> li
 
 
 def _tokenize_batch(batch: dict, tokenizer, max_length: int) -> dict:
-    from xtune.data.tokenize import encode_pretrain, encode_segments, finish
+    from xtune.data.tokenize import encode_many, encode_pretrain, finish
 
+    rows = batch["segments"]
+    chats = [i for i, segments in enumerate(rows) if not segments[0]["pretrain"]]
+    encoded = dict(zip(chats, encode_many([[(s["text"], s["train"]) for s in rows[i]] for i in chats], tokenizer),
+                       strict=True))
     out: dict[str, list] = {"input_ids": [], "labels": [], "status": []}
-    for segments in batch["segments"]:
-        if segments and segments[0]["pretrain"]:
-            ids, labels = encode_pretrain(segments[0]["text"], tokenizer)
-        else:
-            ids, labels = encode_segments([(s["text"], s["train"]) for s in segments], tokenizer)
+    for i, segments in enumerate(rows):
+        ids, labels = encoded[i] if i in encoded else encode_pretrain(segments[0]["text"], tokenizer)
         done = finish(ids, labels, max_length)
-        if done is None:
-            out["input_ids"].append([])
-            out["labels"].append([])
-            out["status"].append("dropped")
-        else:
-            out["input_ids"].append(done[0])
-            out["labels"].append(done[1])
-            out["status"].append("truncated" if done[2] else "ok")
+        out["input_ids"].append(done[0] if done else [])
+        out["labels"].append(done[1] if done else [])
+        out["status"].append("dropped" if done is None else "truncated" if done[2] else "ok")
     return out
 
 
@@ -218,7 +214,8 @@ def build_train_dataset(cfg: dict, tokenizer, *, registry=None, progress: bool =
     finally:
         if was_enabled:
             datasets.enable_progress_bars()
-    status = tokenized["status"]
+    columns = tokenized.to_dict()  # plain lists: per-row access to a datasets column is slow
+    status = columns["status"]
     report = {"records": len(conversations), "dropped": status.count("dropped"),
               "truncated": status.count("truncated"), "max_length": max_length,
               "packed": bool(cfg.get("pack_to_max_length"))}
@@ -226,20 +223,21 @@ def build_train_dataset(cfg: dict, tokenizer, *, registry=None, progress: bool =
     if not kept:
         raise DataError(f"every one of the {len(status)} samples lost all trained tokens when truncated to "
                         f"max_length {max_length}", hint="raise max_length")
-    tokenized = tokenized.select(kept).remove_columns(["status"])
     if cfg.get("pack_to_max_length"):
         from xtune.data.packing import pack_rows
 
         seed = cfg.get("seed", 0) if cfg.get("shuffle_before_pack", True) else None
-        rows = pack_rows(tokenized["input_ids"], tokenized["labels"], max_length, seed=seed)
+        rows = pack_rows([columns["input_ids"][i] for i in kept], [columns["labels"][i] for i in kept],
+                         max_length, seed=seed)
         result = datasets.Dataset.from_dict(rows)
         report["fill_ratio"] = sum(map(len, rows["input_ids"])) / (len(rows["input_ids"]) * max_length)
     else:
-        result = tokenized
+        result = datasets.Dataset.from_dict({"input_ids": [columns["input_ids"][i] for i in kept],
+                                             "labels": [columns["labels"][i] for i in kept]})
     report["rows"] = len(result)
     result.info.description = REPORT_PREFIX + json.dumps(report)
     if use_cache:
-        cache.save(result, cache_dir, key)
+        cache.save(result, cache_dir, key, progress=progress)
     return result
 
 

@@ -16,8 +16,9 @@ to re-tokenizing each boundary prefix, which finds the same split.
 
 from __future__ import annotations
 
-from itertools import accumulate
 from typing import Any
+
+import numpy as np
 
 IGNORE_INDEX = -100
 
@@ -28,23 +29,28 @@ def _parts(segment: Any) -> tuple[str, bool]:
     return segment.text, bool(segment.train)
 
 
-def _trained_chars(segments) -> tuple[str, list[int]]:
+def _trained_chars(segments) -> tuple[str, np.ndarray]:
     """The full text and a running count of trained characters (prefix sums, length len(text)+1)."""
-    texts, flags = [], []
+    texts, flags = [], [np.zeros(1, dtype=np.int64)]
     for segment in segments:
         text, train = _parts(segment)
         texts.append(text)
-        flags.extend([1 if train else 0] * len(text))
-    return "".join(texts), [0, *accumulate(flags)]
+        flags.append(np.full(len(text), 1 if train else 0, dtype=np.int64))
+    return "".join(texts), np.cumsum(np.concatenate(flags))
 
 
-def _labels_from_offsets(ids, offsets, cum, length) -> list[int]:
-    labels = []
-    for token, (start, end) in zip(ids, offsets, strict=False):
-        if end <= start:  # a token with no characters (e.g. an inserted word marker): use the next char
-            start, end = min(start, max(length - 1, 0)), min(start, max(length - 1, 0)) + 1
-        labels.append(token if cum[min(end, length)] - cum[min(start, length)] > 0 else IGNORE_INDEX)
-    return labels
+def _labels_from_offsets(ids, offsets, cum: np.ndarray) -> list[int]:
+    length = len(cum) - 1
+    if not ids:
+        return []
+    spans = np.asarray(offsets, dtype=np.int64).reshape(-1, 2).clip(0, length)
+    start, end = spans[:, 0], spans[:, 1]
+    # A token that covers no characters (e.g. an inserted word marker) takes the next character's flag.
+    empty = end <= start
+    start = np.where(empty, np.minimum(start, max(length - 1, 0)), start)
+    end = np.where(empty, start + 1, end).clip(0, length)
+    trained = cum[end] - cum[start] > 0
+    return np.where(trained, np.asarray(ids, dtype=np.int64), IGNORE_INDEX).tolist()
 
 
 def _labels_by_prefixes(tokenizer, text, ids, segments) -> list[int]:
@@ -75,16 +81,22 @@ def _labels_by_prefixes(tokenizer, text, ids, segments) -> list[int]:
 
 def encode_segments(segments, tokenizer) -> tuple[list[int], list[int]]:
     """(input_ids, labels) of the concatenated segments; labels are -100 off the trained ones."""
-    segments = list(segments)
-    text, cum = _trained_chars(segments)
+    return encode_many([segments], tokenizer)[0]
+
+
+def encode_many(conversations, tokenizer) -> list[tuple[list[int], list[int]]]:
+    """encode_segments for many segment lists, tokenized in one batch call (the fast path)."""
+    prepared = [_trained_chars(list(segments)) for segments in conversations]
+    texts = [text for text, _ in prepared]
     if getattr(tokenizer, "is_fast", False):
-        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        ids = list(enc["input_ids"])
-        labels = _labels_from_offsets(ids, enc["offset_mapping"], cum, len(text))
-    else:
+        enc = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
+        return [(list(ids), _labels_from_offsets(ids, offsets, cum))
+                for ids, offsets, (_, cum) in zip(enc["input_ids"], enc["offset_mapping"], prepared, strict=True)]
+    out = []
+    for segments, text in zip(conversations, texts, strict=True):
         ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
-        labels = _labels_by_prefixes(tokenizer, text, ids, segments)
-    return ids, labels
+        out.append((ids, _labels_by_prefixes(tokenizer, text, ids, list(segments))))
+    return out
 
 
 def encode_pretrain(text: str, tokenizer) -> tuple[list[int], list[int]]:
