@@ -109,7 +109,7 @@ TEMPLATES = [
                  reasoning="qwen3", no_think_prompt="<think>\n\n</think>\n\n",
                  **dict(_CHATML, stop_words=("<|im_end|>", "<|endoftext|>"))),
     ChatTemplate(name="smollm2_chat", description="SmolLM2 instruct (ChatML, default system prompt)",
-                 families=("smollm2",), reference="", bos_token="<|im_start|>", eos_token="<|im_end|>",
+                 families=("smollm2",), reference="gguf:SmolLM2-135M-Instruct.Q4_1.gguf", bos_token="<|im_start|>", eos_token="<|im_end|>",
                  default_system="You are a helpful AI assistant named SmolLM, trained by Hugging Face",
                  **dict(_CHATML, stop_words=("<|im_end|>", "<|endoftext|>"))),
     ChatTemplate(name="internlm2_chat", description="InternLM2 / 2.5 chat (ChatML after <s>)",
