@@ -81,20 +81,27 @@ def format_stats(stats: dict[str, Any]) -> str:
 
 
 def render_sample(row: dict, tokenizer, marks: tuple[str, str] = TRAIN_MARKS) -> list[str]:
-    """Each sample of a row as text, trained spans wrapped in `marks` (one string per packed sample)."""
+    """Each sample of a row as text, trained spans wrapped in `marks` (one string per packed sample).
+
+    Spans are cut from decodes of growing prefixes of the sample, not decoded one by one: a
+    SentencePiece decoder drops the leading space of a piece decoded alone, which would hide
+    exactly the boundary detail this view is for.
+    """
     ids, labels = list(row["input_ids"]), list(row["labels"])
     lengths = sample_lengths(row["position_ids"]) if "position_ids" in row else [len(ids)]
     out, start = [], 0
     for length in lengths:
-        pieces, i, end = [], start, start + length
-        while i < end:
-            trained = labels[i] != IGNORE_INDEX
-            j = i
-            while j < end and (labels[j] != IGNORE_INDEX) == trained:
-                j += 1
-            text = tokenizer.decode(ids[i:j], skip_special_tokens=False, clean_up_tokenization_spaces=False)
-            pieces.append(f"{marks[0]}{text}{marks[1]}" if trained else text)
-            i = j
+        end = start + length
+        cuts = [start] + [i for i in range(start + 1, end)
+                          if (labels[i] != IGNORE_INDEX) != (labels[i - 1] != IGNORE_INDEX)] + [end]
+        texts = [tokenizer.decode(ids[start:c], skip_special_tokens=False, clean_up_tokenization_spaces=False)
+                 for c in cuts]
+        pieces = []
+        for (a, b), (before, after) in zip(zip(cuts, cuts[1:], strict=False), zip(texts, texts[1:], strict=False),
+                                           strict=True):
+            text = after[len(before):] if after.startswith(before) else tokenizer.decode(
+                ids[a:b], skip_special_tokens=False, clean_up_tokenization_spaces=False)
+            pieces.append(f"{marks[0]}{text}{marks[1]}" if labels[a] != IGNORE_INDEX else text)
         out.append("".join(pieces))
         start = end
     return out

@@ -90,6 +90,7 @@ def load_conversations(cfg: dict, registry=None, *, progress: bool = True) -> tu
         source: Source = load_source(data_path or default_source(entry), config=entry.hub_config,
                                      split=entry.split, data_files=entry.data_files)
         prints.append(source.fingerprint)
+        problems += source.problems
         system = cfg.get("system") or entry.system
         for where, record in _progress(source, f"Checking {source.name}", progress):
             try:
@@ -237,7 +238,7 @@ def build_train_dataset(cfg: dict, tokenizer, *, registry=None, progress: bool =
     report["rows"] = len(result)
     result.info.description = REPORT_PREFIX + json.dumps(report)
     if use_cache:
-        cache.save(result, cache_dir, key, progress=progress)
+        cache.save(result, cache_dir, key, progress=progress and len(result) >= 2000)
     return result
 
 

@@ -13,7 +13,7 @@ import io
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ class Source:
     records: Any  # a list of dicts, or a datasets.Dataset for hub data
     wheres: list[str] | None  # one label per record; None: "<name> record <i>"
     fingerprint: str
+    problems: list[str] = field(default_factory=list)  # unreadable lines (JSONL), reported with bad records
 
     def __len__(self) -> int:
         return len(self.records)
@@ -92,7 +93,8 @@ def _read_json_array(path: Path, text: str) -> tuple[list, list[str]]:
 
 
 def _read_jsonl(path: Path, text: str) -> tuple[list, list[str]]:
-    records, wheres, errors = [], [], []
+    """One record per line; malformed lines are collected in the `problems` attribute of the list."""
+    records, wheres, errors = _Records(), [], []
     for number, raw in enumerate(text.splitlines(), start=1):
         if not raw.strip():
             continue
@@ -102,9 +104,14 @@ def _read_jsonl(path: Path, text: str) -> tuple[list, list[str]]:
             errors.append(f"{path}: line {number}: malformed JSON: {exc.msg} (column {exc.colno})")
             continue
         wheres.append(f"{path} line {number}")
-    if errors:
-        raise DataError(collect(errors))
+    records.problems = errors
     return records, wheres
+
+
+class _Records(list):
+    """A list of records that also carries the problems found while reading it."""
+
+    problems: list[str] = []
 
 
 def _read_json(path: Path) -> tuple[list, list[str]]:
@@ -176,8 +183,12 @@ _READERS = {".json": _read_json, ".jsonl": _read_json, ".csv": _read_csv, ".parq
             ".xlsx": _read_xlsx, ".txt": _read_txt}
 
 
-def read_file(path: str | os.PathLike) -> tuple[list, list[str]]:
-    """(records, wheres) of one local file, or a DataError naming the file and line."""
+def read_file(path: str | os.PathLike, problems: list[str] | None = None) -> tuple[list, list[str]]:
+    """(records, wheres) of one local file, or a DataError naming the file and line.
+
+    With a `problems` list, malformed JSON lines are appended to it (so they are reported with the
+    other bad records) instead of raised.
+    """
     path = Path(path)
     reader = _READERS.get(path.suffix.lower())
     if reader is None:
@@ -186,10 +197,17 @@ def read_file(path: str | os.PathLike) -> tuple[list, list[str]]:
     if not path.is_file():
         raise DataError(f"data file {str(path)!r} does not exist")
     records, wheres = reader(path)
-    for where, record in zip(wheres, records, strict=False):
+    found = list(getattr(records, "problems", []))
+    for where, record in zip(wheres, records, strict=True):
         if not isinstance(record, dict):
-            raise DataError(f"{where}: a record must be a JSON object, got {type(record).__name__}")
-    return records, wheres
+            found.append(f"{where}: a record must be a JSON object, got {type(record).__name__}")
+    if found and problems is None:
+        raise DataError(collect(found))
+    if problems is not None:
+        problems += found
+        keep = [i for i, r in enumerate(records) if isinstance(r, dict)]
+        records, wheres = [records[i] for i in keep], [wheres[i] for i in keep]
+    return list(records), wheres
 
 
 def looks_local(data_path: str) -> bool:
@@ -222,14 +240,15 @@ def load_local(data_path: str) -> Source:
         files = [path]
     else:
         raise DataError(f"data path {data_path!r} does not exist")
-    records, wheres = [], []
+    records, wheres, problems = [], [], []
     for file in files:
-        r, w = read_file(file)
+        r, w = read_file(file, problems)
         records += r
         wheres += w
-    if not records:
+    if not records and not problems:
         raise DataError(f"{data_path}: the data set is empty (no records)")
-    return Source(name=str(path), records=records, wheres=wheres, fingerprint=_file_digest(files))
+    return Source(name=str(path), records=records, wheres=wheres, fingerprint=_file_digest(files),
+                  problems=problems)
 
 
 def load_hub(repo_id: str, *, config: str | None = None, split: str = "train",
