@@ -169,3 +169,12 @@ def test_reference_plugin_recipes_name_registered_entries():
         assert cfg.dataset_map in registry.dataset_maps
         assert cfg.prompt_template in registry.chat_templates
         assert cfg.method in registry.tuning_methods
+
+
+def test_reference_plugin_template_renders_through_the_core():
+    pytest.importorskip("xtune_tinyllama")
+    result = xtune("template", "render", "tinyllama_chat", "--messages", "-", input=json.dumps(
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+         {"role": "assistant", "content": "Hello!"}]))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "<|system|>\nBe brief.</s>\n<|user|>\nHi</s>\n<|assistant|>\nHello!</s>\n"

@@ -17,8 +17,9 @@ def register_model_adapters(register):
 def register_chat_templates(register):
     register(ChatTemplate(
         name="tinyllama_chat", families=("tinyllama",), stop_words=("</s>",),
-        system="<|system|>\n{content}</s>\n", user="<|user|>\n{content}</s>\n",
-        generation_prompt="<|assistant|>\n", assistant="{content}", assistant_end="</s>\n",
+        bos_token="<s>", eos_token="</s>", later_system="same",
+        system="<|system|>\n{content}{eos_token}\n", user="<|user|>\n{content}{eos_token}\n",
+        generation_prompt="<|assistant|>\n", assistant="{content}", assistant_end="{eos_token}", assistant_suffix="\n",
         description="TinyLlama-1.1B-Chat (Zephyr-style turns)",
     ))
 
