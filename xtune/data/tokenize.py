@@ -10,7 +10,9 @@ Rule for a token that straddles an ignored and a trained segment: it is trained 
 least one trained character. This is the one place where exactness can be impossible: such a token
 carries a little prompt text, so the decoded labels then start with that text (for example Qwen
 tokenizes "assistant\\n" + "\\nHi" as "\\n\\n" + "Hi"; the label run decodes to "\\n\\nHi", one newline more
-than the answer). Tests pin this deviation. Tokenizers without offsets (slow, Python-only) fall back
+than the answer). A token with no characters of its own (ChatGLM3's normalizer prepends a word
+marker to each text chunk after a special token) takes the flag of the character after it, so the
+labels of a ChatGLM3 answer decode with one leading space more. Tests pin both deviations. Tokenizers without offsets (slow, Python-only) fall back
 to re-tokenizing each boundary prefix, which finds the same split.
 """
 
