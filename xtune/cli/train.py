@@ -12,7 +12,9 @@ def add_parser(subparsers, common):
     p.add_argument("--resume", help="'auto' for the latest checkpoint in the work dir, or a checkpoint path")
     p.add_argument("--seed", type=int, help="random seed (overrides the recipe's seed)")
     p.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE", help="override recipe settings")
-    p.add_argument("--launcher", choices=["none", "pytorch", "slurm"], default="none")
+    p.add_argument("--launcher", choices=["none", "pytorch", "slurm"], default="none",
+                   help="several processes: torchrun sets 'pytorch'; or set NPROC_PER_NODE=N (NNODES, NODE_RANK, "
+                        "ADDR, PORT) and xtune starts torchrun itself")
     p.add_argument("--local_rank", "--local-rank", type=int, default=0, help=argparse_hidden())
     p.set_defaults(func=run)
 
@@ -28,6 +30,25 @@ def run(args) -> int:
     from xtune.recipe_files import resolve_recipe
 
     path = resolve_recipe(args.recipe, get_registry())
+    from xtune.engine.launch import relaunch_if_requested
+
+    code = relaunch_if_requested(_argv(args))
+    if code is not None:
+        return code
     from xtune.engine.train import train
 
     return train(path, args)
+
+
+def _argv(args) -> list[str]:
+    """The train command line again, for re-running it under torchrun."""
+    argv = [args.recipe]
+    for flag, value in (("--work-dir", args.work_dir), ("--deepspeed", args.deepspeed), ("--resume", args.resume),
+                        ("--seed", args.seed)):
+        if value is not None:
+            argv += [flag, str(value)]
+    if args.cfg_options:
+        argv += ["--cfg-options", *args.cfg_options]
+    if getattr(args, "debug", False):
+        argv.append("--debug")
+    return argv

@@ -1,0 +1,65 @@
+"""Applying a tuning method: merge the recipe's `method_cfg` over the method's defaults, call its builder.
+
+Every builder has the same shape, `builder(model, settings, adapter) -> model`, takes its settings as
+keyword-like dict entries and leaves exactly the parameters it trains with `requires_grad=True`.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from xtune.errors import ConfigError, closest
+from xtune.registry import import_object
+
+log = logging.getLogger("xtune")
+
+
+def method_settings(method_cfg: dict, registry) -> tuple[object, dict]:
+    """(TuningMethod entry, settings) for a recipe's `method_cfg` (whose `type` names the method).
+
+    Settings that another registered method uses (a LoRA recipe switched to `method=full` still lists
+    `r=64`) are dropped with a log line; anything else unknown is the builder's to reject.
+    """
+    cfg = dict(method_cfg)
+    name = cfg.pop("type", None)
+    entry = registry.tuning_methods.get(name)
+    settings = dict(entry.defaults)
+    settings.update(cfg)
+    own = set(dict(entry.defaults))
+    others = {k for m in registry.tuning_methods if m.name != entry.name for k, _ in m.defaults}
+    foreign = sorted(k for k in settings if k not in own and k in others)
+    if foreign:
+        log.info("method %s ignores the settings %s (they belong to other methods)", name, ", ".join(foreign))
+        for k in foreign:
+            settings.pop(k)
+    return entry, settings
+
+
+def check_settings(method: str, settings: dict, allowed) -> None:
+    """Reject settings a builder does not know, echoing them with the closest accepted names."""
+    unknown = [k for k in settings if k not in allowed]
+    if unknown:
+        hints = {k: closest(k, allowed) for k in unknown}
+        detail = "; ".join(f"{k!r}" + (f" (did you mean {', '.join(h)}?)" if h else "") for k, h in hints.items())
+        raise ConfigError(f"method_cfg for {method!r} has unknown settings: {detail}",
+                          hint=f"accepted: {', '.join(sorted(allowed))}")
+
+
+def apply_method(model, method_cfg: dict, registry, adapter=None):
+    """The model made trainable by the recipe's method; logs trainable / total parameters."""
+    from xtune.models.loading import count_parameters
+
+    entry, settings = method_settings(method_cfg, registry)
+    builder = import_object(entry.builder)
+    model = builder(model, settings, adapter)
+    trainable, total = count_parameters(model)
+    if trainable == 0:
+        raise ConfigError(f"method {entry.name!r} left no trainable parameters in this model")
+    log.info("method %s: trainable params %s / %s (%.4f%%)", entry.name, f"{trainable:,}", f"{total:,}",
+             100.0 * trainable / max(total, 1))
+    return model
+
+
+def freeze_all(model) -> None:
+    for p in model.parameters():
+        p.requires_grad_(False)
