@@ -1,0 +1,160 @@
+"""A conversation with a loaded model: history, prompt rendering, generation that streams and stops.
+
+The prompt format comes from, in order: `--prompt-template NAME` (an xtune template), the model's own
+`chat_template` (folders from `xtune convert` carry the recipe's template as jinja, and it is recognised
+so that its stop words apply), or the model adapter's default template. Generation stops at the EOS
+token(s) and at the template's stop words; single-token stop words stop `generate` itself, longer ones
+are cut from the streamed text and end generation at the next token.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from xtune.chat.stops import StopFilter, cut_at_stop
+
+
+@dataclass
+class GenerationSettings:
+    max_new_tokens: int = 512
+    temperature: float = 0.7  # 0: greedy
+    top_p: float = 0.9
+    top_k: int = 40
+    repetition_penalty: float = 1.0
+    seed: int | None = None
+
+
+class ChatSession:
+    """Multi-turn chat. `ask(text)` returns the answer and keeps it in the history; `reset()` forgets."""
+
+    def __init__(self, model, tokenizer, *, template: str | None = None, system: str | None = None,
+                 settings: GenerationSettings | None = None, model_name: str = ""):
+        from xtune.export.tokenizer import find_template_name
+
+        self.model, self.tokenizer = model, tokenizer
+        self.system = system
+        self.settings = settings or GenerationSettings()
+        self.history: list[dict] = []
+        self.use_tokenizer_template = template is None and bool(getattr(tokenizer, "chat_template", None))
+        if self.use_tokenizer_template:
+            self.template = find_template_name(tokenizer.chat_template)
+        else:
+            if template is None:
+                from xtune.chat.loading import default_template_name
+
+                template = default_template_name(model, model_name) or "default"
+            from xtune.templates import get_template
+
+            get_template(template)  # unknown names fail here, with the closest ones
+            self.template = template
+        self.stop_words = self._stop_words()
+        self.eos_token_ids = self._eos_token_ids()
+
+    # ------------------------------------------------------------------ prompt
+    def messages(self, text: str) -> list[dict]:
+        head = [{"role": "system", "content": self.system}] if self.system is not None else []
+        return head + self.history + [{"role": "user", "content": text}]
+
+    def render(self, messages: list[dict]) -> str:
+        if self.use_tokenizer_template:
+            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        from xtune.templates import render_text
+
+        return render_text(self.template, messages, add_generation_prompt=True,
+                           bos_token=self.tokenizer.bos_token or "", eos_token=self.tokenizer.eos_token or "")
+
+    def _stop_words(self) -> list[str]:
+        words = []
+        if self.template:
+            from xtune.templates import get_template
+
+            words += list(get_template(self.template).stop_words)
+        if self.tokenizer.eos_token:
+            words.append(self.tokenizer.eos_token)
+        return list(dict.fromkeys(words))
+
+    def _eos_token_ids(self) -> list[int]:
+        ids = []
+        configured = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        ids += configured if isinstance(configured, list) else [configured]
+        ids.append(self.tokenizer.eos_token_id)
+        for word in self.stop_words:  # a stop word that is one token stops generate() directly
+            encoded = self.tokenizer.encode(word, add_special_tokens=False)
+            if len(encoded) == 1:
+                ids.append(encoded[0])
+        return [i for i in dict.fromkeys(ids) if i is not None]
+
+    # ------------------------------------------------------------------ generation
+    def _generate_kwargs(self, text: str) -> dict:
+        prompt = self.render(self.messages(text))
+        inputs = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+        device = next(self.model.parameters()).device
+        s = self.settings
+        kwargs = dict(input_ids=inputs["input_ids"].to(device), attention_mask=inputs["attention_mask"].to(device),
+                      max_new_tokens=s.max_new_tokens, eos_token_id=self.eos_token_ids,
+                      pad_token_id=self.tokenizer.pad_token_id, repetition_penalty=s.repetition_penalty)
+        if s.temperature and s.temperature > 0:
+            kwargs.update(do_sample=True, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k)
+        else:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        if s.seed is not None:
+            from transformers import set_seed
+
+            set_seed(s.seed)
+        return kwargs
+
+    def ask(self, text: str, on_text: Callable[[str], None] | None = None) -> str:
+        """Answer `text`; with `on_text`, stream the answer to it piece by piece as it is generated."""
+        kwargs = self._generate_kwargs(text)
+        if on_text is None:
+            output = self.model.generate(**kwargs)
+            new = output[0, kwargs["input_ids"].shape[1]:]
+            answer, _ = cut_at_stop(self.tokenizer.decode(new, skip_special_tokens=True), self.stop_words)
+        else:
+            answer = self._stream(kwargs, on_text)
+        answer = answer.strip()
+        self.history += [{"role": "user", "content": text}, {"role": "assistant", "content": answer}]
+        return answer
+
+    def _stream(self, kwargs: dict, on_text: Callable[[str], None]) -> str:
+        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+        stop = threading.Event()
+
+        class _StopWhenAsked(StoppingCriteria):
+            def __call__(self, input_ids, scores, **_):
+                return stop.is_set()
+
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        kwargs = dict(kwargs, streamer=streamer, stopping_criteria=StoppingCriteriaList([_StopWhenAsked()]))
+        failure: list[BaseException] = []
+
+        def run():
+            try:
+                self.model.generate(**kwargs)
+            except BaseException as exc:  # surfaced in the caller's thread below
+                failure.append(exc)
+                streamer.end()
+
+        worker = threading.Thread(target=run, daemon=True)
+        worker.start()
+        filt = StopFilter(self.stop_words)
+        try:
+            for chunk in streamer:
+                piece = filt.feed(chunk)
+                if piece:
+                    on_text(piece)
+                if filt.stopped:
+                    stop.set()
+            on_text(filt.finish())
+        finally:
+            stop.set()  # also on Ctrl-C: generate() ends at its next token
+            worker.join()
+        if failure:
+            raise failure[0]
+        return filt.text
+
+    def reset(self) -> None:
+        self.history.clear()

@@ -1,0 +1,98 @@
+"""`xtune convert pth_to_hf | merge | gguf_to_hf`: training output and GGUF files to Hugging Face folders.
+
+Every form writes OUT atomically (a temporary folder renamed into place when complete) and refuses an
+existing OUT unless `--force` is given. The work is in `xtune.export`; this module only parses.
+"""
+
+from __future__ import annotations
+
+_DTYPES = ["auto", "float32", "bfloat16", "float16"]
+
+
+def add_parser(subparsers, common):
+    p = subparsers.add_parser("convert", parents=[common], help="checkpoint -> HF adapter/model; merge; GGUF -> HF",
+                              description="Turn training output into Hugging Face folders (safetensors).")
+    sub = p.add_subparsers(title="conversions", metavar="KIND")
+    p.set_defaults(func=lambda args: _missing_kind(p))
+
+    pth = sub.add_parser("pth_to_hf", parents=[common], help="a training checkpoint -> adapter or full model",
+                         description="Convert an `xtune train` checkpoint (iter_N.pth file or DeepSpeed folder) "
+                                     "into a PEFT adapter folder, or a full model for full / freeze tuning, "
+                                     "with the tokenizer, the recipe's chat template and a model card.")
+    pth.add_argument("recipe", metavar="RECIPE_OR_PATH", help="the recipe the checkpoint was trained with")
+    pth.add_argument("checkpoint", metavar="CHECKPOINT", help="WORK_DIR/iter_N.pth (file or DeepSpeed folder)")
+    pth.add_argument("out", metavar="OUT", help="output folder")
+    pth.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE",
+                     help="the same overrides as the training run (e.g. pretrained_model_name_or_path=DIR)")
+    pth.add_argument("--dtype", choices=_DTYPES[1:], help="cast a full model to this precision before saving")
+    _common_out(pth)
+    pth.set_defaults(func=_run_pth_to_hf)
+
+    merge = sub.add_parser("merge", parents=[common], help="fold an adapter into its base model",
+                           description="Merge a PEFT adapter into a full- or half-precision base model and save "
+                                       "a standalone model (sharded safetensors) with tokenizer and chat template.")
+    merge.add_argument("base", metavar="BASE", help="base model: folder, hub id or modelscope://ID")
+    merge.add_argument("adapter", metavar="ADAPTER", help="adapter folder (from pth_to_hf or WORK_DIR/hf)")
+    merge.add_argument("out", metavar="OUT", help="output folder")
+    merge.add_argument("--dtype", default="auto", choices=_DTYPES,
+                       help="precision to load the base and save the result in (auto: the base's own)")
+    merge.add_argument("--prompt-template", metavar="NAME", help="store this xtune template as the chat template "
+                                                                 "(default: the adapter's)")
+    _common_out(merge)
+    merge.set_defaults(func=_run_merge)
+
+    gguf = sub.add_parser("gguf_to_hf", parents=[common], help="a GGUF file -> plain HF folder",
+                          description="Dequantise a GGUF model into a Hugging Face folder (config, safetensors, "
+                                      "tokenizer with its chat template).")
+    gguf.add_argument("gguf", metavar="GGUF", help="path to a .gguf file")
+    gguf.add_argument("out", metavar="OUT", help="output folder")
+    gguf.add_argument("--dtype", default="bfloat16", choices=_DTYPES[1:], help="precision of the saved weights")
+    _common_out(gguf)
+    gguf.set_defaults(func=_run_gguf)
+
+
+def _common_out(p) -> None:
+    p.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    p.add_argument("--max-shard-size", default="5GB", help="largest safetensors shard (default 5GB)")
+
+
+def _missing_kind(parser) -> int:
+    from xtune.errors import UsageError
+
+    raise UsageError("xtune convert: say what to convert: pth_to_hf, merge or gguf_to_hf",
+                     hint="see 'xtune convert --help'")
+
+
+def _setup_logging() -> None:
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+
+def _run_pth_to_hf(args) -> int:
+    _setup_logging()
+    from xtune.export.pth_to_hf import pth_to_hf
+
+    out = pth_to_hf(args.recipe, args.checkpoint, args.out, cfg_options=args.cfg_options, force=args.force,
+                    max_shard_size=args.max_shard_size, dtype=args.dtype)
+    print(f"wrote {out}")
+    return 0
+
+
+def _run_merge(args) -> int:
+    _setup_logging()
+    from xtune.export.merge import merge
+
+    out = merge(args.base, args.adapter, args.out, dtype=args.dtype, max_shard_size=args.max_shard_size,
+                force=args.force, prompt_template=args.prompt_template)
+    print(f"wrote {out}")
+    return 0
+
+
+def _run_gguf(args) -> int:
+    _setup_logging()
+    from xtune.export.gguf import gguf_to_hf
+
+    out = gguf_to_hf(args.gguf, args.out, dtype=args.dtype, force=args.force, max_shard_size=args.max_shard_size)
+    print(f"wrote {out}")
+    return 0

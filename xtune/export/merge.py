@@ -1,0 +1,80 @@
+"""`xtune convert merge BASE ADAPTER OUT`: a standalone model with the adapter folded into its weights.
+
+peft's `merge_and_unload` adds the adapter's update to the base weights. That is only exact on a base
+held in full or half precision: folded into a 4-bit base the update would be rounded away (or the
+merge refused), so a quantised base is rejected up front instead of producing a subtly different model.
+The result loads with plain transformers and gives the logits of base + adapter.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from xtune.errors import UsageError
+from xtune.export.adapters import apply_adapter, check_adapter_dir
+from xtune.export.atomic import atomic_output_dir, check_output
+from xtune.export.model_card import read_info, write_card, write_info
+from xtune.export.tokenizer import save_tokenizer
+
+log = logging.getLogger("xtune")
+
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
+
+
+def _refuse_quantized(config, base: str) -> None:
+    quant = getattr(config, "quantization_config", None)
+    if quant is None:
+        return
+    quant = quant if isinstance(quant, dict) else quant.to_dict()
+    method = quant.get("quant_method", "")
+    if method == "gguf":
+        raise UsageError(f"base model {base!r} is a GGUF file, which transformers cannot save after a merge",
+                         hint=f"convert it first: xtune convert gguf_to_hf {base} BASE_DIR, then merge into BASE_DIR")
+    raise UsageError(f"base model {base!r} is stored quantised ({method or 'quantization_config'}): merging into "
+                     "it would round the adapter away", hint="merge into the full- or half-precision base model")
+
+
+def merge(base: str, adapter: str, out: str, *, dtype: str = "auto", max_shard_size: str = "5GB",
+          force: bool = False, prompt_template: str | None = None, source: str = "auto") -> Path:
+    """Merge `adapter` into `base` and save `out`; returns `out`."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from xtune.models.loading import resolve_dtype, resolve_source
+
+    if dtype in ("4bit", "int4", "nf4", "8bit", "int8"):
+        raise UsageError(f"--dtype {dtype}: merging needs a full- or half-precision base",
+                         hint="use float32, bfloat16 or float16")
+    out_path = check_output(out, force)
+    adapter_dir = check_adapter_dir(adapter)
+    if prompt_template:
+        from xtune.templates import get_template
+
+        get_template(prompt_template)  # an unknown name fails before the model is loaded
+    src = resolve_source(base, source)
+    gguf = {"gguf_file": src.gguf_file} if src.gguf_file else {}
+    try:
+        config = AutoConfig.from_pretrained(src.path, **gguf)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot load base model {base!r}: {str(exc).splitlines()[0]}") from None
+    _refuse_quantized(config, base)
+    torch_dtype = "auto" if dtype == "auto" else resolve_dtype(dtype)
+    model = AutoModelForCausalLM.from_pretrained(src.path, dtype=torch_dtype, **gguf)
+    peft_model = apply_adapter(model, adapter_dir, base_name=f"base model {base!r}")
+    merged = peft_model.merge_and_unload()
+    merged.config.use_cache = True
+
+    has_tokenizer = any((adapter_dir / name).is_file() for name in _TOKENIZER_FILES)
+    tokenizer = (AutoTokenizer.from_pretrained(str(adapter_dir)) if has_tokenizer
+                 else AutoTokenizer.from_pretrained(src.path, **gguf))
+    info = read_info(adapter_dir) or {"base_model": base, "method": "adapter"}
+    info = dict(info, base_model=base, kind="full model", merged_adapter=str(adapter_dir))
+    if prompt_template:
+        info["prompt_template"] = prompt_template
+    with atomic_output_dir(out_path, force=force) as tmp:
+        merged.save_pretrained(str(tmp), max_shard_size=max_shard_size)
+        save_tokenizer(tokenizer, tmp, prompt_template)
+        write_info(tmp, info)
+        write_card(tmp, info, merged_from=str(adapter_dir))
+    log.info("merged %s into %s -> %s", adapter_dir, base, out_path)
+    return out_path
