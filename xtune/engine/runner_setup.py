@@ -42,7 +42,20 @@ def describe_dataset(dataset, tokenizer) -> str:
     return f"{format_stats(dataset_stats(dataset))}\nfirst sample, trained text in [[ ]]:\n{sample[0]}"
 
 
-def build_runner(cfg, *, llm, tokenizer, dataset, val_dataset, schedule: Schedule, work_dir: str, launcher: str,
+_RUNS = [0]
+
+
+def experiment_name(recipe: str) -> str:
+    """Unique per runner: mmengine caches loggers and visualizers by this name, so a second run in the same
+    process (tests, notebooks) would otherwise write into the first run's log folder."""
+    import os
+    import time
+
+    _RUNS[0] += 1
+    return f"{recipe}_{time.strftime('%Y%m%d_%H%M%S')}_{os.getpid()}_{_RUNS[0]}"
+
+
+def build_runner(cfg, *, name: str, llm, tokenizer, dataset, val_dataset, schedule: Schedule, work_dir: str, launcher: str,
                  ds_config, resume_from, seed: int, params, world_size: int, sampler, dataloader):
     from mmengine.hooks import DistSamplerSeedHook, IterTimerHook, LoggerHook, ParamSchedulerHook
 
@@ -58,6 +71,7 @@ def build_runner(cfg, *, llm, tokenizer, dataset, val_dataset, schedule: Schedul
         val_loader = Runner.build_dataloader(dataloader(val_dataset, SequentialSampler(val_dataset)))
     log_every = max(1, int(cfg.get("log_interval", 10) or 10)) * acc
     common = dict(
+        experiment_name=experiment_name(name),
         model=CausalLMModel(llm, on_nan=cfg.get("on_nan", "stop")),
         work_dir=work_dir,
         train_dataloader=dataloader(dataset, sampler),

@@ -145,7 +145,7 @@ def _train_checked(cfg, registry, recipe_path: Path, work_dir: str, args) -> int
 
     from xtune.engine.runner_setup import build_runner
 
-    runner = build_runner(cfg, llm=llm, tokenizer=tokenizer, dataset=dataset, val_dataset=val_dataset,
+    runner = build_runner(cfg, name=recipe_path.stem, llm=llm, tokenizer=tokenizer, dataset=dataset, val_dataset=val_dataset,
                           schedule=schedule, work_dir=work_dir, launcher=launcher, ds_config=ds_config,
                           resume_from=resume_from, seed=seed, params=(trainable, total), world_size=world_size,
                           sampler=_sampler(dataset, cfg, seed),

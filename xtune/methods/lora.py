@@ -5,6 +5,7 @@ DoRA is LoRA with `use_dora=True`."""
 from __future__ import annotations
 
 from xtune.methods.peft_config import build_config, wrap
+from xtune.models.loading import uses_checkpointing
 
 
 def target_modules(value, adapter):
@@ -25,6 +26,6 @@ def apply_lora(model, settings: dict, adapter=None):
     config = build_config(LoraConfig, method, settings)
     if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False):
         model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=bool(getattr(model, "is_gradient_checkpointing", False)),
+            model, use_gradient_checkpointing=uses_checkpointing(model),
             gradient_checkpointing_kwargs={"use_reentrant": False})
     return wrap(model, config)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from xtune.methods.common import check_settings
+from xtune.models.loading import uses_checkpointing
 
 # Fields peft sets itself or that the engine decides; a recipe does not set them.
 _RESERVED = {"task_type", "peft_type", "auto_mapping", "peft_version", "base_model_name_or_path", "revision",
@@ -22,6 +23,6 @@ def wrap(model, config):
     """The peft model, with gradient checkpointing still able to reach the (frozen) input embeddings."""
     from peft import get_peft_model
 
-    if getattr(model, "is_gradient_checkpointing", False):
+    if uses_checkpointing(model):
         model.enable_input_require_grads()
     return get_peft_model(model, config)
