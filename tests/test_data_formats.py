@@ -117,6 +117,8 @@ def test_validate_and_settings():
     assert [m["loss"] for m in last] == [False, False, False, False, True]
     assert last[0] == {"role": "system", "content": "S", "loss": False}
     validate(last)
+    unanswered = chat + [{"role": "user", "content": "and?", "loss": False}]
+    assert apply_settings(unanswered) == chat  # a trailing unanswered question is cut
     with pytest.raises(RecordError, match="end with an assistant"):
         validate([{"role": "user", "content": "q", "loss": False}])
     with pytest.raises(RecordError, match="no assistant message is trained"):

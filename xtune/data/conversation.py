@@ -71,10 +71,16 @@ def validate(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def apply_settings(messages: list[dict[str, Any]], *, system: str = "", train_on: str = "all_turns"):
-    """Apply a recipe's `system` prompt (only where the record has none) and its `train_on` switch."""
+    """Apply a recipe's `system` prompt (only where the record has none) and its `train_on` switch.
+
+    Unanswered turns at the end (a last question with no reply, common in scraped chats) are cut:
+    nothing in them is trained, and every chat template expects a conversation to end on an answer.
+    """
     if train_on not in TRAIN_ON:
         raise ValueError(f"train_on must be one of {', '.join(TRAIN_ON)}, got {train_on!r}")
     out = [dict(m) for m in messages]
+    while len(out) > 1 and out[-1].get("role") in ("user", "tool") and any(m.get("role") == "assistant" for m in out):
+        out.pop()
     if system and not (out and out[0]["role"] == "system"):
         out.insert(0, message("system", system))
     if train_on == "last_turn":

@@ -37,6 +37,7 @@ def dataset_stats(dataset, max_length: int | None = None) -> dict[str, Any]:
         "rows": len(dataset),
         "tokens": tokens,
         "trained_tokens": trained,
+        "skipped_bad_records": report.get("skipped_bad_records", 0),
         "dropped": report.get("dropped", 0),
         "truncated": report.get("truncated", 0),
         "packed": packed,
@@ -63,7 +64,8 @@ def length_histogram(lengths: list[int], max_length: int | None = None, bins: in
 def format_stats(stats: dict[str, Any]) -> str:
     """A few aligned lines of text for the CLI."""
     lines = [
-        f"records:          {stats['records']}",
+        f"records:          {stats['records']}"
+        + (f" (and {stats['skipped_bad_records']} bad ones skipped)" if stats.get("skipped_bad_records") else ""),
         f"samples kept:     {stats['samples']} (dropped {stats['dropped']}: no trained token left after "
         f"truncation; truncated {stats['truncated']})",
         f"tokens:           {stats['tokens']} ({stats['mean_sample_tokens']:.1f} per sample, longest "

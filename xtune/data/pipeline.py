@@ -77,10 +77,13 @@ def converter_options(cfg: dict, base_options: dict) -> dict:
     return options
 
 
-def load_conversations(cfg: dict, registry=None, *, progress: bool = True) -> tuple[list, list[str], str]:
+def load_conversations(cfg: dict, registry=None, *, progress: bool = True,
+                       skipped: list[str] | None = None) -> tuple[list, list[str], str]:
     """Every record of the configured source as a checked conversation: (conversations, wheres, fingerprint).
 
-    Raises one DataError listing every bad record (file, line, field).
+    Raises one DataError listing every bad record (file, line, field). With the recipe switch
+    `skip_bad_records=True` bad records are left out instead, each one logged as a warning and
+    appended to `skipped`, so the build report counts them.
     """
     parts = _parts(cfg, registry)
     conversations, wheres, problems, prints = [], [], [], []
@@ -106,7 +109,15 @@ def load_conversations(cfg: dict, registry=None, *, progress: bool = True) -> tu
                 continue
             conversations.append(messages)
             wheres.append(where)
-    if problems:
+    if problems and cfg.get("skip_bad_records") and conversations:
+        import logging
+
+        log = logging.getLogger("xtune.data")
+        for problem in problems:
+            log.warning("skipped bad record: %s", problem)
+        if skipped is not None:
+            skipped += problems
+    elif problems:
         raise DataError(collect(problems))
     if not conversations:
         raise DataError(f"the data set {cfg.get('data_path') or cfg.get('dataset_map')!r} is empty")
@@ -183,7 +194,7 @@ def fingerprint_for(cfg: dict, tokenizer, source_print: str, registry=None) -> s
     template_entry = reg.chat_templates.get(template).to_dict() if template in reg.chat_templates else template
     map_entry = reg.dataset_maps.get(cfg["dataset_map"]).to_dict() if cfg["dataset_map"] in reg.dataset_maps else None
     keys = ("dataset_map", "max_length", "pack_to_max_length", "system", "train_on", "shuffle_before_pack",
-            "seed", "columns", "self_cognition_name", "self_cognition_author")
+            "seed", "columns", "self_cognition_name", "self_cognition_author", "skip_bad_records")
     return cache.fingerprint({"source": source_print, "map": map_entry, "template": template_entry,
                               "tokenizer": cache.tokenizer_fingerprint(tokenizer),
                               **{k: cfg.get(k) for k in keys}})
@@ -194,7 +205,8 @@ def build_train_dataset(cfg: dict, tokenizer, *, registry=None, progress: bool =
     import datasets
 
     max_length = int(cfg.get("max_length") or 2048)
-    conversations, wheres, source_print = load_conversations(cfg, registry, progress=progress)
+    skipped: list[str] = []
+    conversations, wheres, source_print = load_conversations(cfg, registry, progress=progress, skipped=skipped)
     key = fingerprint_for(cfg, tokenizer, source_print, registry)
     cache_dir = Path(cfg.get("cache_dir") or cache.default_cache_dir())
     if use_cache:
@@ -217,7 +229,7 @@ def build_train_dataset(cfg: dict, tokenizer, *, registry=None, progress: bool =
             datasets.enable_progress_bars()
     columns = tokenized.to_dict()  # plain lists: per-row access to a datasets column is slow
     status = columns["status"]
-    report = {"records": len(conversations), "dropped": status.count("dropped"),
+    report = {"records": len(conversations), "skipped_bad_records": len(skipped), "dropped": status.count("dropped"),
               "truncated": status.count("truncated"), "max_length": max_length,
               "packed": bool(cfg.get("pack_to_max_length"))}
     kept = [i for i, s in enumerate(status) if s != "dropped"]

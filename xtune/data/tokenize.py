@@ -88,6 +88,8 @@ def encode_segments(segments, tokenizer) -> tuple[list[int], list[int]]:
 
 def encode_many(conversations, tokenizer) -> list[tuple[list[int], list[int]]]:
     """encode_segments for many segment lists, tokenized in one batch call (the fast path)."""
+    if not conversations:
+        return []
     prepared = [_trained_chars(list(segments)) for segments in conversations]
     texts = [text for text, _ in prepared]
     if getattr(tokenizer, "is_fast", False):
