@@ -53,6 +53,6 @@ class CausalLMModel(BaseModel):
                     hint="lower lr, check the data, or set --cfg-options on_nan=skip to skip such batches")
             self.skipped_batches += 1
             # A zero that still touches every trainable parameter, so DDP/DeepSpeed reductions stay aligned.
-            loss = sum((p.reshape(-1)[:1].sum() * 0.0 for p in self.parameters() if p.requires_grad),
+            loss = sum(((p.reshape(-1)[:1] * 0.0).nan_to_num(0.0, 0.0, 0.0).sum() for p in self.parameters() if p.requires_grad),
                        torch.zeros((), device=input_ids.device))
         return {"loss": loss}
