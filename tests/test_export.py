@@ -79,8 +79,7 @@ def test_saved_chat_template_renders_like_the_recipe_template(run):
     conversation = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Who are you?"},
                     {"role": "assistant", "content": "I am xtune assistant."}, {"role": "user", "content": "Hi"}]
     for messages, gen in ((conversation, True), (conversation[:3], False), (conversation[1:2], True)):
-        expected = render_text("smollm2_chat", messages, add_generation_prompt=gen,
-                               bos_token=tokenizer.bos_token, eos_token=tokenizer.eos_token)
+        expected = render_text("smollm2_chat", messages, add_generation_prompt=gen)  # as training renders
         assert tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=gen) == expected
     assert tokenizer.padding_side == "left"
 

@@ -131,3 +131,10 @@ def test_engine_style_checkpoint_holds_only_trained_tensors(tmp_path):
     model = trained_lora_model(model_dir)
     ckpt = torch.load(save_engine_checkpoint(model, tmp_path / "iter_3.pth"), weights_only=False)
     assert ckpt["state_dict"] and all(k.startswith("llm.") and "lora_" in k for k in ckpt["state_dict"])
+
+
+def shared_gguf() -> Path:
+    """The tiny random Llama-2 GGUF in shared/ (the test skips when shared/ is absent)."""
+    from conftest import shared_path
+
+    return shared_path("reference", "models", "llama2_tiny_random", "llama-2-tiny-random.gguf")

@@ -62,8 +62,8 @@ class ChatSession:
             return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         from xtune.templates import render_text
 
-        return render_text(self.template, messages, add_generation_prompt=True,
-                           bos_token=self.tokenizer.bos_token or "", eos_token=self.tokenizer.eos_token or "")
+        # The template's own BOS/EOS text, exactly as the data pipeline rendered the training data.
+        return render_text(self.template, messages, add_generation_prompt=True)
 
     def _stop_words(self) -> list[str]:
         words = []
