@@ -1,0 +1,178 @@
+#!/usr/bin/env python
+"""Benchmarks of xtune against TRL's SFTTrainer, rerunnable by anyone: `python tools/bench.py SUBCOMMAND`.
+
+    python tools/bench.py train --quick --json r.json   # training throughput and held-out loss, 3 arms
+    python tools/bench.py data --quick                  # preprocessing rate, 1 and 2 processes, cold/warm
+    python tools/bench.py cli                           # start-up time of `xtune --help` and `xtune list-cfg`
+    python tools/bench.py train --device cuda           # the GPU variant (LoRA / QLoRA, bf16, FA2, MFU)
+
+Machines are noisy (absolute times drift between runs, ratios within one run do not), so every
+subcommand compares inside one run and writes, besides `--json FILE`, its tables into its own section of
+docs/benchmarks.md with the machine, versions, date and settings. TRL is a benchmark-only dependency:
+`pip install -e .[bench] -c constraints.txt`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bench_report  # noqa: E402  (the tools folder is not a package)
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def xtune_executable() -> list[str]:
+    """The installed `xtune` script beside this Python, else `python -m xtune`."""
+    script = Path(sys.executable).with_name("xtune")
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "xtune"]
+
+
+def time_command(argv: list[str], runs: int, env: dict | None = None) -> dict:
+    """Median, min and max wall seconds of `runs` runs of `argv` (one unmeasured warm-up run first)."""
+    times = []
+    for i in range(runs + 1):
+        start = time.perf_counter()
+        done = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True)
+        elapsed = time.perf_counter() - start
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv)} exited {done.returncode}: {done.stderr.strip()[-500:]}")
+        if i:
+            times.append(elapsed)
+    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "runs": runs}
+
+
+CLI_COMMANDS = {"xtune --help": ["--help"], "xtune list-cfg": ["list-cfg"],
+                "xtune list-cfg --json": ["list-cfg", "--json"]}
+CLI_GOAL_S = 0.3
+
+
+def bench_cli(args) -> dict:
+    runs = getattr(args, "runs", None) or (5 if args.quick else 15)
+    exe = xtune_executable()
+    baseline = time_command([sys.executable, "-c", "pass"], runs)
+    figures = {name: time_command(exe + argv, runs) for name, argv in CLI_COMMANDS.items()}
+    result = bench_report.header("cli", {"runs": runs, "executable": " ".join(exe)})
+    result.update(python_startup=baseline, commands=figures,
+                  list_cfg_under_goal=figures["xtune list-cfg"]["median_s"] < CLI_GOAL_S)
+    return result
+
+
+def cli_markdown(result: dict) -> str:
+    keys = ("median_s", "min_s", "max_s")
+    rows = [["python -c pass (interpreter alone)", *(result["python_startup"][k] for k in keys)]]
+    rows += [[name, *(f[k] for k in keys)] for name, f in result["commands"].items()]
+    goal = "met" if result["list_cfg_under_goal"] else "NOT met"
+    return "\n".join(["## CLI start-up", "", *bench_report.context_lines(result), "",
+                      bench_report.table(["command", "median s", "min s", "max s"], rows), "",
+                      f"Goal `xtune list-cfg` under {CLI_GOAL_S} s: {goal}.", ""])
+
+
+def bench_train(args) -> dict:
+    import bench_train as bt
+
+    out = Path(args.out or tempfile.mkdtemp(prefix="xtune-bench-train-"))
+    runs = []
+    gpu = None
+    if args.device == "cuda":
+        from bench_gpu import describe_gpu
+
+        gpu = describe_gpu()
+    for profile in bt.profiles(args.quick, args.device):
+        if args.only and profile["name"] not in args.only:
+            continue
+        runs.append(bt.run_profile(profile, out / profile["name"], device=args.device, log=_log))
+    settings = {"mode": "quick" if args.quick else "full", "device": args.device, "work": str(out)}
+    result = bench_report.header("train", settings, gpu=gpu)
+    result["runs"] = runs
+    if args.device == "cuda":
+        from bench_gpu import add_mfu
+
+        add_mfu(result)
+    first = runs[0] if runs else {}
+    result["ratio"], result["ratio_packed"] = first.get("ratio"), first.get("ratio_packed")
+    result["heldout_comparable"] = all(r["heldout_comparable"] for r in runs) if runs else None
+    return result
+
+
+def bench_data(args) -> dict:
+    import bench_data as bd
+
+    out = Path(args.out or tempfile.mkdtemp(prefix="xtune-bench-data-"))
+    return bd.run(quick=args.quick, out=out, log=_log)
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _train_markdown(result: dict) -> str:
+    import bench_train as bt
+
+    text = bt.markdown(result)
+    if result["settings"].get("device") == "cuda":
+        from bench_gpu import mfu_markdown
+
+        text += "\n" + mfu_markdown(result)
+    return text
+
+
+def _data_markdown(result: dict) -> str:
+    import bench_data as bd
+
+    return bd.markdown(result)
+
+
+SUBCOMMANDS = {
+    "train": (bench_train, _train_markdown, "training throughput, memory and held-out loss: xtune vs TRL"),
+    "data": (bench_data, _data_markdown, "preprocessing rate: xtune's data pipeline vs TRL's dataset preparation"),
+    "cli": (bench_cli, cli_markdown, "start-up time of `xtune --help` and `xtune list-cfg`"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bench.py", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (_, _, help_text) in SUBCOMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--quick", action="store_true", help="the few-minute version (CPU: tiny model)")
+        p.add_argument("--json", metavar="FILE", help="write the result here")
+        p.add_argument("--doc", default=str(bench_report.DOC), help="Markdown file whose section is rewritten")
+        p.add_argument("--no-doc", action="store_true", help="leave docs/benchmarks.md alone")
+        p.add_argument("--out", metavar="DIR", help="working folder (default: a new temporary folder)")
+        if name == "cli":
+            p.add_argument("--runs", type=int, help="measured runs per command (default 5 quick, 15 full)")
+        if name == "train":
+            p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+            p.add_argument("--only", nargs="+", metavar="PROFILE", help="run only these profiles")
+    worker = sub.add_parser("_worker", help=argparse.SUPPRESS)
+    worker.add_argument("spec")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "_worker":
+        import bench_train
+
+        return bench_train.worker(args.spec)
+    run, render, _ = SUBCOMMANDS[args.command]
+    result = run(args)
+    text = render(result)
+    print(text)
+    if args.json:
+        _log(f"wrote {bench_report.write_json(result, args.json)}")
+    if not args.no_doc:
+        _log(f"updated {bench_report.update_doc(args.command, text, args.doc)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
