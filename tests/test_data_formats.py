@@ -51,6 +51,15 @@ def test_sharegpt_roles_function_call_and_observation():
         ("tool", "sunny", False), ("assistant", "It is sunny.", True)]
 
 
+def test_sharegpt_tool_schemas_join_the_system_prompt():
+    turns = [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]
+    out = formats.sharegpt({"conversations": turns, "tools": '[{"name": "w"}]'})
+    assert out[0] == {"role": "system", "content": '[{"name": "w"}]', "loss": False}
+    out = formats.sharegpt({"conversations": turns, "system": "S", "tools": [{"name": "w"}]})
+    assert out[0]["content"] == 'S\n\n[{"name": "w"}]'
+    assert formats.sharegpt({"conversations": turns, "tools": ""})[0]["role"] == "user"
+
+
 def test_sharegpt_unknown_role_lists_valid_ones():
     with pytest.raises(RecordError, match="unknown role 'robot'.*gpt.*human"):
         formats.sharegpt({"conversations": [{"from": "robot", "value": "x"}]})

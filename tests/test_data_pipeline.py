@@ -219,6 +219,14 @@ def test_bad_data_is_reported_together_with_record_and_field(tmp_path):
                      f"{data} line 4: field 'instruction': is missing"]
 
 
+def test_bad_settings_are_config_errors(tmp_path):
+    data = _write(tmp_path / "d.jsonl", RECORDS[:2])
+    with pytest.raises(ConfigError, match="'instrution' is not a field of the alpaca format.*instruction"):
+        load_conversations(_cfg(tmp_path, data_path=str(data), columns={"instrution": "q"}))
+    with pytest.raises(ConfigError, match="train_on must be one of all_turns, last_turn.*max_length must be"):
+        load_conversations(_cfg(tmp_path, data_path=str(data), train_on="last", max_length="big"))
+
+
 def test_unknown_format_and_template_refusals(tmp_path, llama2_tokenizer):
     with pytest.raises(DataError, match="unknown data format / dataset map 'alpacca'.*valid: .*alpaca"):
         load_conversations(_cfg(tmp_path, dataset_map="alpacca"))

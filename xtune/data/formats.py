@@ -8,6 +8,7 @@ role tags. A converter raises RecordError naming the field; the pipeline adds fi
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -64,11 +65,13 @@ SHAREGPT_TAGS = dict(role_tag="from", content_tag="value", user_tag="human", ass
 
 
 def sharegpt(record: dict, *, messages: str | None = "conversations", system: str | None = "system",
-             **options: Any) -> list[dict]:
+             tools: str | None = "tools", **options: Any) -> list[dict]:
     """conversations [{from, value}]: human / gpt / system / function_call / observation.
 
     A function call is an assistant turn (trained: the model must learn to emit it) and an
-    observation is a tool answer (never trained).
+    observation is a tool answer (never trained). Tool schemas (`tools`, as in glaive data) are
+    appended to the system prompt as given: xtune's templates have no tool slot of their own, and
+    dropping the schemas would train calls to functions the model was never shown.
     """
     tags = {**SHAREGPT_TAGS, **{k: v for k, v in options.items() if k in SHAREGPT_TAGS}}
     roles = {tags["user_tag"]: "user", tags["assistant_tag"]: "assistant", tags["system_tag"]: "system",
@@ -83,6 +86,10 @@ def sharegpt(record: dict, *, messages: str | None = "conversations", system: st
         raise RecordError("must be a non-empty list of turns", field)
     out = []
     sys_text = _optional_text(record, system)
+    schema = _get(record, tools)
+    if schema not in (None, "", [], "[]"):
+        schema = schema if isinstance(schema, str) else json.dumps(schema, ensure_ascii=False)
+        sys_text = f"{sys_text}\n\n{schema}" if sys_text else schema
     if sys_text:
         out.append(message("system", sys_text))
     for i, turn in enumerate(turns):

@@ -63,12 +63,34 @@ def default_source(entry) -> str:
     raise ConfigError(f"dataset map {entry.name!r} has no default source", hint="set data_path in the recipe")
 
 
-def converter_options(cfg: dict, base_options: dict) -> dict:
-    """The map's column names, overridden by the recipe's custom `columns` mapping and self-cognition names."""
+def accepted_options(convert) -> list[str]:
+    """The fields (and settings such as sharegpt's tags) a converter reads, from its signature."""
+    import inspect
+
+    from xtune.data.formats import SHAREGPT_TAGS
+
+    params = inspect.signature(convert).parameters
+    names = [n for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()) and convert.__name__ == "sharegpt":
+        names += list(SHAREGPT_TAGS)
+    return names
+
+
+def converter_options(cfg: dict, base_options: dict, convert=None) -> dict:
+    """The map's column names, overridden by the recipe's custom `columns` mapping and self-cognition names.
+
+    A `columns` key the converter does not read is an error (a typo would otherwise be ignored).
+    """
     options = dict(base_options)
     columns = cfg.get("columns") or {}
     if not isinstance(columns, dict):
         raise ConfigError(f"train_dataset.columns must be a dict of field -> column, got {type(columns).__name__}")
+    if convert is not None:
+        valid = accepted_options(convert)
+        unknown = [k for k in columns if k not in valid]
+        if unknown:
+            raise ConfigError(f"train_dataset.columns: {', '.join(map(repr, unknown))} is not a field of the "
+                              f"{convert.__name__} format (valid: {', '.join(valid)})")
     options.update(columns)
     if cfg.get("self_cognition_name"):
         options["name"] = cfg["self_cognition_name"]
@@ -85,11 +107,12 @@ def load_conversations(cfg: dict, registry=None, *, progress: bool = True,
     `skip_bad_records=True` bad records are left out instead, each one logged as a warning and
     appended to `skipped`, so the build report counts them.
     """
+    check_settings(cfg)
     parts = _parts(cfg, registry)
     conversations, wheres, problems, prints = [], [], [], []
     for map_name, data_path in parts:
         convert, options, entry = resolve_map(map_name, registry)
-        options = converter_options(cfg, options)
+        options = converter_options(cfg, options, convert)
         source: Source = load_source(data_path or default_source(entry), config=entry.hub_config,
                                      split=entry.split, data_files=entry.data_files)
         prints.append(source.fingerprint)
@@ -122,6 +145,25 @@ def load_conversations(cfg: dict, registry=None, *, progress: bool = True,
     if not conversations:
         raise DataError(f"the data set {cfg.get('data_path') or cfg.get('dataset_map')!r} is empty")
     return conversations, wheres, "|".join(prints)
+
+
+def check_settings(cfg: dict) -> None:
+    """Recipe data settings of the wrong kind, all reported together."""
+    from xtune.data.conversation import TRAIN_ON
+
+    problems = []
+    if cfg.get("train_on", "all_turns") not in TRAIN_ON:
+        problems.append(f"train_dataset.train_on must be one of {', '.join(TRAIN_ON)}, got {cfg['train_on']!r}")
+    max_length = cfg.get("max_length", 2048)
+    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
+        problems.append(f"train_dataset.max_length must be an integer of at least 2, got {max_length!r}")
+    num_proc = cfg.get("num_proc", 1)
+    if num_proc is not None and (isinstance(num_proc, bool) or not isinstance(num_proc, int) or num_proc < 1):
+        problems.append(f"train_dataset.num_proc must be a positive integer, got {num_proc!r}")
+    if cfg.get("system") is not None and not isinstance(cfg.get("system"), str):
+        problems.append(f"train_dataset.system must be a string, got {type(cfg['system']).__name__}")
+    if problems:
+        raise ConfigError("; ".join(problems))
 
 
 def _parts(cfg: dict, registry) -> list[tuple[str, str | None]]:
