@@ -168,8 +168,10 @@ def load_model(model_cfg: dict, *, adapter=None, load_in_bits: int | None = None
         log.info("bitsandbytes CPU fix applied to %d Linear4bit layers", fixed)
     model.config.use_cache = False
     if gradient_checkpointing:
-        enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
-        enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return model
 
 
