@@ -68,6 +68,10 @@ def test_every_recipe_loads_with_mmengine_and_names_registered_entries(registry)
                 problems.append(f"{recipe.name}: {table} has no {value!r}")
         if cfg.model.quantization and registry.tuning_methods.get(cfg.method).load_in_bits != 4:
             problems.append(f"{recipe.name}: quantised model for a method that does not load in 4 bits")
+        if cfg.dataset_map == "self_cognition" and (
+                cfg.train_dataset.self_cognition_name != cfg.self_cognition_name
+                or cfg.train_dataset.self_cognition_author != cfg.self_cognition_author):
+            problems.append(f"{recipe.name}: self-cognition names do not reach train_dataset")
         if cfg.train_dataset.max_length != cfg.max_length or cfg.optim_wrapper.optimizer.lr != cfg.lr:
             problems.append(f"{recipe.name}: a section does not use the top-level setting")
     assert not problems, "\n".join(problems[:20])

@@ -265,8 +265,10 @@ def render(model: Model, template: str, remote: bool, method: str, data: Data) -
     else:
         method_cfg = ("method_cfg = dict(\n    type=method,\n    r=64,\n    lora_alpha=16,\n    lora_dropout=0.1,\n"
                       "    target_modules='auto',  # the model adapter's choice ('all-linear' by default)\n)")
-    extra_settings = ""
+    extra_settings = extra_data = ""
     if data.name == "self_cognition":
+        extra_data = ("    self_cognition_name=self_cognition_name,\n"
+                      "    self_cognition_author=self_cognition_author,\n")
         extra_settings = ("\n# Self-cognition: who the model says it is\n"
                           "self_cognition_name = 'xtune assistant'\nself_cognition_author = 'the xtune team'\n")
     lines = f'''\
@@ -346,7 +348,7 @@ train_dataset = dict(
     pack_to_max_length=pack_to_max_length,
     use_varlen_attn=use_varlen_attn,
     system=SYSTEM,
-    train_on='all_turns',  # 'last_turn': train only the final assistant answer
+{extra_data}    train_on='all_turns',  # 'last_turn': train only the final assistant answer
     shuffle_before_pack=True,
     num_proc=1,
 )
