@@ -188,11 +188,16 @@ def _progress(items, desc: str, enabled: bool):
     return tqdm(items, desc=desc, total=len(items), unit="rec")
 
 
-def render_conversations(conversations, wheres, template_name: str | None) -> list[list[dict]]:
-    """Template segments for each conversation ({"text", "train"}); pretraining text is one trained segment."""
+def render_conversations(conversations, wheres, template_name: str | None, tokenizer=None) -> list[list[dict]]:
+    """Template segments for each conversation ({"text", "train"}); pretraining text is one trained segment.
+
+    With a tokenizer, the template's {bos_token} / {eos_token} are the tokenizer's own, so a generic
+    template (alpaca, chatml, default) ends answers with the EOS this model actually stops on.
+    """
     from xtune.templates import get_template, render_segments
 
     template = get_template(template_name) if template_name else None
+    special = {"bos_token": getattr(tokenizer, "bos_token", None), "eos_token": getattr(tokenizer, "eos_token", None)}
     out, problems = [], []
     for messages, where in zip(conversations, wheres, strict=False):
         if messages[0]["role"] == "text":
@@ -203,7 +208,7 @@ def render_conversations(conversations, wheres, template_name: str | None) -> li
         # Templates render system/user/assistant; a tool's answer is shown to the model as a user turn.
         chat = [{**m, "role": "user"} if m["role"] == "tool" else m for m in messages]
         try:
-            segments = render_segments(template, chat)
+            segments = render_segments(template, chat, **special)
         except UsageError as exc:
             problems.append(f"{where}: {exc}")
             continue
@@ -255,7 +260,7 @@ def build_train_dataset(cfg: dict, tokenizer, *, registry=None, progress: bool =
         cached = cache.load(cache_dir, key)
         if cached is not None:
             return cached
-    segments = render_conversations(conversations, wheres, cfg.get("prompt_template"))
+    segments = render_conversations(conversations, wheres, cfg.get("prompt_template"), tokenizer)
     num_proc = int(cfg.get("num_proc") or 1)
     table = datasets.Dataset.from_dict({"segments": segments})
     was_enabled = datasets.is_progress_bar_enabled()
