@@ -94,7 +94,7 @@ def build_runner(cfg, *, name: str, llm, tokenizer, dataset, val_dataset, schedu
         from mmengine.runner import Runner
 
         if launcher != "none":
-            common["model_wrapper_cfg"] = ddp_wrapper_cfg()
+            common["cfg"] = dict(model_wrapper_cfg=ddp_wrapper_cfg())  # Runner reads it from its cfg
         return Runner(**common)
     from mmengine.runner import FlexibleRunner
 
