@@ -67,14 +67,18 @@ def test_lora_run_writes_checkpoints_logs_and_plot(assets, tmp_path):
     assert ckpt["meta"]["iter"] == 8 and all("lora_" in k for k in ckpt["state_dict"])
 
 
-def test_save_total_limit_and_sample_chat(assets, tmp_path, caplog):
+def test_unpacked_run_with_limit_sample_chat_and_validation(assets, tmp_path):
+    """Length-grouped unpacked batches, save_total_limit, sample chats and a held-out validation loss."""
     wd = tmp_path / "wd"
     opts = options(*assets, max_steps=3, save_steps=1, save_total_limit=2, accumulative_counts=1,
-                   evaluation_inputs="['hello']", evaluation_freq=2, **{"evaluate_chat.max_new_tokens": 3})
+                   pack_to_max_length=False, evaluation_inputs="['hello']", evaluation_freq=2, val_ratio=0.25,
+                   **{"evaluate_chat.max_new_tokens": 3})
     assert train(wd, opts) == 0
     assert sorted(p.name for p in wd.glob("iter_*.pth")) == ["iter_2.pth", "iter_3.pth"]
     log = "\n".join(p.read_text() for p in wd.glob("*/*.log"))
     assert log.count("sample chat (") >= 3  # before, step 2, after
+    val = json.loads((wd / "loss_history.json").read_text())["val"]
+    assert [v["step"] for v in val] == [1, 2, 3] and all(math.isfinite(v["loss"]) for v in val)
 
 
 def test_resume_after_kill_equals_uninterrupted_run(assets, tmp_path):
