@@ -177,3 +177,33 @@ def test_cli_missing_data_exits_2(capsys, tmp_path):
                  f"data_path={tmp_path / 'missing.json'}"])
     assert code == 2
     assert "missing.json' does not exist" in capsys.readouterr().err
+
+
+def test_nproc_per_node_builds_a_torchrun_command():
+    from xtune.engine.launch import torchrun_command
+
+    assert torchrun_command(["r"], {}) is None
+    cmd = torchrun_command(["r", "--deepspeed", "zero2"], {"NPROC_PER_NODE": "4", "NNODES": "2", "NODE_RANK": "1",
+                                                           "ADDR": "10.0.0.1", "PORT": "1234"})
+    assert "--nproc_per_node=4" in cmd and "--nnodes=2" in cmd and "--node_rank=1" in cmd
+    assert "--master_addr=10.0.0.1" in cmd and "--master_port=1234" in cmd
+    assert cmd[-2:] == ["--launcher", "pytorch"] and cmd[cmd.index("train") + 1] == "r"
+
+
+def test_model_sources(tmp_path):
+    from xtune.models.loading import resolve_attn_implementation, resolve_source
+
+    gguf = tmp_path / "m.Q4.gguf"
+    gguf.write_bytes(b"GGUF")
+    assert resolve_source(str(gguf)) == type(resolve_source(str(gguf)))(str(tmp_path), "m.Q4.gguf")
+    assert resolve_source(str(tmp_path)).path == str(tmp_path)
+    assert resolve_source("org/name").path == "org/name"  # a hub id, loaded by from_pretrained
+    with pytest.raises(ConfigError, match="does not exist"):
+        resolve_source("./missing_model")
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    assert resolve_attn_implementation("auto") == "sdpa"
+    with pytest.raises(ConfigError, match="flash-attn"):
+        resolve_attn_implementation("flash_attention_2")

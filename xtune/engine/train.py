@@ -90,6 +90,8 @@ def train(recipe_path, args) -> int:
 
 
 def _train_checked(cfg, registry, recipe_path: Path, work_dir: str, args) -> int:
+    import warnings
+
     import torch
     from mmengine.runner import set_random_seed
 
@@ -100,6 +102,10 @@ def _train_checked(cfg, registry, recipe_path: Path, work_dir: str, args) -> int
     from xtune.methods.common import apply_method, method_settings
     from xtune.models.loading import count_parameters, load_model, load_tokenizer
 
+    # The LR schedule advances per micro-batch while the optimizer steps once per accumulation group (as in
+    # XTuner); torch's ordering warning on the first micro-batch is expected, not a bug.
+    warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before")
+    warnings.filterwarnings("ignore", message=r"Detected call of `scheduler.step\(\)` before")
     deepspeed = getattr(args, "deepspeed", None)
     launcher = resolve_launcher(getattr(args, "launcher", "none") or "none")
     if launcher != "none" or deepspeed:
