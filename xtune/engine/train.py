@@ -17,6 +17,16 @@ from xtune.errors import ConfigError
 log = logging.getLogger("xtune")
 
 
+def _console_logging() -> None:
+    """Show xtune's own INFO lines (parameter counts, the bitsandbytes fix) beside mmengine's log."""
+    if not log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s - xtune - %(levelname)s - %(message)s", "%m/%d %H:%M:%S"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+
+
 def default_work_dir(recipe_path: Path) -> str:
     return str(Path("work_dirs") / recipe_path.stem)
 
@@ -106,6 +116,7 @@ def _train_checked(cfg, registry, recipe_path: Path, work_dir: str, args) -> int
     # XTuner); torch's ordering warning on the first micro-batch is expected, not a bug.
     warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before")
     warnings.filterwarnings("ignore", message=r"Detected call of `scheduler.step\(\)` before")
+    _console_logging()
     deepspeed = getattr(args, "deepspeed", None)
     launcher = resolve_launcher(getattr(args, "launcher", "none") or "none")
     if launcher != "none" or deepspeed:
