@@ -138,6 +138,9 @@ def test_find_resume_checkpoint(tmp_path):
     ckpt.write_bytes(b"x")
     (tmp_path / "last_checkpoint").write_text(str(ckpt))
     assert find_resume_checkpoint("auto", tmp_path) == str(ckpt)
+    newer = tmp_path / "iter_5.pth"  # killed after the rename, before last_checkpoint was updated
+    newer.write_bytes(b"x")
+    assert find_resume_checkpoint("auto", tmp_path) == str(newer)
     with pytest.raises(UsageError):
         find_resume_checkpoint(str(tmp_path / "missing.pth"), tmp_path)
 

@@ -33,21 +33,28 @@ class TrainingInterrupted(XtuneError):
 
 
 def find_resume_checkpoint(resume: str | None, work_dir: str | Path) -> str | None:
-    """`--resume auto` -> the checkpoint `last_checkpoint` points to (None when the run is new);
-    `--resume PATH` -> PATH, which must exist."""
+    """`--resume auto` -> the newest checkpoint in the work dir (None when the run is new);
+    `--resume PATH` -> PATH, which must exist.
+
+    Every `iter_N.pth` is complete (written atomically), so the highest N wins even when a kill landed
+    between the rename and the update of `last_checkpoint`; the pointer also finds checkpoints elsewhere.
+    """
     if not resume:
         return None
     if resume != "auto":
         if not Path(resume).exists():
             raise UsageError(f"--resume {resume!r}: no such checkpoint")
         return str(resume)
-    pointer = Path(work_dir) / LAST
-    if not pointer.is_file():
-        return None
-    target = Path(pointer.read_text(encoding="utf-8").strip())
-    if not target.is_absolute():
-        target = Path(work_dir) / target
-    return str(target) if target.exists() else None
+    work_dir = Path(work_dir)
+    candidates = list(work_dir.glob("iter_*.pth"))
+    pointer = work_dir / LAST
+    if pointer.is_file():
+        target = Path(pointer.read_text(encoding="utf-8").strip())
+        target = target if target.is_absolute() else work_dir / target
+        if target.exists():
+            candidates.append(target)
+    steps = [(int(p.stem.split("_")[1]), p) for p in candidates if p.stem.split("_")[-1].isdigit()]
+    return str(max(steps)[1]) if steps else None
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
