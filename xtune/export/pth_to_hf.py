@@ -11,6 +11,7 @@ full-precision base even for QLoRA: the adapter weights do not depend on how the
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 from xtune.errors import UsageError
@@ -110,7 +111,9 @@ def _recipe_name(cfg, work_dir: Path) -> str:
     """The recipe's name: `xtune train` dumps the recipe into the work dir as `<name>.py`."""
     if cfg.get("recipe_name"):
         return str(cfg.recipe_name)
-    dumped = sorted(work_dir.glob("*.py"), key=lambda p: p.stat().st_mtime)
+    # mmengine also writes `<timestamp>.py` there (its own config dump): skip those.
+    dumped = sorted((p for p in work_dir.glob("*.py") if not re.fullmatch(r"\d{8}_\d{6}", p.stem)),
+                    key=lambda p: p.stat().st_mtime)
     return dumped[-1].stem if dumped else work_dir.name
 
 

