@@ -19,6 +19,7 @@ It runs the same commands a user would, and prints each one before running it:
 from __future__ import annotations
 
 import argparse
+import ast
 import os
 import re
 import shlex
@@ -83,6 +84,15 @@ def ask(model: str, max_new_tokens: int) -> str:
     return answer
 
 
+def _text_value(text: str) -> str:
+    """A --cfg-options value that stays a string: plain unless it would read as a number, bool, list..."""
+    try:
+        ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+    return repr(text)
+
+
 def latest_checkpoint(work_dir: Path) -> Path:
     pointer = work_dir / "last_checkpoint"
     if pointer.is_file():
@@ -135,8 +145,8 @@ def main(argv=None) -> int:
 
     _say(f"\n[3/6] LoRA fine-tuning with the recipe {RECIPE}")
     train_dir = work / "train"
-    options = [f"pretrained_model_name_or_path={base}", f"self_cognition_name={args.name!r}",
-               f"self_cognition_author={args.author!r}", f"max_steps={plan['steps']}",
+    options = [f"pretrained_model_name_or_path={base}", f"self_cognition_name={_text_value(args.name)}",
+               f"self_cognition_author={_text_value(args.author)}", f"max_steps={plan['steps']}",
                f"max_length={plan['max_length']}", f"lr={plan['lr']}", "accumulative_counts=1", "warmup_ratio=0.0",
                "evaluation_inputs=[]", f"save_steps={plan['steps']}", "log_interval=5"]
     run(_xtune("train", RECIPE, "--work-dir", str(train_dir), "--cfg-options", *options), keep=_TRAIN_LINES)
