@@ -12,6 +12,7 @@ import json
 import pytest
 from test_export_helpers import (
     RECIPE,
+    load_recipe_cfg,
     recipe_options,
     save_engine_checkpoint,
     tiny_model_dir,
@@ -192,3 +193,30 @@ def test_merge_refuses_a_4bit_base_and_a_foreign_adapter(run, tmp_path, capsys):
     assert main(["convert", "merge", str(run["base"]), str(run["base"]), str(tmp_path / "m3")]) == 2
     assert "not a PEFT adapter folder" in capsys.readouterr().err
     assert not any((tmp_path / f"m{i}").exists() for i in (1, 2, 3))
+
+
+def test_full_tuning_converts_to_a_full_model_in_safetensors(run, tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from xtune.export.pth_to_hf import build_export_model
+    from xtune.plugins import get_registry
+
+    recipe = "smollm2_135m_instruct_full_alpaca_e3"
+    cfg = load_recipe_cfg(run["base"])  # the self-cognition recipe's model section, switched to full tuning
+    cfg.method_cfg = {"type": "full"}
+    model, method, _ = build_export_model(cfg, get_registry())
+    assert method.name == "full" and not method.uses_peft
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    ckpt = tmp_path / "iter_5.pth"
+    torch.save({"meta": {}, "state_dict": {f"llm.{k}": v for k, v in model.state_dict().items()}}, ckpt)
+    out = tmp_path / "full"
+    assert main(["convert", "pth_to_hf", recipe, str(ckpt), str(out), "--cfg-options",
+                 f"pretrained_model_name_or_path={run['base']}", "--max-shard-size", "30KB"]) == 0
+    assert (out / "model.safetensors.index.json").is_file() and not (out / "adapter_config.json").exists()
+    reloaded = AutoModelForCausalLM.from_pretrained(out).eval()
+    assert reloaded.config.use_cache is True
+    assert (_logits(reloaded) - _logits(model.eval())).abs().max().item() < 1e-6
+    assert "library_name: transformers" in (out / "README.md").read_text()
