@@ -88,6 +88,8 @@ def bench_train(args) -> dict:
     for profile in bt.profiles(args.quick, args.device):
         if args.only and profile["name"] not in args.only:
             continue
+        if args.records:
+            profile = dict(profile, train_records=args.records)
         runs.append(bt.run_profile(profile, out / profile["name"], device=args.device, log=_log))
     settings = {"mode": "quick" if args.quick else "full", "device": args.device, "work": str(out)}
     result = bench_report.header("train", settings, gpu=gpu)
@@ -152,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "train":
             p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
             p.add_argument("--only", nargs="+", metavar="PROFILE", help="run only these profiles")
+            p.add_argument("--records", type=int, metavar="N", help="train on N records (default: the profile's)")
     worker = sub.add_parser("_worker", help=argparse.SUPPRESS)
     worker.add_argument("spec")
     return parser

@@ -87,29 +87,29 @@ def gpu_profiles(quick: bool, alpaca: Path) -> list[dict]:
                   train_records=512 if quick else 935, heldout_records=64, max_length=2048, lr=2e-4, seed=0,
                   epochs=1, device="cuda", n_params=_n_params(qwen), flash_attention=fa2,
                   xtune_options=[f"use_varlen_attn={fa2}"])
-    runs = []
-    for method in ("lora", "qlora"):
-        trl_args = {"model_init_kwargs": dict(model_kwargs)}
-        if method == "qlora":
-            trl_args["model_init_kwargs"]["quantization_config"] = _bnb_4bit()
-        runs.append(dict(common, name=f"qwen2.5-0.5b-{method}", method=method,
-                         recipe=f"qwen2_5_0_5b_instruct_{method}_alpaca_e3", trl_args=trl_args))
+    runs = [dict(common, name=f"qwen2.5-0.5b-{method}", method=method, trl_args={"model_init_kwargs": model_kwargs},
+                 recipe=f"qwen2_5_0_5b_instruct_{method}_alpaca_e3") for method in ("lora", "qlora")]
     if not quick:
         llama = random_model("llama2-7b-random", LLAMA2_7B, shared_dir() / "reference" / "models" /
                              "llama2_tiny_random" / "hf_converted_DERIVED")
         runs.append(dict(common, name="llama2-7b-qlora", model=str(llama), method="qlora", template="llama2_chat",
                          recipe="llama2_7b_qlora_alpaca_e3", train_records=128, n_params=_n_params(llama),
-                         trl_args={"model_init_kwargs": {**model_kwargs, "quantization_config": _bnb_4bit()}}))
+                         trl_args={"model_init_kwargs": model_kwargs}))
     return runs
 
 
-def _bnb_4bit():
-    import torch
-    from transformers import BitsAndBytesConfig
+def trl_model_kwargs(spec: dict) -> dict:
+    """TRL's model_init_kwargs for a run (in the worker: a quantization config does not go through JSON)."""
+    kwargs = dict(spec.get("trl_args", {}).get("model_init_kwargs") or {})
+    if spec.get("method") == "qlora":
+        import torch
+        from transformers import BitsAndBytesConfig
 
-    # The recipe's quantization: NF4 with double quantization, bf16 compute.
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                              bnb_4bit_compute_dtype=torch.bfloat16)
+        # The recipes' quantization: NF4 with double quantization, bf16 compute.
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16)
+    return kwargs
 
 
 def _n_params(model_dir: Path) -> int | None:

@@ -334,15 +334,15 @@ def train_trl(spec: dict, packing: bool) -> dict:
 
     # use_cpu: without it TRL's default bf16 refuses to start on a CPU-only machine.
     device_args = {"use_cpu": True} if spec.get("device", "cpu") == "cpu" else {}
-    args = SFTConfig(output_dir=spec["work_dir"], learning_rate=spec["lr"], seed=spec["seed"],
-                     max_length=spec["max_length"], num_train_epochs=spec["epochs"], packing=packing,
-                     report_to="none", save_strategy="no", disable_tqdm=True, **device_args,
-                     **spec.get("trl_args", {}))
     peft_config = None
     if spec.get("method") in ("lora", "qlora"):
-        from bench_gpu import lora_config
+        from bench_gpu import lora_config, trl_model_kwargs
 
         peft_config = lora_config()
+        device_args["model_init_kwargs"] = trl_model_kwargs(spec)
+    args = SFTConfig(output_dir=spec["work_dir"], learning_rate=spec["lr"], seed=spec["seed"],
+                     max_length=spec["max_length"], num_train_epochs=spec["epochs"], packing=packing,
+                     report_to="none", save_strategy="no", disable_tqdm=True, **device_args)
     trainer = SFTTrainer(model=spec["model"], args=args, train_dataset=data, processing_class=tokenizer,
                          peft_config=peft_config, callbacks=[LoopTimer()])
     start = time.perf_counter()
