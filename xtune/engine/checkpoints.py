@@ -134,6 +134,7 @@ class AtomicCheckpointHook(Hook):
         if (self.interval > 0 and step % self.interval == 0) or (last and self.save_last) or self._sigterm:
             self.save(runner, step)
         if self._sigterm:
+            self.after_run(runner)  # put the previous handler back: after_run is skipped on an exception
             raise TrainingInterrupted(f"terminated (SIGTERM) at step {step}; checkpoint saved",
                                       hint="continue with --resume auto")
 

@@ -1,4 +1,5 @@
-"""The four fixes that mmengine 0.10.7 needs on torch 2.13 / deepspeed 0.19 (see shared ENVIRONMENT.md).
+"""The fixes that mmengine 0.10.7 needs on torch 2.13 / deepspeed 0.19: the four of shared ENVIRONMENT.md,
+and a fifth found here (DeepSpeed resume skips the runner hooks' `after_load_checkpoint`).
 
 Each fix is a small function applied only by the code path that needs it, and each says which upstream
 problem it works around, so that it can be deleted when mmengine catches up. Nothing here patches a
@@ -126,3 +127,30 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@functools.cache
+def deepspeed_strategy_with_resume_hooks() -> str:
+    """Fix 5 — `DeepSpeedStrategy.save_checkpoint` and `.resume` ignore their `callback` ("not supported yet"),
+    so runner hooks never see `before_save_checkpoint` / `after_load_checkpoint` under DeepSpeed and cannot
+    save or restore their state (RNG states, the loss history). A subclass, registered under the returned
+    name, calls them with DeepSpeed's client state (the extra checkpoint dict)."""
+    from mmengine._strategy import DeepSpeedStrategy
+    from mmengine.registry import STRATEGIES
+
+    class ResumeHookDeepSpeedStrategy(DeepSpeedStrategy):
+        def save_checkpoint(self, filename, *, extra_ckpt=None, callback=None, **kwargs):
+            extra_ckpt = {} if extra_ckpt is None else extra_ckpt
+            if callback is not None:
+                callback(extra_ckpt)
+            return super().save_checkpoint(filename, extra_ckpt=extra_ckpt, **kwargs)
+
+        def resume(self, filename, *, callback=None, **kwargs):
+            checkpoint = super().resume(filename, **kwargs)
+            if callback is not None:
+                callback(checkpoint)
+            return checkpoint
+
+    if "ResumeHookDeepSpeedStrategy" not in STRATEGIES.module_dict:
+        STRATEGIES.register_module(module=ResumeHookDeepSpeedStrategy)
+    return "ResumeHookDeepSpeedStrategy"

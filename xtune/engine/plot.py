@@ -35,6 +35,7 @@ def plot_loss(history: list[dict], val_history: list[dict], path: str | Path) ->
     if val_history:
         ax.plot([v["step"] for v in val_history], [v["loss"] for v in val_history], "o-", color="tab:orange",
                 label="validation loss")
+    ax.ticklabel_format(axis="y", useOffset=False)
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.set_title(f"training loss — {path.parent.name}")

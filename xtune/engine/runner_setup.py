@@ -59,7 +59,11 @@ def build_runner(cfg, *, name: str, llm, tokenizer, dataset, val_dataset, schedu
                  ds_config, resume_from, seed: int, params, world_size: int, sampler, dataloader):
     from mmengine.hooks import DistSamplerSeedHook, IterTimerHook, LoggerHook, ParamSchedulerHook
 
-    from xtune.engine.compat import ddp_wrapper_cfg, fix_deepspeed_optimizer_registration
+    from xtune.engine.compat import (
+        ddp_wrapper_cfg,
+        deepspeed_strategy_with_resume_hooks,
+        fix_deepspeed_optimizer_registration,
+    )
     from xtune.engine.model import CausalLMModel
 
     acc = schedule.accumulation
@@ -100,7 +104,7 @@ def build_runner(cfg, *, name: str, llm, tokenizer, dataset, val_dataset, schedu
 
     fix_deepspeed_optimizer_registration()
     frozen = params[0] < params[1]
-    strategy = dict(type="DeepSpeedStrategy", config=ds_config, exclude_frozen_parameters=frozen or None,
+    strategy = dict(type=deepspeed_strategy_with_resume_hooks(), config=ds_config, exclude_frozen_parameters=frozen or None,
                     steps_per_print=ds_config.get("steps_per_print", 10**10))
     return FlexibleRunner(strategy=strategy, **common)
 

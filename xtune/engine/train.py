@@ -172,6 +172,14 @@ def _train_checked(cfg, registry, recipe_path: Path, work_dir: str, args) -> int
                        f"{schedule.accumulation} x {cfg.train_dataloader.batch_size} rows x {world_size} processes "
                        f"({schedule.max_iters} micro-batches); precision {precision}; "
                        f"trainable params {trainable:,} / {total:,}")
-    runner.train()
+    import signal
+    import threading
+
+    sigterm = signal.getsignal(signal.SIGTERM)
+    try:
+        runner.train()
+    finally:  # a failed run must not leave xtune's SIGTERM handler in a host process (tests, notebooks)
+        if sigterm is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, sigterm)
     export_hf_after_training(cfg, runner, tokenizer, work_dir)
     return 0
