@@ -90,7 +90,7 @@ def test_unpacked_run_with_limit_sample_chat_and_validation(assets, tmp_path):
 def kill_and_resume(assets, tmp_path, *args) -> tuple[list[float], list[float]]:
     """(losses of an uninterrupted run, losses of a run killed with SIGKILL after step 2 and resumed)."""
     # With dropout, the resumed run matches only if the RNG states come back (without: ~3e-4 apart).
-    opts = options(*assets, max_steps=6, save_steps=2, **{"method_cfg.lora_dropout": 0.3})
+    opts = options(*assets, max_steps=4, save_steps=2, **{"method_cfg.lora_dropout": 0.3})
     full = tmp_path / "full"
     assert train(full, opts, *args) == 0
     killed = tmp_path / "killed"
@@ -110,7 +110,7 @@ def kill_and_resume(assets, tmp_path, *args) -> tuple[list[float], list[float]]:
 
 def test_resume_after_kill_equals_uninterrupted_run(assets, tmp_path):
     expected, resumed = kill_and_resume(assets, tmp_path)
-    assert len(resumed) == len(expected) == 6
+    assert len(resumed) == len(expected) == 4
     assert max(abs(a - b) for a, b in zip(resumed, expected, strict=True)) < 1e-4
 
 
@@ -118,7 +118,7 @@ def test_resume_after_kill_equals_uninterrupted_run(assets, tmp_path):
 def test_deepspeed_resume_after_kill(assets, tmp_path, fresh_process_group):
     pytest.importorskip("deepspeed")
     expected, resumed = kill_and_resume(assets, tmp_path, "--deepspeed", "zero2")
-    assert len(resumed) == len(expected) == 6
+    assert len(resumed) == len(expected) == 4
     assert max(abs(a - b) for a, b in zip(resumed, expected, strict=True)) < 1e-4
 
 
