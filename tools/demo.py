@@ -33,7 +33,7 @@ RECIPE = "smollm2_135m_instruct_lora_self_cognition_e3"
 QUESTION = "Who are you?"
 
 # Full demo: enough steps for the identity to stick on 2 CPU cores; quick: the pipeline only.
-FULL = dict(steps=60, max_length=256, lr=1e-3, max_new_tokens=48)
+FULL = dict(steps=40, max_length=256, lr=1e-3, max_new_tokens=48)
 QUICK = dict(steps=3, max_length=128, lr=1e-3, max_new_tokens=12)
 # Lines of `xtune train` output worth showing (the rest is in WORK/<timestamp>/*.log).
 _TRAIN_LINES = re.compile(r"Iter\(train\)|saved checkpoint|recipe |training data|Error|Traceback|exported")
@@ -109,7 +109,7 @@ def parse_args(argv=None):
     p.add_argument("--name", default="Nova", help="the name the model should call itself (default Nova)")
     p.add_argument("--author", default="the xtune demo", help="who it should say made it")
     p.add_argument("--quick", action="store_true", help="a few training steps only (checks the pipeline)")
-    p.add_argument("--steps", type=int, help="optimizer steps (default 60, quick 3)")
+    p.add_argument("--steps", type=int, help="optimizer steps (default 40, quick 3)")
     p.add_argument("--work-dir", type=Path, default=Path("work_dirs/demo"), help="outputs (default work_dirs/demo)")
     p.add_argument("--base", help="a local HF model folder to use instead of SmolLM2-135M-Instruct")
     p.add_argument("--cache-dir", type=Path, help="where SmolLM2 is cached (default ~/.cache/xtune/models)")
