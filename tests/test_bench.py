@@ -209,3 +209,12 @@ def test_doc_sections_exist_for_every_subcommand():
     for name in bench.SUBCOMMANDS:
         begin, end = bench_report.markers(name)
         assert begin in text and end in text, f"docs/benchmarks.md lacks the {name} section"
+
+
+def test_train_and_data_refuse_to_start_without_the_shared_data(monkeypatch, tmp_path, capsys):
+    pytest.importorskip("trl")
+    monkeypatch.setenv("XTUNE_SHARED_DIR", str(tmp_path / "absent"))
+    assert bench.missing_requirements("cli") is None
+    assert "XTUNE_SHARED_DIR" in bench.missing_requirements("train")
+    assert bench.main(["data", "--quick", "--no-doc"]) == 2
+    assert capsys.readouterr().err.startswith("Error: the shared data folder")

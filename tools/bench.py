@@ -160,12 +160,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def missing_requirements(command: str) -> str | None:
+    """Why `command` cannot run here (TRL or the shared data absent), or None."""
+    import importlib.util
+
+    if command not in ("train", "data"):
+        return None
+    if importlib.util.find_spec("trl") is None:
+        return ("TRL is not installed: `pip install -e '.[bench]' -c constraints.txt` "
+                "(or XTUNE_EXTRAS=test,bench bash tools/setup.sh)")
+    import bench_train
+
+    if not (bench_train.shared_dir() / "data").is_dir():
+        return f"the shared data folder {bench_train.shared_dir()} is missing (set XTUNE_SHARED_DIR)"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "_worker":
         import bench_train
 
         return bench_train.worker(args.spec)
+    problem = missing_requirements(args.command)
+    if problem:
+        print(f"Error: {problem}", file=sys.stderr)
+        return 2
     run, render, _ = SUBCOMMANDS[args.command]
     result = run(args)
     text = render(result)
