@@ -113,7 +113,9 @@ def _read_deepspeed_folder(path: Path) -> TrainedWeights:
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
     try:
-        state = get_fp32_state_dict_from_zero_checkpoint(str(path.parent), tag=path.name)
+        # Frozen weights may be stored there as low-precision copies; they come from the base model instead.
+        state = get_fp32_state_dict_from_zero_checkpoint(str(path.parent), tag=path.name,
+                                                         exclude_frozen_parameters=True)
     except (FileNotFoundError, ValueError, KeyError, RuntimeError, AssertionError) as exc:
         raise UsageError(f"DeepSpeed checkpoint {str(path)!r} cannot be consolidated: {exc}") from None
     return TrainedWeights(strip_wrapper_prefixes(dict(state)), str(path), step=_step_from_name(path),
