@@ -60,8 +60,20 @@ def test_summarize_ratios_and_heldout_gap():
     assert run["heldout_gap"]["trl"] == pytest.approx(0.02)
     assert run["heldout_gap"]["trl_packed"] == pytest.approx(0.12)
     assert run["heldout_comparable"] is False  # 12 % is not within 5 %
+    assert run["heldout_improvement"] == {"xtune": 5.0, "trl": pytest.approx(4.9), "trl_packed": pytest.approx(4.4)}
     arms["trl_packed"]["heldout_loss"] = 4.9
     assert bench_train.summarize({"name": "p"}, arms)["heldout_comparable"] is True
+
+
+def test_markdown_warns_when_an_arm_learned_nothing():
+    arms = {"base": {"heldout_loss": 10.0}, "xtune": _arm(300.0, 10.0), "trl": _arm(100.0, 9.9)}
+    settings = dict(model="m", method="full", data="d.json", train_records=1, heldout_records=1, max_length=8,
+                    lr=1.0, seed=0, epochs=1)
+    result = bench_report.header("train", {})
+    result["runs"] = [bench_train.summarize(dict(settings, name="p"), arms)]
+    text = bench_train.markdown(result)
+    assert "**Warning:** xtune (recipe defaults, packing) did not lower the held-out loss" in text
+    assert "TRL SFTTrainer defaults did not" not in text
 
 
 def test_summarize_without_a_trl_arm_has_no_ratio():

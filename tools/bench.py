@@ -15,6 +15,7 @@ docs/benchmarks.md with the machine, versions, date and settings. TRL is a bench
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import subprocess
 import sys
@@ -149,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--doc", default=str(bench_report.DOC), help="Markdown file whose section is rewritten")
         p.add_argument("--no-doc", action="store_true", help="leave docs/benchmarks.md alone")
         p.add_argument("--out", metavar="DIR", help="working folder (default: a new temporary folder)")
+        p.add_argument("--from-json", metavar="FILE", help="render a saved --json result instead of measuring")
         if name == "cli":
             p.add_argument("--runs", type=int, help="measured runs per command (default 5 quick, 15 full)")
         if name == "train":
@@ -182,12 +184,15 @@ def main(argv: list[str] | None = None) -> int:
         import bench_train
 
         return bench_train.worker(args.spec)
-    problem = missing_requirements(args.command)
+    problem = None if args.from_json else missing_requirements(args.command)
     if problem:
         print(f"Error: {problem}", file=sys.stderr)
         return 2
     run, render, _ = SUBCOMMANDS[args.command]
-    result = run(args)
+    if args.from_json:  # re-render a saved result (e.g. after changing the tables), measuring nothing
+        result = json.loads(Path(args.from_json).read_text(encoding="utf-8"))
+    else:
+        result = run(args)
     text = render(result)
     print(text)
     if args.json:

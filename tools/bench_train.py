@@ -386,7 +386,16 @@ def summarize(profile: dict, arms: dict[str, dict]) -> dict:
             if arm in arms and xt}
     return {"profile": profile["name"], "settings": {k: v for k, v in profile.items() if k != "env"},
             "arms": arms, "ratio": ratio("xtune", "trl"), "ratio_packed": ratio("xtune", "trl_packed"),
-            "heldout_gap": gaps, "heldout_comparable": bool(gaps) and all(g <= 0.05 for g in gaps.values())}
+            "heldout_gap": gaps, "heldout_comparable": bool(gaps) and all(g <= 0.05 for g in gaps.values()),
+            "heldout_improvement": improvement(arms)}
+
+
+def improvement(arms: dict[str, dict]) -> dict[str, float]:
+    """How far training moved each arm's held-out loss below the untrained model's. A tool that learns
+    nothing must not pass the 5 % check just because no arm moved far (e.g. a broken lr schedule)."""
+    base = arms.get("base", {}).get("heldout_loss")
+    return {arm: base - arms[arm]["heldout_loss"] for arm in ARMS
+            if base is not None and arms.get(arm, {}).get("heldout_loss") is not None}
 
 
 def markdown(result: dict) -> str:
@@ -406,14 +415,26 @@ def markdown(result: dict) -> str:
                 continue
             rows.append([ARM_LABELS[arm], r.get("tokens_per_s"), r.get("label_tokens"), r.get("rows"),
                          r.get("optimizer_steps"), r.get("fill_ratio"), r.get("train_loop_s"), r.get("wall_s"),
-                         r.get("peak_memory_mib"), r.get("heldout_loss")])
+                         r.get("peak_memory_mib"), _loss(r.get("heldout_loss"))])
         lines.append(table(["arm", "trained tokens/s", "trained tokens", "rows", "optimizer steps", "fill",
                             "train loop s", "process wall s", "peak memory MiB", "held-out loss"], rows))
         gaps = ", ".join(f"{ARM_LABELS[a]} {g:.1%}" for a, g in run["heldout_gap"].items())
+        moved = run.get("heldout_improvement") or improvement(run["arms"])
+        if moved:
+            lines += ["", "Held-out loss drop from the untrained model: "
+                      + ", ".join(f"{ARM_LABELS[a]} {d:.4f}" for a, d in moved.items()) + "."]
+            still = [ARM_LABELS[a] for a, d in moved.items() if d <= 1e-5]
+            if still:
+                lines += [f"**Warning:** {', '.join(still)} did not lower the held-out loss at all: its "
+                          "speed is not backed by learning in this run."]
         lines += ["", f"**ratio** (xtune ÷ TRL default, trained tokens/s) = {_r(run['ratio'])}; "
                   f"**ratio_packed** (xtune ÷ TRL packing) = {_r(run['ratio_packed'])}; held-out loss gap to "
                   f"xtune: {gaps} ({'comparable' if run['heldout_comparable'] else 'NOT within 5 %'}).", ""]
     return "\n".join(lines)
+
+
+def _loss(value) -> str | None:
+    return None if value is None else f"{value:.4f}"  # 4 decimals: the arms differ in the 3rd or 4th digit
 
 
 def _r(value) -> str:
