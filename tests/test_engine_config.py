@@ -106,6 +106,32 @@ def test_schedule_counts_steps_and_micro_batches():
     assert by_epoch.max_iters == 2 * 3
 
 
+@pytest.mark.filterwarnings("ignore:Detected call of `scheduler.step\(\)`")
+@pytest.mark.parametrize("total", [1, 2, 17, 33, 50, 51, 67, 120, 400])
+@pytest.mark.parametrize("kind", ["cosine", "linear", "constant"])
+def test_schedulers_reach_the_full_lr_after_warmup(total, kind):
+    """Step real mmengine schedulers: the peak lr is the recipe's lr whatever the run length (a one-iteration
+    warm-up once left the whole run at 1e-5 x lr), and decaying schedules end low."""
+    import torch
+    from mmengine.optim import OptimWrapper
+    from mmengine.optim.scheduler import CosineAnnealingLR, ConstantLR, LinearLR
+
+    from xtune.engine.schedule import Schedule, param_schedulers
+
+    classes = {"LinearLR": LinearLR, "CosineAnnealingLR": CosineAnnealingLR, "ConstantLR": ConstantLR}
+    optimizer = OptimWrapper(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1))
+    schedulers = [classes[c.pop("type")](optimizer, **c) for c in
+                  param_schedulers(dict(type=kind, warmup_ratio=0.03), Schedule(1, total, total))]
+    lrs = []
+    for _ in range(total):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        for scheduler in schedulers:
+            scheduler.step()
+    assert max(lrs) == pytest.approx(0.1, rel=1e-6)
+    if kind != "constant" and total >= 17:
+        assert lrs[-1] < 0.1 * 0.1
+
+
 def test_deepspeed_auto_fields_come_from_the_recipe():
     from xtune.engine.deepspeed_config import fill_auto, load_deepspeed_config
 

@@ -60,6 +60,10 @@ def param_schedulers(sched_cfg: dict, schedule: Schedule) -> list[dict]:
                           hint="accepted: type, warmup_ratio, eta_min")
     total = schedule.max_iters
     warmup = min(int(round(warmup_ratio * total)), total - 1) if total > 1 else 0
+    # mmengine's LinearLR reaches its end factor at iteration end - 1; with end == 1 it never leaves
+    # start_factor, and the chained cosine then anneals from 1e-5 x lr: the run would not learn.
+    if warmup < 2:
+        warmup = 0
     out = []
     if warmup > 0:
         out.append(dict(type="LinearLR", start_factor=1e-5, by_epoch=False, begin=0, end=warmup))
