@@ -144,6 +144,7 @@ def test_cache_is_reused_and_keyed_by_settings(tmp_path, llama2_tokenizer, monke
         raise AssertionError("rebuilt instead of loading the cache")
 
     monkeypatch.setattr(pipeline, "render_conversations", no_rebuild)
+    monkeypatch.setattr(pipeline, "load_conversations", no_rebuild)  # a warm local source is not even parsed
     second = build_train_dataset(cfg, llama2_tokenizer, progress=False)
     assert second.to_dict() == first.to_dict()
     assert second.cache_files and str(tmp_path / "cache") in second.cache_files[0]["filename"]

@@ -235,6 +235,20 @@ def _tokenize_batch(batch: dict, tokenizer, max_length: int) -> dict:
     return out
 
 
+def local_source_print(cfg: dict, registry=None) -> str | None:
+    """The source part of the cache key when every source is a local path (as load_conversations
+    computes it), else None: hub data sets are only fingerprinted once loaded."""
+    from xtune.data.sources import MODELSCOPE_PREFIXES, local_fingerprint, looks_local
+
+    prints = []
+    for map_name, data_path in _parts(cfg, registry):
+        path = data_path or default_source(resolve_map(map_name, registry)[2])
+        if path.startswith(MODELSCOPE_PREFIXES) or not looks_local(path):
+            return None
+        prints.append(local_fingerprint(path))
+    return "|".join(prints)
+
+
 def fingerprint_for(cfg: dict, tokenizer, source_print: str, registry=None) -> str:
     reg = _registry(registry)
     template = cfg.get("prompt_template")
@@ -252,10 +266,19 @@ def build_train_dataset(cfg: dict, tokenizer, *, registry=None, progress: bool =
     import datasets
 
     max_length = int(cfg.get("max_length") or 2048)
+    cache_dir = Path(cfg.get("cache_dir") or cache.default_cache_dir())
+    if use_cache:
+        # Local files are fingerprinted by content without parsing them, so a warm run skips
+        # converting and checking every record (they were checked when the cache was written).
+        check_settings(cfg)
+        early_print = local_source_print(cfg, registry)
+        if early_print is not None:
+            cached = cache.load(cache_dir, fingerprint_for(cfg, tokenizer, early_print, registry))
+            if cached is not None:
+                return cached
     skipped: list[str] = []
     conversations, wheres, source_print = load_conversations(cfg, registry, progress=progress, skipped=skipped)
     key = fingerprint_for(cfg, tokenizer, source_print, registry)
-    cache_dir = Path(cfg.get("cache_dir") or cache.default_cache_dir())
     if use_cache:
         cached = cache.load(cache_dir, key)
         if cached is not None:

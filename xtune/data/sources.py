@@ -228,7 +228,8 @@ def _file_digest(paths: list[Path]) -> str:
     return digest.hexdigest()
 
 
-def load_local(data_path: str) -> Source:
+def local_files(data_path: str) -> list[Path]:
+    """The data files a local `data_path` names: the file itself, or the data files in a folder."""
     path = Path(data_path).expanduser()
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES
@@ -240,6 +241,17 @@ def load_local(data_path: str) -> Source:
         files = [path]
     else:
         raise DataError(f"data path {data_path!r} does not exist")
+    return files
+
+
+def local_fingerprint(data_path: str) -> str:
+    """What `load_local(data_path).fingerprint` will be, without parsing a record (for cache look-ups)."""
+    return _file_digest(local_files(data_path))
+
+
+def load_local(data_path: str) -> Source:
+    path = Path(data_path).expanduser()
+    files = local_files(data_path)
     records, wheres, problems = [], [], []
     for file in files:
         r, w = read_file(file, problems)
