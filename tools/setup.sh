@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
-EXTRAS=${XTUNE_EXTRAS:-test}
+EXTRAS=${XTUNE_EXTRAS:-test,bench}  # bench: TRL, for tools/bench.py and its tests
 
 if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
