@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 from xtune.errors import UsageError
+from xtune.fileio import atomic_write_text
 
 
 def add_parser(subparsers, common):
@@ -30,14 +29,6 @@ def run(args) -> int:
     dest = dest_dir / f"{source.stem}_copy.py"
     if dest.exists() and not args.force:
         raise UsageError(f"{dest} already exists", hint="pass --force to overwrite it")
-    # Write beside the target and rename, so an interrupted copy never leaves half a recipe.
-    fd, tmp = tempfile.mkstemp(dir=dest_dir, prefix=f".{dest.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(source.read_text(encoding="utf-8"))
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(dest, source.read_text(encoding="utf-8"))  # never half a recipe
     print(f"Copied {source.stem} to {dest}")
     return 0

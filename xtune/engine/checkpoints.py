@@ -22,6 +22,7 @@ from pathlib import Path
 from mmengine.hooks import Hook
 
 from xtune.errors import UsageError, XtuneError
+from xtune.fileio import atomic_write_text
 
 LAST = "last_checkpoint"
 
@@ -55,15 +56,6 @@ def find_resume_checkpoint(resume: str | None, work_dir: str | Path) -> str | No
             candidates.append(target)
     steps = [(int(p.stem.split("_")[1]), p) for p in candidates if p.stem.split("_")[-1].isdigit()]
     return str(max(steps)[1]) if steps else None
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _rng_state() -> dict:
@@ -150,7 +142,7 @@ class AtomicCheckpointHook(Hook):
             if final.is_dir():
                 shutil.rmtree(final)
             os.replace(tmp, final)
-            _atomic_write_text(work_dir / LAST, str(final.resolve()))
+            atomic_write_text(work_dir / LAST, str(final.resolve()))
             runner.logger.info(f"saved checkpoint {final}")
             self.saved.append(str(final))
             self._prune(work_dir, keep=final)

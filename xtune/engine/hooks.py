@@ -19,6 +19,8 @@ from pathlib import Path
 import torch
 from mmengine.hooks import Hook
 
+from xtune.fileio import atomic_write_text
+
 
 def _unwrap(model):
     return model.module if hasattr(model, "module") else model
@@ -127,7 +129,7 @@ class LossHistoryHook(Hook):
             return
         work_dir = Path(runner.work_dir)
         data = {"train": self.history, "val": self.val_history}
-        (work_dir / "loss_history.json").write_text(json.dumps(data, indent=1), encoding="utf-8")
+        atomic_write_text(work_dir / "loss_history.json", json.dumps(data, indent=1))
         if self.plot and self.history:
             from xtune.engine.plot import plot_loss
 
