@@ -17,7 +17,15 @@ import pytest
 from xtune import hookspecs, plugins
 from xtune.errors import RegistryError
 from xtune.hookspecs import hookimpl
-from xtune.registry import ChatTemplate, DatasetMap, DeepSpeedPreset, ModelAdapter, Recipe, TuningMethod
+from xtune.registry import (
+    ChatTemplate,
+    DatasetMap,
+    DeepSpeedPreset,
+    Model,
+    ModelAdapter,
+    Recipe,
+    TuningMethod,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 HOOKS = sorted(name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction) if name.startswith("register_"))
@@ -41,7 +49,7 @@ def plugin_module(name: str, **hooks) -> types.ModuleType:
 def test_builtins_register_every_kind(system):
     reg = system.registry
     assert not system.failures()
-    for kind in ("model_adapters", "dataset_maps", "chat_templates", "tuning_methods", "deepspeed_presets", "recipes"):
+    for kind in ("model_adapters", "models", "dataset_maps", "chat_templates", "tuning_methods", "deepspeed_presets", "recipes"):
         assert len(reg.tables[kind]) > 0, kind
     assert reg.recipes.get("llama2_7b_lora_alpaca_e3").plugin == "xtune"
     assert reg.model_adapters.get("internlm2").module == "xtune.default_plugins.models"
@@ -55,6 +63,25 @@ def test_hook_register_model_adapters(system):
     entry = system.registry.model_adapters.get("falcon")
     assert (entry.plugin, entry.module, entry.model_types) == ("xtune-falcon", "p", ("falcon",))
     assert system.info["p"].registered == {"model_adapters": ["falcon"]}
+
+
+def test_hook_register_models(system):
+    def register_models(register):
+        register(Model(name="falcon_7b", family="falcon", hub_id="tiiuae/falcon-7b", params_b=7, chat=False,
+                       hidden_size=4544, num_layers=32))
+
+    system.add(plugin_module("p", register_models=register_models), "p", "xtune-falcon", "1.0")
+    entry = system.registry.models.get("falcon_7b")
+    assert (entry.plugin, entry.hub_id, entry.hidden_size) == ("xtune-falcon", "tiiuae/falcon-7b", 4544)
+    assert system.registry.models.get("internlm2_chat_7b").family == "internlm2"
+
+
+def test_model_needs_family_and_hub_id(system):
+    def register_models(register):
+        register(Model(name="nameless"))
+
+    system.add(plugin_module("p", register_models=register_models), "p", "xtune-bad", "1.0")
+    assert "needs a family" in system.failures()[0].error
 
 
 def test_hook_register_dataset_maps(system):

@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parent.parent
 REQUIRED = ["internlm_7b_qlora_oasst1_e3", "internlm2_chat_7b_qlora_oasst1_e3", "llama2_7b_qlora_alpaca_e3",
             "llama2_7b_lora_alpaca_e3", "smollm2_135m_instruct_lora_self_cognition_e3"]
 SETTINGS = ["pretrained_model_name_or_path", "data_path", "prompt_template", "max_length", "pack_to_max_length",
-            "use_varlen_attn", "batch_size", "accumulative_counts", "dataloader_num_workers", "max_epochs",
+            "batch_size", "accumulative_counts", "dataloader_num_workers", "max_epochs",
             "optim_type", "lr", "betas", "weight_decay", "max_norm", "warmup_ratio", "save_steps", "save_total_limit",
             "evaluation_freq", "SYSTEM", "evaluation_inputs", "max_steps", "seed", "model_adapter", "dataset_map",
             "method"]
@@ -51,6 +51,20 @@ def test_index_matches_files(registry):
             recipe.name, recipe.family, recipe.method, recipe.dataset, recipe.epochs, recipe.template, recipe.hub_id,
             recipe.model), recipe.name
         assert recipe.name == f"{recipe.model}_{recipe.method}_{recipe.dataset}_e{recipe.epochs}"
+
+
+def test_generator_reads_the_registry(registry):
+    """One catalogue: every built-in model has recipes, each with its adapter's template and remote-code flag."""
+    recipes = builtin_recipes(registry)
+    models = {m.name: m for m in registry.models if m.plugin == "xtune"}
+    assert {r.model for r in recipes} == set(models)
+    for recipe in recipes:
+        model = models[recipe.model]
+        adapter = registry.model_adapters.get(model.family)
+        assert (recipe.family, recipe.hub_id, recipe.template) == (model.family, model.hub_id, adapter.default_template)
+    text = Path(registry.recipes.get("internlm2_chat_7b_qlora_oasst1_e3").path).read_text(encoding="utf-8")
+    assert "trust_remote_code = True" in text and "use_varlen_attn" not in text
+    assert "bnb_4bit_quant_type='nf4'" in text and "lora_alpha=16" in text
 
 
 def test_every_recipe_loads_with_mmengine_and_names_registered_entries(registry):

@@ -86,7 +86,7 @@ def gpu_profiles(quick: bool, alpaca: Path) -> list[dict]:
     common = dict(model=str(qwen), template="qwen2_5_chat", data=str(alpaca / "llamafactory_alpaca_en_demo.json"),
                   train_records=512 if quick else 935, heldout_records=64, max_length=2048, lr=2e-4, seed=0,
                   epochs=1, device="cuda", n_params=_n_params(qwen), flash_attention=fa2,
-                  xtune_options=[f"use_varlen_attn={fa2}"])
+                  xtune_options=[f"model.attn_implementation={'flash_attention_2' if fa2 else 'sdpa'}"])
     runs = [dict(common, name=f"qwen2.5-0.5b-{method}", method=method, trl_args={"model_init_kwargs": model_kwargs},
                  recipe=f"qwen2_5_0_5b_instruct_{method}_alpaca_e3") for method in ("lora", "qlora")]
     if not quick:

@@ -22,162 +22,46 @@ RECIPES = ROOT / "recipes"
 
 
 @dataclass(frozen=True)
-class Model:
-    key: str  # recipe name prefix, e.g. internlm2_chat_7b
-    family: str  # model adapter name
-    hub_id: str
-    title: str  # human name for the header
-    size_b: float  # parameters, billions (decides full fine-tuning and batch settings)
-    chat: bool = True  # instruction-tuned (else a base model)
-
-
-@dataclass(frozen=True)
 class Data:
-    name: str  # dataset map name
+    name: str  # dataset map name; its hub id (or mixture) is where the data comes from
     epochs: int
-    data_path: str | None  # None: the dataset map's own default source
-    language: str = "en"
-    system: str = ""
+    data_path: str | None = None  # a local path the user provides, where the map has no public source
     note: str = ""
 
 
-# ------------------------------------------------------------------------------------------- models
-# family -> (chat template, trust_remote_code, models)
-FAMILIES: dict[str, tuple[str, bool, list[Model]]] = {}
+def builtin_registry():
+    """xtune's built-in entries only: the catalogue the recipes are generated from (plugins bring their own)."""
+    from xtune.plugins import PluginSystem
+
+    system = PluginSystem()
+    system.load_defaults()
+    return system.registry
 
 
-def family(name: str, template: str, trust_remote_code: bool, *models: tuple) -> None:
-    FAMILIES[name] = (template, trust_remote_code, [Model(m[0], name, m[1], m[2], m[3], *m[4:]) for m in models])
+REGISTRY = builtin_registry()
 
-
-family("internlm", "internlm_chat", True,
-       ("internlm_7b", "internlm/internlm-7b", "InternLM-7B", 7, False),
-       ("internlm_chat_7b", "internlm/internlm-chat-7b", "InternLM-Chat-7B", 7),
-       ("internlm_20b", "internlm/internlm-20b", "InternLM-20B", 20, False),
-       ("internlm_chat_20b", "internlm/internlm-chat-20b", "InternLM-Chat-20B", 20))
-family("internlm2", "internlm2_chat", True,
-       ("internlm2_1_8b", "internlm/internlm2-1_8b", "InternLM2-1.8B", 1.8, False),
-       ("internlm2_7b", "internlm/internlm2-7b", "InternLM2-7B", 7, False),
-       ("internlm2_20b", "internlm/internlm2-20b", "InternLM2-20B", 20, False),
-       ("internlm2_chat_1_8b", "internlm/internlm2-chat-1_8b", "InternLM2-Chat-1.8B", 1.8),
-       ("internlm2_chat_7b", "internlm/internlm2-chat-7b", "InternLM2-Chat-7B", 7),
-       ("internlm2_chat_20b", "internlm/internlm2-chat-20b", "InternLM2-Chat-20B", 20))
-family("internlm2_5", "internlm2_chat", True,
-       ("internlm2_5_7b", "internlm/internlm2_5-7b", "InternLM2.5-7B", 7, False),
-       ("internlm2_5_chat_7b", "internlm/internlm2_5-7b-chat", "InternLM2.5-7B-Chat", 7),
-       ("internlm2_5_chat_20b", "internlm/internlm2_5-20b-chat", "InternLM2.5-20B-Chat", 20))
-family("llama2", "llama2_chat", False,
-       ("llama2_7b", "meta-llama/Llama-2-7b-hf", "Llama-2-7B", 7, False),
-       ("llama2_7b_chat", "meta-llama/Llama-2-7b-chat-hf", "Llama-2-7B-Chat", 7),
-       ("llama2_13b", "meta-llama/Llama-2-13b-hf", "Llama-2-13B", 13, False),
-       ("llama2_70b", "meta-llama/Llama-2-70b-hf", "Llama-2-70B", 70, False))
-family("llama3", "llama3_chat", False,
-       ("llama3_8b", "meta-llama/Meta-Llama-3-8B", "Llama-3-8B", 8, False),
-       ("llama3_8b_instruct", "meta-llama/Meta-Llama-3-8B-Instruct", "Llama-3-8B-Instruct", 8),
-       ("llama3_70b_instruct", "meta-llama/Meta-Llama-3-70B-Instruct", "Llama-3-70B-Instruct", 70))
-family("llama3_1", "llama3_1_chat", False,
-       ("llama3_1_8b_instruct", "meta-llama/Llama-3.1-8B-Instruct", "Llama-3.1-8B-Instruct", 8),
-       ("llama3_1_70b_instruct", "meta-llama/Llama-3.1-70B-Instruct", "Llama-3.1-70B-Instruct", 70))
-family("llama3_2", "llama3_2_chat", False,
-       ("llama3_2_1b_instruct", "meta-llama/Llama-3.2-1B-Instruct", "Llama-3.2-1B-Instruct", 1.2),
-       ("llama3_2_3b_instruct", "meta-llama/Llama-3.2-3B-Instruct", "Llama-3.2-3B-Instruct", 3.2))
-family("qwen1_5", "qwen_chat", False,
-       ("qwen1_5_0_5b_chat", "Qwen/Qwen1.5-0.5B-Chat", "Qwen1.5-0.5B-Chat", 0.5),
-       ("qwen1_5_1_8b_chat", "Qwen/Qwen1.5-1.8B-Chat", "Qwen1.5-1.8B-Chat", 1.8),
-       ("qwen1_5_4b_chat", "Qwen/Qwen1.5-4B-Chat", "Qwen1.5-4B-Chat", 4),
-       ("qwen1_5_7b", "Qwen/Qwen1.5-7B", "Qwen1.5-7B", 7, False),
-       ("qwen1_5_7b_chat", "Qwen/Qwen1.5-7B-Chat", "Qwen1.5-7B-Chat", 7),
-       ("qwen1_5_14b_chat", "Qwen/Qwen1.5-14B-Chat", "Qwen1.5-14B-Chat", 14),
-       ("qwen1_5_72b_chat", "Qwen/Qwen1.5-72B-Chat", "Qwen1.5-72B-Chat", 72))
-family("qwen2", "qwen_chat", False,
-       ("qwen2_0_5b_instruct", "Qwen/Qwen2-0.5B-Instruct", "Qwen2-0.5B-Instruct", 0.5),
-       ("qwen2_1_5b_instruct", "Qwen/Qwen2-1.5B-Instruct", "Qwen2-1.5B-Instruct", 1.5),
-       ("qwen2_7b_instruct", "Qwen/Qwen2-7B-Instruct", "Qwen2-7B-Instruct", 7),
-       ("qwen2_72b_instruct", "Qwen/Qwen2-72B-Instruct", "Qwen2-72B-Instruct", 72))
-family("qwen2_5", "qwen2_5_chat", False,
-       ("qwen2_5_0_5b_instruct", "Qwen/Qwen2.5-0.5B-Instruct", "Qwen2.5-0.5B-Instruct", 0.5),
-       ("qwen2_5_1_5b_instruct", "Qwen/Qwen2.5-1.5B-Instruct", "Qwen2.5-1.5B-Instruct", 1.5),
-       ("qwen2_5_3b_instruct", "Qwen/Qwen2.5-3B-Instruct", "Qwen2.5-3B-Instruct", 3),
-       ("qwen2_5_7b", "Qwen/Qwen2.5-7B", "Qwen2.5-7B", 7, False),
-       ("qwen2_5_7b_instruct", "Qwen/Qwen2.5-7B-Instruct", "Qwen2.5-7B-Instruct", 7),
-       ("qwen2_5_14b_instruct", "Qwen/Qwen2.5-14B-Instruct", "Qwen2.5-14B-Instruct", 14),
-       ("qwen2_5_32b_instruct", "Qwen/Qwen2.5-32B-Instruct", "Qwen2.5-32B-Instruct", 32),
-       ("qwen2_5_72b_instruct", "Qwen/Qwen2.5-72B-Instruct", "Qwen2.5-72B-Instruct", 72))
-family("qwen3", "qwen3_chat", False,
-       ("qwen3_0_6b", "Qwen/Qwen3-0.6B", "Qwen3-0.6B", 0.6),
-       ("qwen3_1_7b", "Qwen/Qwen3-1.7B", "Qwen3-1.7B", 1.7),
-       ("qwen3_4b", "Qwen/Qwen3-4B", "Qwen3-4B", 4),
-       ("qwen3_8b", "Qwen/Qwen3-8B", "Qwen3-8B", 8),
-       ("qwen3_14b", "Qwen/Qwen3-14B", "Qwen3-14B", 14),
-       ("qwen3_32b", "Qwen/Qwen3-32B", "Qwen3-32B", 32))
-family("chatglm3", "chatglm3", True,
-       ("chatglm3_6b_base", "THUDM/chatglm3-6b-base", "ChatGLM3-6B-Base", 6, False),
-       ("chatglm3_6b", "THUDM/chatglm3-6b", "ChatGLM3-6B", 6))
-family("baichuan2", "baichuan2_chat", True,
-       ("baichuan2_7b_base", "baichuan-inc/Baichuan2-7B-Base", "Baichuan2-7B-Base", 7, False),
-       ("baichuan2_7b_chat", "baichuan-inc/Baichuan2-7B-Chat", "Baichuan2-7B-Chat", 7),
-       ("baichuan2_13b_base", "baichuan-inc/Baichuan2-13B-Base", "Baichuan2-13B-Base", 13, False),
-       ("baichuan2_13b_chat", "baichuan-inc/Baichuan2-13B-Chat", "Baichuan2-13B-Chat", 13))
-family("mistral", "mistral", False,
-       ("mistral_7b", "mistralai/Mistral-7B-v0.1", "Mistral-7B-v0.1", 7, False),
-       ("mistral_7b_instruct_v0_2", "mistralai/Mistral-7B-Instruct-v0.2", "Mistral-7B-Instruct-v0.2", 7))
-family("mistral_nemo", "mistral_nemo", False,
-       ("mistral_nemo_12b_instruct", "mistralai/Mistral-Nemo-Instruct-2407", "Mistral-Nemo-Instruct-2407", 12))
-family("mixtral", "mistral", False,
-       ("mixtral_8x7b", "mistralai/Mixtral-8x7B-v0.1", "Mixtral-8x7B-v0.1", 47, False),
-       ("mixtral_8x7b_instruct", "mistralai/Mixtral-8x7B-Instruct-v0.1", "Mixtral-8x7B-Instruct-v0.1", 47))
-family("gemma", "gemma", False,
-       ("gemma_2b", "google/gemma-2b", "Gemma-2B", 2.5, False),
-       ("gemma_7b", "google/gemma-7b", "Gemma-7B", 8.5, False),
-       ("gemma2_2b_it", "google/gemma-2-2b-it", "Gemma-2-2B-it", 2.6),
-       ("gemma2_9b_it", "google/gemma-2-9b-it", "Gemma-2-9B-it", 9.2))
-family("phi3", "phi3_chat", False,
-       ("phi3_mini_4k_instruct", "microsoft/Phi-3-mini-4k-instruct", "Phi-3-mini-4k-instruct", 3.8),
-       ("phi3_mini_128k_instruct", "microsoft/Phi-3-mini-128k-instruct", "Phi-3-mini-128k-instruct", 3.8),
-       ("phi3_5_mini_instruct", "microsoft/Phi-3.5-mini-instruct", "Phi-3.5-mini-instruct", 3.8))
-family("deepseek", "deepseek_chat", False,
-       ("deepseek_llm_7b_chat", "deepseek-ai/deepseek-llm-7b-chat", "DeepSeek-LLM-7B-Chat", 7),
-       ("deepseek_moe_16b_chat", "deepseek-ai/deepseek-moe-16b-chat", "DeepSeek-MoE-16B-Chat", 16),
-       ("deepseek_v2_lite_chat", "deepseek-ai/DeepSeek-V2-Lite-Chat", "DeepSeek-V2-Lite-Chat", 16))
-family("deepseek_coder", "deepseek_coder", False,
-       ("deepseek_coder_1_3b_instruct", "deepseek-ai/deepseek-coder-1.3b-instruct", "DeepSeek-Coder-1.3B-Instruct", 1.3),
-       ("deepseek_coder_6_7b_instruct", "deepseek-ai/deepseek-coder-6.7b-instruct", "DeepSeek-Coder-6.7B-Instruct", 6.7))
-family("yi", "yi_chat", False,
-       ("yi_6b", "01-ai/Yi-6B", "Yi-6B", 6, False),
-       ("yi_34b", "01-ai/Yi-34B", "Yi-34B", 34, False),
-       ("yi_1_5_6b_chat", "01-ai/Yi-1.5-6B-Chat", "Yi-1.5-6B-Chat", 6),
-       ("yi_1_5_9b_chat", "01-ai/Yi-1.5-9B-Chat", "Yi-1.5-9B-Chat", 9))
-family("zephyr", "zephyr", False,
-       ("zephyr_7b_beta", "HuggingFaceH4/zephyr-7b-beta", "Zephyr-7B-beta", 7))
-family("vicuna", "vicuna", False,
-       ("vicuna_7b_v1_5", "lmsys/vicuna-7b-v1.5", "Vicuna-7B-v1.5", 7),
-       ("vicuna_13b_v1_5", "lmsys/vicuna-13b-v1.5", "Vicuna-13B-v1.5", 13))
-family("smollm2", "smollm2_chat", False,
-       ("smollm2_135m_instruct", "HuggingFaceTB/SmolLM2-135M-Instruct", "SmolLM2-135M-Instruct", 0.135),
-       ("smollm2_360m_instruct", "HuggingFaceTB/SmolLM2-360M-Instruct", "SmolLM2-360M-Instruct", 0.36),
-       ("smollm2_1_7b_instruct", "HuggingFaceTB/SmolLM2-1.7B-Instruct", "SmolLM2-1.7B-Instruct", 1.7))
 
 # -------------------------------------------------------------------------------------------- data
 _ZH_EN_INPUTS = ["请给我介绍五个上海的景点", "Please tell me five scenic spots in Shanghai"]
 DATASETS = {d.name: d for d in [
-    Data("alpaca", 3, "tatsu-lab/alpaca"),
-    Data("alpaca_zh", 3, "silk-road/alpaca-data-gpt4-chinese", "zh"),
-    Data("alpaca_enzh", 3, None, "en+zh", note="alpaca + alpaca_zh from the hub"),
-    Data("alpaca_enzh_oasst1", 3, None, "en+zh", note="alpaca + alpaca_zh + oasst1 from the hub"),
-    Data("oasst1", 3, "timdettmers/openassistant-guanaco"),
-    Data("code_alpaca", 3, "HuggingFaceH4/CodeAlpaca_20K"),
-    Data("medical", 1, "shibing624/medical", "zh"),
-    Data("open_platypus", 3, "garage-bAInd/Open-Platypus"),
-    Data("openorca", 1, "Open-Orca/OpenOrca"),
-    Data("sql", 3, "b-mc2/sql-create-context"),
-    Data("tiny_codes", 1, "nampdn-ai/tiny-codes"),
-    Data("colorist", 5, "burkelibbey/colors"),
-    Data("lawyer", 3, "ShengbinYue/DISC-Law-SFT", "zh"),
+    Data("alpaca", 3),
+    Data("alpaca_zh", 3),
+    Data("alpaca_enzh", 3, note="alpaca + alpaca_zh from the hub"),
+    Data("alpaca_enzh_oasst1", 3, note="alpaca + alpaca_zh + oasst1 from the hub"),
+    Data("oasst1", 3),
+    Data("code_alpaca", 3),
+    Data("medical", 1),
+    Data("open_platypus", 3),
+    Data("openorca", 1),
+    Data("sql", 3),
+    Data("tiny_codes", 1),
+    Data("colorist", 5),
+    Data("lawyer", 3),
     Data("arxiv_gentitle", 3, "./data/arxiv_data.json",
          note="download the arXiv metadata from Kaggle (Cornell-University/arxiv) and export it to JSON"),
-    Data("moss_sft", 1, "fnlp/moss-003-sft-data", "zh"),
-    Data("wizardlm", 1, "WizardLMTeam/WizardLM_evol_instruct_V2_196k"),
-    Data("self_cognition", 3, None, "en+zh", note="xtune's own self-cognition set; or your alpaca file"),
+    Data("moss_sft", 1),
+    Data("wizardlm", 1),
+    Data("self_cognition", 3, note="xtune's own self-cognition set; or your alpaca file"),
 ]}
 EVALUATION_INPUTS = {
     "sql": ["CREATE TABLE station (name VARCHAR, lat VARCHAR, city VARCHAR)\nFind the name, latitude, and city of "
@@ -210,21 +94,48 @@ FLAGSHIPS = ["internlm_7b", "internlm_chat_7b", "internlm2_chat_7b", "internlm2_
 
 
 def matrix():
-    """Yield (model, template, trust_remote_code, method, data) for every recipe."""
-    for template, remote, models in FAMILIES.values():
-        for model in models:
-            plan = {m: list(ds) for m, ds in STANDARD.items()}
-            if model.key in FLAGSHIPS:
-                plan["qlora"] = [d for d in DATASETS if d != "self_cognition"] + ["self_cognition"]
-            if model.size_b <= 8:
-                plan["full"] = FULL_DATASETS
-            for method, names in plan.items():
-                for name in names:
-                    yield model, template, remote, method, DATASETS[name]
+    """Yield (model, method, data) for every recipe: each built-in model of the registry."""
+    for model in REGISTRY.models:
+        if model.plugin != "xtune":
+            continue
+        plan = {m: list(ds) for m, ds in STANDARD.items()}
+        if model.name in FLAGSHIPS:
+            plan["qlora"] = [d for d in DATASETS if d != "self_cognition"] + ["self_cognition"]
+        if model.params_b <= 8:
+            plan["full"] = FULL_DATASETS
+        for method, names in plan.items():
+            for name in names:
+                yield model, method, DATASETS[name]
 
 
-def recipe_name(model: Model, method: str, data: Data) -> str:
-    return f"{model.key}_{method}_{data.name}_e{data.epochs}"
+def recipe_name(model, method: str, data: Data) -> str:
+    return f"{model.name}_{method}_{data.name}_e{data.epochs}"
+
+
+def data_source(data: Data) -> str | None:
+    """The recipe's data_path: the user's local file, else the dataset map's hub id (None: a mixture or
+    xtune's own self-cognition set, which the map resolves itself)."""
+    return data.data_path or REGISTRY.dataset_maps.get(data.name).hub_id
+
+
+def method_lines(method: str) -> str:
+    """`method_cfg = dict(...)` with the tuning method's registered defaults written out."""
+    defaults = dict(REGISTRY.tuning_methods.get(method).defaults)
+    if not defaults:
+        return "method_cfg = dict(type=method)"
+    comments = {"target_modules": "  # the model adapter's choice ('all-linear' by default)"}
+    body = "".join(f"    {k}={_py(v)},{comments.get(k, '')}\n" for k, v in defaults.items())
+    return f"method_cfg = dict(\n    type=method,\n{body})"
+
+
+def quantization_lines(method: str) -> str:
+    """The `quantization=` value: the method's registered bitsandbytes settings, or None."""
+    quant = dict(REGISTRY.tuning_methods.get(method).quantization)
+    if not quant:
+        return "None"
+    items = [f"{k}={_py(v)}" for k, v in quant.items()]
+    first, rest = ", ".join(items[:3]), ", ".join(items[3:])
+    return f"dict({first},\n                      {rest})" if rest else f"dict({first})"
 
 
 # ------------------------------------------------------------------------------------------ render
@@ -240,31 +151,29 @@ def _py(value) -> str:
     return repr(value)
 
 
-def render(model: Model, template: str, remote: bool, method: str, data: Data) -> str:
+def render(model, method: str, data: Data) -> str:
     name = recipe_name(model, method, data)
     meta = METHODS[method]
-    small = model.size_b <= 2
+    adapter = REGISTRY.model_adapters.get(model.family)
+    template, remote = adapter.default_template, adapter.trust_remote_code
+    small = model.params_b <= 2
     batch_size = 1
     accumulative_counts = 16
     max_length = 2048
-    deepspeed = "zero3" if method == "full" and model.size_b > 2 else "zero2"
+    deepspeed = "zero3" if method == "full" and model.params_b > 2 else "zero2"
+    source = data_source(data)
     downloads = f"the model {model.hub_id}"
-    if data.data_path and not data.data_path.startswith("."):
-        downloads += f" and the data set {data.data_path}"
-    elif data.data_path is None and data.name != "self_cognition":
+    if source and not source.startswith("."):
+        downloads += f" and the data set {source}"
+    elif source is None and data.name != "self_cognition":
         downloads += " and the data sets of the mixture"
-    data_path = _py(data.data_path) if data.data_path else "None"
+    data_path = _py(source) if source else "None"
     data_comment = f"  # {data.note}" if data.note else ""
-    system = data.system
+    system = ""
     inputs = EVALUATION_INPUTS.get(data.name, _ZH_EN_INPUTS)
     remote_comment = "  # this family's modelling code comes from the hub" if remote else ""
-    quant = ("dict(load_in_4bit=True, bnb_4bit_quant_type='nf4', bnb_4bit_use_double_quant=True,\n"
-             "                      bnb_4bit_compute_dtype='auto')") if method == "qlora" else "None"
-    if method == "full":
-        method_cfg = "method_cfg = dict(type=method)"
-    else:
-        method_cfg = ("method_cfg = dict(\n    type=method,\n    r=64,\n    lora_alpha=16,\n    lora_dropout=0.1,\n"
-                      "    target_modules='auto',  # the model adapter's choice ('all-linear' by default)\n)")
+    quant = quantization_lines(method)
+    method_cfg = method_lines(method)
     extra_settings = extra_data = ""
     if data.name == "self_cognition":
         extra_data = ("    self_cognition_name=self_cognition_name,\n"
@@ -295,8 +204,7 @@ dataset_map = {_py(data.name)}
 data_path = {data_path}{data_comment}
 prompt_template = {_py(template)}
 max_length = {max_length}
-pack_to_max_length = True
-use_varlen_attn = False  # varlen FlashAttention-2 over packed rows (CUDA with flash-attn)
+pack_to_max_length = True  # rows of several samples; each attends only to itself (varlen FA2 on CUDA)
 {extra_settings}
 # Scheduler & optimizer
 batch_size = {batch_size}  # per device
@@ -334,7 +242,6 @@ model = dict(
     torch_dtype='auto',  # bf16 where the hardware has it, else fp32
     attn_implementation='auto',  # flash_attention_2 on CUDA with flash-attn, else sdpa
     gradient_checkpointing={not small},
-    use_varlen_attn=use_varlen_attn,
     quantization={quant},
 )
 {method_cfg}
@@ -346,7 +253,6 @@ train_dataset = dict(
     prompt_template=prompt_template,
     max_length=max_length,
     pack_to_max_length=pack_to_max_length,
-    use_varlen_attn=use_varlen_attn,
     system=SYSTEM,
 {extra_data}    train_on='all_turns',  # 'last_turn': train only the final assistant answer
     shuffle_before_pack=True,
@@ -381,13 +287,14 @@ def generate() -> dict[Path, str]:
     """Every file the generator owns, path -> content (recipes plus index.json)."""
     files: dict[Path, str] = {}
     index: dict[str, dict] = {}
-    for model, template, remote, method, data in matrix():
+    for model, method, data in matrix():
         name = recipe_name(model, method, data)
         rel = Path(model.family) / f"{name}.py"
         if name in index:
             raise SystemExit(f"gen_recipes: the matrix produces {name} twice")
-        files[RECIPES / rel] = render(model, template, remote, method, data)
-        index[name] = dict(path=str(rel), model=model.key, family=model.family, method=method,
+        files[RECIPES / rel] = render(model, method, data)
+        template = REGISTRY.model_adapters.get(model.family).default_template
+        index[name] = dict(path=str(rel), model=model.name, family=model.family, method=method,
                            dataset=data.name, epochs=data.epochs, template=template, hub_id=model.hub_id,
                            description=f"{METHODS[method]['title']} of {model.title} on {data.name}")
     files[RECIPES / "index.json"] = json.dumps(dict(sorted(index.items())), indent=1, ensure_ascii=False) + "\n"

@@ -33,6 +33,25 @@ def register_model_adapters(register):
 
 
 @hookspec
+def register_models(register):
+    """Register pretrained models (`xtune.registry.Model`): hub id, family, size and architecture.
+
+    Args:
+        register: call ``register(Model(name=..., family=..., hub_id=...))`` for each checkpoint. The
+            architecture figures (hidden size, layers, heads, ...) let `xtune estimate` size a run
+            without downloading anything; leave them 0 and it reads the model's config.json instead.
+
+    Example::
+
+        @hookimpl
+        def register_models(register):
+            register(Model(name="falcon_7b", family="falcon", hub_id="tiiuae/falcon-7b", params_b=7,
+                           chat=False, hidden_size=4544, num_layers=32, num_heads=71, num_kv_heads=1,
+                           intermediate_size=18176, vocab_size=65024))
+    """
+
+
+@hookspec
 def register_dataset_maps(register):
     """Register data sets and record formats (`xtune.registry.DatasetMap`).
 

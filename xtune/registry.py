@@ -73,6 +73,40 @@ class ModelAdapter(Entry):
 
 
 @dataclass(frozen=True)
+class Model(Entry):
+    """A pretrained checkpoint xtune has recipes for: where it lives, its family, how big it is.
+
+    The recipe generator writes recipes for every built-in model; `xtune estimate` reads the architecture
+    figures (0 means unknown, and the estimator then reads the model's `config.json` instead).
+    """
+
+    kind: ClassVar[str] = "model"
+    family: str = ""  # model adapter name
+    hub_id: str = ""
+    title: str = ""  # the model's own name, e.g. "InternLM2-Chat-7B"
+    params_b: float = 0.0  # parameters, billions
+    chat: bool = True  # instruction-tuned (False: a base model)
+    # Architecture as the model's HF config states it.
+    hidden_size: int = 0
+    num_layers: int = 0
+    num_heads: int = 0
+    num_kv_heads: int = 0
+    head_dim: int = 0  # 0: hidden_size // num_heads
+    intermediate_size: int = 0
+    vocab_size: int = 0
+    tie_word_embeddings: bool = False
+    num_experts: int = 0  # mixture of experts: routed experts per layer (0: dense)
+    experts_per_token: int = 0
+    num_shared_experts: int = 0
+    moe_intermediate_size: int = 0  # 0: intermediate_size
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.family or not self.hub_id:
+            raise ValueError(f"model {self.name!r} needs a family (model adapter name) and a hub_id")
+
+
+@dataclass(frozen=True)
 class DatasetMap(Entry):
     """A named data set or record format: how records become xtune's conversation form.
 
@@ -179,6 +213,8 @@ class TuningMethod(Entry):
     load_in_bits: int | None = None  # 4 / 8 when the base is loaded quantised (QLoRA)
     uses_peft: bool = True
     defaults: tuple[tuple[str, Any], ...] = ()
+    # bitsandbytes settings for the quantised base (BitsAndBytesConfig fields) when the recipe gives none.
+    quantization: tuple[tuple[str, Any], ...] = ()
 
     def validate(self) -> None:
         super().validate()
@@ -186,6 +222,8 @@ class TuningMethod(Entry):
             raise ValueError(f"tuning method {self.name!r}: builder must be 'module:function', got {self.builder!r}")
         if self.load_in_bits not in (None, 4, 8):
             raise ValueError(f"tuning method {self.name!r}: load_in_bits must be 4, 8 or None")
+        if self.quantization and not self.load_in_bits:
+            raise ValueError(f"tuning method {self.name!r}: quantization settings need load_in_bits 4 or 8")
 
 
 @dataclass(frozen=True)
@@ -228,6 +266,7 @@ class Recipe(Entry):
 
 ENTRY_TYPES: dict[str, type[Entry]] = {
     "model_adapters": ModelAdapter,
+    "models": Model,
     "dataset_maps": DatasetMap,
     "chat_templates": ChatTemplate,
     "tuning_methods": TuningMethod,

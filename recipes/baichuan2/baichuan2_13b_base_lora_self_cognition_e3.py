@@ -21,8 +21,7 @@ dataset_map = 'self_cognition'
 data_path = None  # xtune's own self-cognition set; or your alpaca file
 prompt_template = 'baichuan2_chat'
 max_length = 2048
-pack_to_max_length = True
-use_varlen_attn = False  # varlen FlashAttention-2 over packed rows (CUDA with flash-attn)
+pack_to_max_length = True  # rows of several samples; each attends only to itself (varlen FA2 on CUDA)
 
 # Self-cognition: who the model says it is
 self_cognition_name = 'xtune assistant'
@@ -64,7 +63,6 @@ model = dict(
     torch_dtype='auto',  # bf16 where the hardware has it, else fp32
     attn_implementation='auto',  # flash_attention_2 on CUDA with flash-attn, else sdpa
     gradient_checkpointing=True,
-    use_varlen_attn=use_varlen_attn,
     quantization=None,
 )
 method_cfg = dict(
@@ -82,7 +80,6 @@ train_dataset = dict(
     prompt_template=prompt_template,
     max_length=max_length,
     pack_to_max_length=pack_to_max_length,
-    use_varlen_attn=use_varlen_attn,
     system=SYSTEM,
     self_cognition_name=self_cognition_name,
     self_cognition_author=self_cognition_author,

@@ -21,8 +21,7 @@ dataset_map = 'arxiv_gentitle'
 data_path = './data/arxiv_data.json'  # download the arXiv metadata from Kaggle (Cornell-University/arxiv) and export it to JSON
 prompt_template = 'internlm2_chat'
 max_length = 2048
-pack_to_max_length = True
-use_varlen_attn = False  # varlen FlashAttention-2 over packed rows (CUDA with flash-attn)
+pack_to_max_length = True  # rows of several samples; each attends only to itself (varlen FA2 on CUDA)
 
 # Scheduler & optimizer
 batch_size = 1  # per device
@@ -60,7 +59,6 @@ model = dict(
     torch_dtype='auto',  # bf16 where the hardware has it, else fp32
     attn_implementation='auto',  # flash_attention_2 on CUDA with flash-attn, else sdpa
     gradient_checkpointing=True,
-    use_varlen_attn=use_varlen_attn,
     quantization=dict(load_in_4bit=True, bnb_4bit_quant_type='nf4', bnb_4bit_use_double_quant=True,
                       bnb_4bit_compute_dtype='auto'),
 )
@@ -79,7 +77,6 @@ train_dataset = dict(
     prompt_template=prompt_template,
     max_length=max_length,
     pack_to_max_length=pack_to_max_length,
-    use_varlen_attn=use_varlen_attn,
     system=SYSTEM,
     train_on='all_turns',  # 'last_turn': train only the final assistant answer
     shuffle_before_pack=True,
