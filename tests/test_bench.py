@@ -107,7 +107,7 @@ def test_split_records_keeps_train_and_heldout_apart(tmp_path):
 
 
 def test_xtune_arm_overrides_are_accepted_by_the_engine(tmp_path):
-    config = pytest.importorskip("xtune.engine.config")
+    config = pytest.importorskip("xtune.recipe")
     from xtune.plugins import get_registry
     from xtune.recipe_files import resolve_recipe
 

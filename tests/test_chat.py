@@ -49,10 +49,10 @@ def adapter_dir(base_dir, tmp_path_factory):
 
 
 def _session(base_dir, **kwargs):
-    from xtune.chat.loading import load_chat_model
     from xtune.chat.session import ChatSession, GenerationSettings
+    from xtune.models.build import load_for_inference
 
-    model, tokenizer = load_chat_model(str(base_dir))
+    model, tokenizer = load_for_inference(str(base_dir))
     settings = GenerationSettings(max_new_tokens=kwargs.pop("max_new_tokens", 6), temperature=0)
     return ChatSession(model, tokenizer, settings=settings, **kwargs)
 
@@ -62,7 +62,7 @@ def _always_say(session, token: int) -> str:
     import torch
 
     head = session.model.lm_head
-    new_head = torch.nn.Linear(head.in_features, head.out_features, bias=True)
+    new_head = torch.nn.Linear(head.in_features, head.out_features, bias=True, dtype=head.weight.dtype)
     with torch.no_grad():
         new_head.weight.zero_()
         new_head.bias.fill_(-10.0)
@@ -87,7 +87,10 @@ def test_prompt_template_option_and_family_default(base_dir):
 
     session = _session(base_dir, template="chatml")
     assert not session.use_tokenizer_template and session.template == "chatml"
-    assert session.render(session.messages("Hi")) == render_text("chatml", session.messages("Hi"), True)
+    # Rendered as training renders it: with the tokenizer's own BOS / EOS.
+    tok = session.tokenizer
+    assert session.render(session.messages("Hi")) == render_text("chatml", session.messages("Hi"), True,
+                                                                 bos_token=tok.bos_token, eos_token=tok.eos_token)
     session.tokenizer.chat_template = None
     from xtune.chat.session import ChatSession
 

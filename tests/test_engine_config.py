@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from xtune.engine.config import load_recipe, parse_overrides, rewrite_source
 from xtune.errors import ConfigError, UsageError
 from xtune.plugins import get_registry
+from xtune.recipe import load_recipe, parse_overrides, rewrite_source
 from xtune.recipe_files import resolve_recipe
 
 RECIPE = "llama2_7b_qlora_alpaca_e3"
@@ -94,14 +94,16 @@ def test_preflight_unwritable_work_dir(tmp_path):
 
 
 def test_schedule_counts_steps_and_micro_batches():
-    from xtune.engine.schedule import param_schedulers, plan_schedule
+    from xtune.engine.optim import param_schedulers
+    from xtune.schedule import plan_schedule
 
-    cfg = load_recipe(recipe_path(), ["max_steps=30", "accumulative_counts=4", "batch_size=2"])
+    cfg = load_recipe(recipe_path(), ["max_steps=300", "accumulative_counts=4", "batch_size=2"])
     sched = plan_schedule(cfg, dataset_len=100)
-    assert (sched.max_iters, sched.max_steps, sched.iters(10)) == (120, 30, 40)
-    warm, cosine = param_schedulers(cfg.param_scheduler, sched)
-    assert warm["type"] == "LinearLR" and warm["end"] == round(0.03 * 120)
-    assert cosine["type"] == "CosineAnnealingLR" and cosine["end"] == 120
+    assert (sched.max_iters, sched.max_steps, sched.iters(10)) == (1200, 300, 40)
+    assert [sched.step_end(i) for i in (1, 3, 4, 5, 8, 1200)] == [None, None, 1, None, 2, 300]
+    warm, cosine = param_schedulers(cfg.param_scheduler, sched)  # laid out in optimizer steps
+    assert warm["type"] == "LinearLR" and warm["end"] == round(0.03 * 300)
+    assert cosine["type"] == "CosineAnnealingLR" and cosine["end"] == 300
     by_epoch = plan_schedule(load_recipe(recipe_path(), ["max_epochs=2", "batch_size=4"]), dataset_len=10)
     assert by_epoch.max_iters == 2 * 3
 
@@ -116,7 +118,8 @@ def test_schedulers_reach_the_full_lr_after_warmup(total, kind):
     from mmengine.optim import OptimWrapper
     from mmengine.optim.scheduler import ConstantLR, CosineAnnealingLR, LinearLR
 
-    from xtune.engine.schedule import Schedule, param_schedulers
+    from xtune.engine.optim import param_schedulers
+    from xtune.schedule import Schedule
 
     classes = {"LinearLR": LinearLR, "CosineAnnealingLR": CosineAnnealingLR, "ConstantLR": ConstantLR}
     optimizer = OptimWrapper(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1))
@@ -157,7 +160,7 @@ def test_deepspeed_user_file(tmp_path):
 
 
 def test_find_resume_checkpoint(tmp_path):
-    from xtune.engine.checkpoints import find_resume_checkpoint
+    from xtune.checkpoint.layout import find_resume_checkpoint
 
     assert find_resume_checkpoint("auto", tmp_path) is None
     ckpt = tmp_path / "iter_3.pth"

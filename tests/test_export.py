@@ -199,13 +199,14 @@ def test_full_tuning_converts_to_a_full_model_in_safetensors(run, tmp_path):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from xtune.export.pth_to_hf import build_export_model
+    from xtune.models.build import build_trainable
     from xtune.plugins import get_registry
 
     recipe = "smollm2_135m_instruct_full_alpaca_e3"
     cfg = load_recipe_cfg(run["base"])  # the self-cognition recipe's model section, switched to full tuning
     cfg.method_cfg = {"type": "full"}
-    model, method, _ = build_export_model(cfg, get_registry())
+    trained = build_trainable(cfg, get_registry(), for_export=True)
+    model, method = trained.model, trained.method
     assert method.name == "full" and not method.uses_peft
     with torch.no_grad():
         for p in model.parameters():

@@ -77,8 +77,8 @@ def recipe_options(model_dir: Path, **extra) -> list[str]:
 
 
 def load_recipe_cfg(model_dir: Path, **extra):
-    from xtune.engine.config import load_recipe
     from xtune.plugins import get_registry
+    from xtune.recipe import load_recipe
     from xtune.recipe_files import resolve_recipe
 
     return load_recipe(resolve_recipe(RECIPE, get_registry()), recipe_options(model_dir, **extra))
@@ -88,10 +88,10 @@ def trained_lora_model(model_dir: Path, seed: int = 1, **extra):
     """The recipe's LoRA model on the tiny base with non-zero adapter weights (as after training)."""
     import torch
 
-    from xtune.export.pth_to_hf import build_export_model
+    from xtune.models.build import build_trainable
     from xtune.plugins import get_registry
 
-    model, _, _ = build_export_model(load_recipe_cfg(model_dir, **extra), get_registry())
+    model = build_trainable(load_recipe_cfg(model_dir, **extra), get_registry(), for_export=True).model
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in model.parameters():

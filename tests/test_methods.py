@@ -11,8 +11,11 @@ import torch  # noqa: E402
 from test_engine_fixtures import make_model, make_tokenizer  # noqa: E402
 
 from xtune.errors import ConfigError  # noqa: E402
-from xtune.methods.common import apply_method  # noqa: E402
-from xtune.models.loading import count_parameters, load_model  # noqa: E402
+from xtune.methods.common import (
+    apply_method,  # noqa: E402
+    count_parameters,  # noqa: E402
+)
+from xtune.models.loading import load_model  # noqa: E402
 from xtune.plugins import get_registry  # noqa: E402
 
 QLORA = dict(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,

@@ -2,8 +2,12 @@
 
 Built-ins (`DEFAULT_PLUGINS`) register through the same hooks as outside plugins. Third parties
 declare an entry point in group ``xtune``; ``XTUNE_LOAD_PLUGINS`` (a comma list of entry point or
-distribution names, or "" for none) chooses which of them load. A plugin that fails to import or to
-register is recorded with its error and left out, and xtune keeps working without it.
+distribution names, or "" for none) chooses which of them load. A plugin that fails to import, to
+register or to add its commands is recorded with its error and left out, and xtune keeps working
+without it. Hooks are called through pluggy's relay one plugin at a time (so every entry is attributed
+to its plugin): plugins run in the order they were added, a `tryfirst` implementation before the others
+and a `trylast` one after, and hook wrappers wrap each call. A function marked as a hook whose name no
+hook has (a typo) is reported with the closest hook name.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from importlib import metadata
 import pluggy
 
 from xtune import __version__, hookspecs
-from xtune.errors import XtuneError
+from xtune.errors import XtuneError, closest
 from xtune.registry import ENTRY_TYPES, Registry
 
 DEFAULT_PLUGINS = (
@@ -42,6 +46,7 @@ class PluginInfo:
     hooks: list[str] = field(default_factory=list)
     registered: dict[str, list[str]] = field(default_factory=dict)
     error: str | None = None
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -54,7 +59,9 @@ class PluginSystem:
         self.pm = pluggy.PluginManager("xtune")
         self.pm.add_hookspecs(hookspecs)
         self.info: dict[str, PluginInfo] = {}
+        self.warnings: list[str] = []  # problems not tied to one plugin (an unknown XTUNE_LOAD_PLUGINS name)
         self._registry: Registry | None = None
+        self._order: list[str] = []  # plugin names in the order they were added
 
     # -- loading ---------------------------------------------------------------------------------
     def add(self, plugin: object, name: str, package: str, version: str) -> None:
@@ -66,7 +73,14 @@ class PluginSystem:
         except Exception as exc:  # pluggy rejects unknown hooks only in check_pending; this is signature errors
             info.error = f"{type(exc).__name__}: {exc}"
             return
+        self._order.append(name)
         info.hooks = sorted(caller.name for caller in self.pm.get_hookcallers(plugin) or [])
+        known = [h for h in dir(hookspecs) if h.startswith("register_")]
+        for hook in info.hooks:
+            if hook not in known:
+                near = closest(hook, known, n=1)
+                info.warnings.append(f"implements {hook!r}, which is not an xtune hook"
+                                     + (f" (did you mean {near[0]!r}?)" if near else "") + "; it is never called")
 
     def load_defaults(self) -> None:
         for module_name in DEFAULT_PLUGINS:
@@ -76,7 +90,14 @@ class PluginSystem:
         """Load third-party plugins. `selection` is XTUNE_LOAD_PLUGINS: None loads all, "" none."""
         wanted = None if selection is None else {s.strip() for s in selection.split(",") if s.strip()}
         seen = set()
-        for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        available = sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name)
+        names = {ep.name for ep in available} | {ep.dist.name for ep in available if ep.dist}
+        for unknown in sorted((wanted or set()) - names):
+            near = closest(unknown, names)
+            self.warnings.append(f"{LOAD_ENV} names {unknown!r}, which is no installed plugin"
+                                 + (f" (did you mean {', '.join(near)}?)" if near else
+                                    f" (installed: {', '.join(sorted(names)) or 'none'})"))
+        for ep in available:
             dist = ep.dist.name if ep.dist else ep.name
             version = ep.dist.version if ep.dist else "?"
             if wanted is not None and ep.name not in wanted and dist not in wanted:
@@ -107,10 +128,8 @@ class PluginSystem:
     def build_registry(self) -> Registry:
         """Call every plugin's register hooks, plugin by plugin, so a failure is pinned on its plugin."""
         registry = Registry()
-        for plugin_name, _plugin in self.pm.list_name_plugin():
-            info = self.info.get(plugin_name) or self.info.setdefault(
-                plugin_name, PluginInfo(plugin_name, plugin_name, "?")
-            )
+        for plugin_name in self._plugins_in_call_order():
+            info = self.info[plugin_name]
             if info.error:
                 continue
             try:
@@ -123,26 +142,62 @@ class PluginSystem:
             info.registered = registry.provided_by(plugin_name)
         return registry
 
+    def _plugins_in_call_order(self) -> list[str]:
+        """Plugins in the order they were added, those with a `tryfirst` register hook first and those
+        with a `trylast` one last (the first registration of a name wins)."""
+        def rank(name: str) -> int:
+            impls = [i for caller in self.pm.get_hookcallers(self.pm.get_plugin(name)) or []
+                     if caller.name.startswith("register_") for i in caller.get_hookimpls() if i.plugin_name == name]
+            return 0 if any(i.tryfirst for i in impls) else 2 if any(i.trylast for i in impls) else 1
+
+        names = [n for n in self._order if self.pm.get_plugin(n) is not None]
+        return sorted(names, key=rank)
+
+    def call_for(self, hook: str, plugin_name: str, **kwargs):
+        """Call `hook` of one plugin through pluggy's relay (its own hookimpl options and every plugin's
+        hook wrappers apply)."""
+        caller = getattr(self.pm.hook, hook)
+        others = [impl.plugin for impl in caller.get_hookimpls()
+                  if impl.plugin_name != plugin_name and not (impl.hookwrapper or impl.wrapper)]
+        return self.pm.subset_hook_caller(hook, remove_plugins=others)(**kwargs)
+
     def _register_one(self, registry: Registry, plugin_name: str, package: str) -> None:
         for kind in ENTRY_TYPES:
-            caller = getattr(self.pm.hook, f"register_{kind}")
-            for impl in caller.get_hookimpls():
-                if impl.plugin_name != plugin_name:
-                    continue
-                table = registry.tables[kind]
+            hook = f"register_{kind}"
+            if not any(impl.plugin_name == plugin_name for impl in getattr(self.pm.hook, hook).get_hookimpls()):
+                continue
+            table = registry.tables[kind]
 
-                def register(entry, _table=table):
-                    return _table.add(entry, plugin=package, module=plugin_name)
+            def register(entry, _table=table):
+                return _table.add(entry, plugin=package, module=plugin_name)
 
-                impl.function(**{arg: register for arg in impl.argnames if arg == "register"})
+            self.call_for(hook, plugin_name, register=register)
+
+    def add_commands(self, subparsers) -> None:
+        """Each plugin's `register_commands`, guarded: a plugin whose hook raises is disabled and reported,
+        and every other command keeps working."""
+        for plugin_name in list(self._order):
+            info = self.info[plugin_name]
+            impls = self.pm.hook.register_commands.get_hookimpls()
+            if info.error or not any(i.plugin_name == plugin_name for i in impls):
+                continue
+            try:
+                self.call_for("register_commands", plugin_name, subparsers=subparsers)
+            except Exception as exc:
+                info.error = f"failed to add its commands: {type(exc).__name__}: {exc}"
 
     def failures(self) -> list[PluginInfo]:
         self.get_registry()
         return [info for info in self.info.values() if info.error]
 
     def warn_failures(self, stream=None) -> None:
-        """One line per broken plugin on stderr; commands go on without it."""
+        """One line per broken plugin, misspelt hook or unknown plugin name on stderr; commands go on."""
         stream = stream or sys.stderr
+        for line in self.warnings:
+            print(f"Warning: {line}", file=stream)
+        for info in self.info.values():
+            for line in info.warnings:
+                print(f"Warning: plugin {info.name!r} ({info.package}) {line}", file=stream)
         for info in self.failures():
             print(
                 f"Warning: plugin {info.name!r} ({info.package}) is disabled: {info.error} "

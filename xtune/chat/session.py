@@ -29,25 +29,30 @@ class GenerationSettings:
 class ChatSession:
     """Multi-turn chat. `ask(text)` returns the answer and keeps it in the history; `reset()` forgets."""
 
-    def __init__(self, model, tokenizer, *, template: str | None = None, system: str | None = None,
+    def __init__(self, model, tokenizer, *, registry=None, template: str | None = None, system: str | None = None,
                  settings: GenerationSettings | None = None, model_name: str = ""):
-        from xtune.export.tokenizer import find_template_name
+        from xtune.templates.export import find_template_name
 
+        if registry is None:  # a session opened from Python code, not from the CLI
+            from xtune.plugins import get_registry
+
+            registry = get_registry()
         self.model, self.tokenizer = model, tokenizer
+        self.registry = registry
         self.system = system
         self.settings = settings or GenerationSettings()
         self.history: list[dict] = []
         self.use_tokenizer_template = template is None and bool(getattr(tokenizer, "chat_template", None))
         if self.use_tokenizer_template:
-            self.template = find_template_name(tokenizer.chat_template)
+            self.template = find_template_name(tokenizer.chat_template, registry)
         else:
             if template is None:
                 from xtune.chat.loading import default_template_name
 
-                template = default_template_name(model, model_name) or "default"
+                template = default_template_name(model, model_name, registry) or "default"
             from xtune.templates import get_template
 
-            get_template(template)  # unknown names fail here, with the closest ones
+            get_template(template, registry)  # unknown names fail here, with the closest ones
             self.template = template
         self.stop_words = self._stop_words()
         self.eos_token_ids = self._eos_token_ids()
@@ -60,17 +65,17 @@ class ChatSession:
     def render(self, messages: list[dict]) -> str:
         if self.use_tokenizer_template:
             return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        from xtune.templates import render_text
+        from xtune.templates import render_prompt
 
-        # The template's own BOS/EOS text, exactly as the data pipeline rendered the training data.
-        return render_text(self.template, messages, add_generation_prompt=True)
+        # The tokenizer's own BOS/EOS text, exactly as the data pipeline rendered the training data.
+        return render_prompt(self.template, messages, self.tokenizer, registry=self.registry)
 
     def _stop_words(self) -> list[str]:
         words = []
         if self.template:
             from xtune.templates import get_template
 
-            words += list(get_template(self.template).stop_words)
+            words += list(get_template(self.template, self.registry).stop_words)
         if self.tokenizer.eos_token:
             words.append(self.tokenizer.eos_token)
         return list(dict.fromkeys(words))

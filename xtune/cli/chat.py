@@ -16,7 +16,8 @@ def add_parser(subparsers, common):
     p.add_argument("model", metavar="MODEL", help="folder, hub id, modelscope://ID, or path/to/model.gguf")
     p.add_argument("--adapter", metavar="DIR", help="PEFT adapter folder to apply (e.g. WORK_DIR/hf)")
     p.add_argument("--bits", type=int, choices=[4, 8], help="load the model in 4-bit NF4 or 8-bit (bitsandbytes)")
-    p.add_argument("--dtype", default="auto", help="precision: auto (bf16 on GPU, fp32 on CPU), bfloat16, ...")
+    p.add_argument("--dtype", default="auto", help="precision: auto (bf16 where the GPU or CPU computes it natively, else fp16 on GPU / "
+                                         "fp32 on CPU), bfloat16, float16, float32")
     p.add_argument("--prompt-template", metavar="NAME",
                    help="xtune chat template (default: the model's own chat_template, else its family's)")
     p.add_argument("--system", metavar="TEXT", help="system prompt")
@@ -47,9 +48,10 @@ def _check(args) -> None:
     if args.prompt is not None and not args.prompt.strip():
         raise UsageError("--prompt is empty")
     if args.prompt_template:
+        from xtune.plugins import get_registry
         from xtune.templates import get_template
 
-        get_template(args.prompt_template)  # fail before loading the model
+        get_template(args.prompt_template, get_registry())  # fail before loading the model
 
 
 def run(args) -> int:
@@ -69,17 +71,18 @@ def run(args) -> int:
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    from xtune.chat.loading import load_chat_model
     from xtune.chat.repl import answer_once, interactive
     from xtune.chat.session import ChatSession, GenerationSettings
+    from xtune.models.build import load_for_inference
+    from xtune.plugins import get_registry
 
-    model, tokenizer = load_chat_model(args.model, adapter=args.adapter, bits=args.bits, dtype=args.dtype,
-                                       source=args.source)
+    model, tokenizer = load_for_inference(args.model, adapter=args.adapter, bits=args.bits, dtype=args.dtype,
+                                          source=args.source)
     settings = GenerationSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                                   top_p=args.top_p, top_k=args.top_k, repetition_penalty=args.repetition_penalty,
                                   seed=args.seed)
-    session = ChatSession(model, tokenizer, template=args.prompt_template, system=args.system, settings=settings,
-                          model_name=args.model)
+    session = ChatSession(model, tokenizer, registry=get_registry(), template=args.prompt_template,
+                          system=args.system, settings=settings, model_name=args.model)
     stream = not args.no_stream
     text = args.prompt if args.prompt is not None else piped
     if text is not None:

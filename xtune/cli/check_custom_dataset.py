@@ -48,11 +48,13 @@ def _check_recipe(args) -> dict:
     from xtune.data.from_recipe import dataset_cfg, load_recipe_cfg, load_tokenizer
     from xtune.data.inspect import dataset_stats
     from xtune.data.pipeline import build_train_dataset
+    from xtune.plugins import get_registry
 
-    recipe = load_recipe_cfg(args.recipe, args.cfg_options)
+    registry = get_registry()
+    recipe = load_recipe_cfg(args.recipe, registry, args.cfg_options)
     cfg = dataset_cfg(recipe)
-    tokenizer = load_tokenizer(recipe)
-    dataset = build_train_dataset(cfg, tokenizer)
+    tokenizer = load_tokenizer(recipe, registry)
+    dataset = build_train_dataset(cfg, tokenizer, registry=registry)
     return {"source": cfg.get("data_path") or cfg.get("dataset_map"), "format": cfg.get("dataset_map"),
             "template": cfg.get("prompt_template"), **dataset_stats(dataset)}
 

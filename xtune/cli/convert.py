@@ -72,9 +72,10 @@ def _setup_logging() -> None:
 def _run_pth_to_hf(args) -> int:
     _setup_logging()
     from xtune.export.pth_to_hf import pth_to_hf
+    from xtune.plugins import get_registry
 
-    out = pth_to_hf(args.recipe, args.checkpoint, args.out, cfg_options=args.cfg_options, force=args.force,
-                    max_shard_size=args.max_shard_size, dtype=args.dtype)
+    out = pth_to_hf(args.recipe, args.checkpoint, args.out, registry=get_registry(), cfg_options=args.cfg_options,
+                    force=args.force, max_shard_size=args.max_shard_size, dtype=args.dtype)
     print(f"wrote {out}")
     return 0
 
@@ -82,9 +83,10 @@ def _run_pth_to_hf(args) -> int:
 def _run_merge(args) -> int:
     _setup_logging()
     from xtune.export.merge import merge
+    from xtune.plugins import get_registry
 
-    out = merge(args.base, args.adapter, args.out, dtype=args.dtype, max_shard_size=args.max_shard_size,
-                force=args.force, prompt_template=args.prompt_template)
+    out = merge(args.base, args.adapter, args.out, registry=get_registry(), dtype=args.dtype,
+                max_shard_size=args.max_shard_size, force=args.force, prompt_template=args.prompt_template)
     print(f"wrote {out}")
     return 0
 

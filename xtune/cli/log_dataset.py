@@ -23,11 +23,13 @@ def run(args) -> int:
     from xtune.data.packing import sample_lengths
     from xtune.data.pipeline import build_train_dataset
     from xtune.data.tokenize import IGNORE_INDEX
+    from xtune.plugins import get_registry
 
-    recipe = load_recipe_cfg(args.recipe, args.cfg_options)
+    registry = get_registry()
+    recipe = load_recipe_cfg(args.recipe, registry, args.cfg_options)
     cfg = dataset_cfg(recipe)
-    tokenizer = load_tokenizer(recipe)
-    dataset = build_train_dataset(cfg, tokenizer)
+    tokenizer = load_tokenizer(recipe, registry)
+    dataset = build_train_dataset(cfg, tokenizer, registry=registry)
     print(f"Trained text is marked {TRAIN_MARKS[0]}...{TRAIN_MARKS[1]}; template {cfg.get('prompt_template')}, "
           f"max_length {cfg.get('max_length')}, packed {bool(cfg.get('pack_to_max_length'))}.")
     shown = 0

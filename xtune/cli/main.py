@@ -40,7 +40,7 @@ def build_parser(plugin_system=None) -> argparse.ArgumentParser:
     for name in COMMANDS:
         importlib.import_module(f"xtune.cli.{name}").add_parser(subparsers, common)
     if plugin_system is not None:
-        plugin_system.pm.hook.register_commands(subparsers=subparsers)
+        plugin_system.add_commands(subparsers)
     return parser
 
 

@@ -20,6 +20,8 @@ def run(args) -> int:
     system = get_plugin_system()
     system.get_registry()  # fills in what each plugin registered, and registration failures
     infos = list(system.info.values())
+    for line in system.warnings:
+        print(f"Warning: {line}", file=sys.stderr)
     if args.json:
         json.dump([i.to_dict() for i in infos], sys.stdout, indent=1, ensure_ascii=False)
         sys.stdout.write("\n")
@@ -29,6 +31,8 @@ def run(args) -> int:
         print(f"{info.name}  [{info.package} {info.version}]  {status}")
         if info.hooks:
             print(f"  hooks: {', '.join(info.hooks)}")
+        for line in info.warnings:
+            print(f"  warning: {line}")
         for kind, names in info.registered.items():
             shown = ", ".join(names[:8]) + (f", ... ({len(names)} in all)" if len(names) > 8 else "")
             print(f"  {kind}: {shown}")

@@ -1,4 +1,5 @@
-"""`xtune train NAME_OR_PATH`: check the recipe and everything it names, then hand over to the engine."""
+"""`xtune train NAME_OR_PATH`: check the recipe and everything it names, train (`xtune.engine`), then write
+WORK_DIR/hf with the exporter (`xtune.export`) when the recipe says `export_hf = True`."""
 
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ def run(args) -> int:
     from xtune.plugins import get_registry
     from xtune.recipe_files import resolve_recipe
 
-    path = resolve_recipe(args.recipe, get_registry())
+    registry = get_registry()
+    path = resolve_recipe(args.recipe, registry)
     from xtune.engine.launch import relaunch_if_requested
 
     code = relaunch_if_requested(_argv(args))
@@ -37,7 +39,16 @@ def run(args) -> int:
         return code
     from xtune.engine.train import train
 
-    return train(path, args)
+    done = train(path, args, registry)
+    if done.cfg.get("export_hf"):
+        import os
+
+        from xtune.export.pth_to_hf import export_after_training
+
+        export_after_training(cfg=done.cfg, runner=done.runner, tokenizer=done.tokenizer, recipe=done.recipe,
+                              out_dir=os.path.join(done.work_dir, "hf"), method=done.method, schedule=done.schedule,
+                              registry=registry)
+    return 0
 
 
 def _argv(args) -> list[str]:

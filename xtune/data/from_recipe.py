@@ -1,6 +1,6 @@
 """The data settings and tokenizer of a recipe, for the dataset tools (`check-custom-dataset`, `log-dataset`).
 
-The recipe is loaded by the engine's loader (`xtune.engine.config.load_recipe`), so `--cfg-options`
+The recipe is loaded by the engine's loader (`xtune.recipe.load_recipe`), so `--cfg-options`
 behave exactly as in `xtune train`: `data_path=...` or `pretrained_model_name_or_path=LOCAL` rewrite
 the top-level setting before the recipe's sections are built from it.
 """
@@ -12,16 +12,16 @@ from typing import Any
 from xtune.errors import ConfigError
 
 
-def load_recipe_cfg(name_or_path: str, options: list[str] | None = None):
-    from xtune.engine.config import load_recipe
-    from xtune.plugins import get_registry
+def load_recipe_cfg(name_or_path: str, registry, options: list[str] | None = None):
+    from xtune.recipe import load_recipe
     from xtune.recipe_files import resolve_recipe
 
-    return load_recipe(resolve_recipe(name_or_path, get_registry()), options or [])
+    return load_recipe(resolve_recipe(name_or_path, registry), options or [])
 
 
 def dataset_cfg(recipe) -> dict[str, Any]:
-    """The recipe's `train_dataset` dict, with the top-level self-cognition names when it lacks them."""
+    """The recipe's `train_dataset` dict, with the top-level seed and self-cognition names when it lacks
+    them: what training and the dataset tools both hand to the data pipeline."""
     if "train_dataset" not in recipe:
         raise ConfigError("the recipe has no train_dataset section")
     cfg = dict(recipe["train_dataset"])
@@ -31,22 +31,17 @@ def dataset_cfg(recipe) -> dict[str, Any]:
     return cfg
 
 
-def load_tokenizer(recipe):
+def load_tokenizer(recipe, registry):
     """The recipe's tokenizer, loaded as training loads it (pad token set)."""
+    from xtune.models.build import model_adapter
+    from xtune.models.loading import load_tokenizer as load
+
     if "tokenizer" not in recipe:
         raise ConfigError("the recipe has no tokenizer section")
     tok_cfg = dict(recipe["tokenizer"])
     try:
-        from xtune.models.loading import load_tokenizer as engine_loader
-    except ImportError:
-        engine_loader = None
-    try:
-        if engine_loader is not None:
-            return engine_loader(tok_cfg, source=recipe.get("model_source", "auto"))
-        from transformers import AutoTokenizer
-
-        path = tok_cfg.pop("pretrained_model_name_or_path")
-        return AutoTokenizer.from_pretrained(path, **tok_cfg)
+        return load(tok_cfg, model_adapter(recipe, registry) if "model" in recipe else None,
+                    recipe.get("model_source", "auto"))
     except ConfigError:
         raise
     except Exception as exc:

@@ -11,16 +11,19 @@ from __future__ import annotations
 import torch
 from mmengine.hooks import Hook
 
+from xtune.schedule import Schedule, unwrap_model
+
 
 class EvaluateChatHook(Hook):
     priority = "LOW"
 
-    def __init__(self, tokenizer, inputs, *, every: int, accumulation: int, template: str | None = None,
+    def __init__(self, tokenizer, inputs, *, every: int, schedule: Schedule, template=None, registry=None,
                  system: str = "", max_new_tokens: int = 256):
+        self.registry = registry
         self.tokenizer = tokenizer
         self.inputs = [inputs] if isinstance(inputs, str) else list(inputs or [])
         self.every = int(every or 0)
-        self.accumulation = accumulation
+        self.schedule = schedule
         self.template = template
         self.system = system or ""
         self.max_new_tokens = int(max_new_tokens)
@@ -30,9 +33,9 @@ class EvaluateChatHook(Hook):
         messages = ([{"role": "system", "content": self.system}] if self.system else [])
         messages.append({"role": "user", "content": text})
         if self.template:
-            from xtune.templates.render import render_text
+            from xtune.templates import render_prompt
 
-            rendered = render_text(self.template, messages, add_generation_prompt=True)
+            rendered = render_prompt(self.template, messages, self.tokenizer, registry=self.registry)
             return self.tokenizer(rendered, add_special_tokens=False)["input_ids"]
         if getattr(self.tokenizer, "chat_template", None):
             out = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
@@ -42,8 +45,7 @@ class EvaluateChatHook(Hook):
     def chat(self, runner, label: str) -> list[str]:
         if not self.inputs:
             return []
-        model = runner.model.module if hasattr(runner.model, "module") else runner.model
-        llm = model.llm
+        llm = unwrap_model(runner.model).llm
         was_training = llm.training
         answers = []
         try:
@@ -69,10 +71,9 @@ class EvaluateChatHook(Hook):
             self.chat(runner, "before training")
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
-        done = runner.iter + 1
-        if self.every <= 0 or done % self.accumulation or done == runner.max_iters:
-            return
-        step = done // self.accumulation
+        step = self.schedule.step_end(runner.iter + 1)
+        if self.every <= 0 or step is None or step == self.schedule.max_steps:
+            return  # the last step's answers come from after_train
         if step % self.every == 0:
             self.chat(runner, f"step {step}")
 

@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import os
 import random
 import shutil
 import signal
@@ -21,41 +20,16 @@ from pathlib import Path
 
 from mmengine.hooks import Hook
 
-from xtune.errors import UsageError, XtuneError
-from xtune.fileio import atomic_write_text
-
-LAST = "last_checkpoint"
+from xtune.checkpoint.layout import LAST, checkpoint_name, checkpoints_in
+from xtune.errors import XtuneError
+from xtune.fileio import atomic_write_text, commit
+from xtune.schedule import Schedule, unwrap_model
 
 
 class TrainingInterrupted(XtuneError):
     """SIGTERM arrived; a checkpoint was written and the run stops (exit 143 like a terminated process)."""
 
     exit_code = 143
-
-
-def find_resume_checkpoint(resume: str | None, work_dir: str | Path) -> str | None:
-    """`--resume auto` -> the newest checkpoint in the work dir (None when the run is new);
-    `--resume PATH` -> PATH, which must exist.
-
-    Every `iter_N.pth` is complete (written atomically), so the highest N wins even when a kill landed
-    between the rename and the update of `last_checkpoint`; the pointer also finds checkpoints elsewhere.
-    """
-    if not resume:
-        return None
-    if resume != "auto":
-        if not Path(resume).exists():
-            raise UsageError(f"--resume {resume!r}: no such checkpoint")
-        return str(resume)
-    work_dir = Path(work_dir)
-    candidates = list(work_dir.glob("iter_*.pth"))
-    pointer = work_dir / LAST
-    if pointer.is_file():
-        target = Path(pointer.read_text(encoding="utf-8").strip())
-        target = target if target.is_absolute() else work_dir / target
-        if target.exists():
-            candidates.append(target)
-    steps = [(int(p.stem.split("_")[1]), p) for p in candidates if p.stem.split("_")[-1].isdigit()]
-    return str(max(steps)[1]) if steps else None
 
 
 def _rng_state() -> dict:
@@ -91,17 +65,16 @@ class AtomicCheckpointHook(Hook):
 
     priority = "VERY_LOW"  # after the logger and scheduler hooks of the same iteration
 
-    def __init__(self, interval: int, accumulation: int = 1, max_keep_ckpts: int = -1,
+    def __init__(self, interval: int, schedule: Schedule, max_keep_ckpts: int = -1,
                  handle_sigterm: bool = True, save_last: bool = True):
         self.interval = int(interval)
-        self.accumulation = int(accumulation)
+        self.schedule = schedule
         self.max_keep_ckpts = int(max_keep_ckpts) if max_keep_ckpts else -1
         self.save_last = save_last
         self.handle_sigterm = handle_sigterm
         self._sigterm = False
         self._pending_rng: dict | None = None
         self._previous_handler = None
-        self.saved: list[str] = []
 
     # ------------------------------------------------------------------ signals
     def before_train(self, runner) -> None:
@@ -118,11 +91,10 @@ class AtomicCheckpointHook(Hook):
 
     # ------------------------------------------------------------------ saving
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
-        done_iters = runner.iter + 1
-        if done_iters % self.accumulation and done_iters != runner.max_iters:
+        step = self.schedule.step_end(runner.iter + 1)
+        if step is None:
             return
-        step = -(-done_iters // self.accumulation)
-        last = done_iters == runner.max_iters
+        last = runner.iter + 1 == runner.max_iters
         if (self.interval > 0 and step % self.interval == 0) or (last and self.save_last) or self._sigterm:
             self.save(runner, step)
         if self._sigterm:
@@ -132,33 +104,29 @@ class AtomicCheckpointHook(Hook):
 
     def save(self, runner, step: int) -> None:
         work_dir = Path(runner.work_dir)
-        name = f"iter_{step}.pth"
-        tmp_name = f".{name}.tmp"
-        final = work_dir / name
+        final = work_dir / checkpoint_name(step)
+        # Every rank writes into one temporary name (DeepSpeed: a folder of shards); rank 0 renames it.
+        tmp_name = f".{final.name}.tmp"
         runner.save_checkpoint(str(work_dir), filename=tmp_name, save_optimizer=True,
                                save_param_scheduler=True, by_epoch=False)
         if runner.rank == 0:
-            tmp = work_dir / tmp_name
-            if final.is_dir():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
+            commit(work_dir / tmp_name, final)
             atomic_write_text(work_dir / LAST, str(final.resolve()))
             runner.logger.info(f"saved checkpoint {final}")
-            self.saved.append(str(final))
             self._prune(work_dir, keep=final)
         _barrier()
 
     def _prune(self, work_dir: Path, keep: Path) -> None:
         if self.max_keep_ckpts <= 0:
             return
-        found = sorted(work_dir.glob("iter_*.pth"), key=lambda p: int(p.stem.split("_")[1]))
+        found = checkpoints_in(work_dir)
         for old in found[: max(0, len(found) - self.max_keep_ckpts)]:
             if old != keep:
                 shutil.rmtree(old) if old.is_dir() else old.unlink()
 
     # ------------------------------------------------------------------ checkpoint content
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        model = runner.model.module if hasattr(runner.model, "module") else runner.model
+        model = unwrap_model(runner.model)
         if isinstance(checkpoint.get("state_dict"), dict):
             trainable = {name for name, p in model.named_parameters() if p.requires_grad}
             if len(trainable) < len(list(model.parameters())):
@@ -168,7 +136,7 @@ class AtomicCheckpointHook(Hook):
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         if checkpoint.get("meta", {}).get("xtune_trainable_only"):
-            model = runner.model.module if hasattr(runner.model, "module") else runner.model
+            model = unwrap_model(runner.model)
             # Only names that load_state_dict expects: bitsandbytes adds quant-state entries to a 4-bit
             # layer's state_dict that its loader would report as unexpected.
             names = {n for n, _ in model.named_parameters()} | {n for n, _ in model.named_buffers()}
@@ -196,3 +164,4 @@ def _barrier() -> None:
 
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
+

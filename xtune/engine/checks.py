@@ -10,14 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from xtune.data.sources import looks_local
 from xtune.errors import ConfigError, RegistryError, XtuneError
-
-_DATA_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet", ".txt", ".xlsx", ".arrow")
-
-
-def _looks_local(path: str) -> bool:
-    return (os.path.exists(path) or Path(path).suffix.lower() in _DATA_SUFFIXES
-            or path.startswith((".", "/", "~")))
 
 
 def _lookup(problems: list[str], table, name, what: str) -> None:
@@ -50,14 +44,18 @@ def preflight(cfg, registry, *, work_dir: str | Path, deepspeed: str | None = No
     _lookup(problems, registry.dataset_maps, data.get("dataset_map"), "train_dataset.dataset_map")
     _lookup(problems, registry.chat_templates, data.get("prompt_template"), "train_dataset.prompt_template")
     data_path = data.get("data_path")
-    if isinstance(data_path, str) and _looks_local(data_path) and not Path(data_path).expanduser().exists():
+    if isinstance(data_path, str) and looks_local(data_path) and not Path(data_path).expanduser().exists():
         problems.append(f"data_path {data_path!r} does not exist")
     model_path = str(cfg.model.get("pretrained_model_name_or_path", ""))
-    if not model_path:
+    if not model_path.strip():
         problems.append("pretrained_model_name_or_path is empty")
-    elif (model_path.startswith((".", "/", "~")) or model_path.endswith(".gguf")) and not \
-            Path(model_path).expanduser().exists():
-        problems.append(f"pretrained_model_name_or_path {model_path!r} does not exist")
+    elif not model_path.startswith("modelscope://") and cfg.get("model_source") != "modelscope":
+        from xtune.models.sources import resolve_source
+
+        try:  # a local path is checked now (exists, a folder with config.json, no symlink loop)
+            resolve_source(model_path, "local" if cfg.get("model_source") == "local" else "hf")
+        except ConfigError as exc:
+            problems.append(f"pretrained_model_name_or_path: {exc}")
     if deepspeed:
         from xtune.engine.deepspeed_config import load_deepspeed_config
 

@@ -6,7 +6,7 @@
   to `loss_history.json` and plotted to `training_loss.png` at the end.
 - `ValidationLossHook`: mean loss on a held-out split every N steps.
 
-All counts are in optimizer steps; one step is `accumulation` mmengine iterations (micro-batches).
+All counts are in optimizer steps; `xtune.schedule.Schedule` says which iteration (micro-batch) ends one.
 """
 
 from __future__ import annotations
@@ -20,18 +20,7 @@ import torch
 from mmengine.hooks import Hook
 
 from xtune.fileio import atomic_write_text
-
-
-def _unwrap(model):
-    return model.module if hasattr(model, "module") else model
-
-
-def _step_end(runner, accumulation: int) -> int | None:
-    """The optimizer step that the current iteration completes, or None mid-accumulation."""
-    done = runner.iter + 1
-    if done % accumulation and done != runner.max_iters:
-        return None
-    return -(-done // accumulation)
+from xtune.schedule import Schedule, unwrap_model
 
 
 def _is_rank0() -> bool:
@@ -67,9 +56,9 @@ class ThroughputHook(Hook):
 
     priority = "ABOVE_NORMAL"  # before LoggerHook, so the values appear in the same log line
 
-    def __init__(self, accumulation: int, total_params: int, trainable_params: int,
+    def __init__(self, schedule: Schedule, total_params: int, trainable_params: int,
                  gradient_checkpointing: bool = False, world_size: int = 1):
-        self.accumulation = accumulation
+        self.schedule = schedule
         self.world_size = world_size
         frozen = total_params - trainable_params
         self.flops_per_token = 6 * trainable_params + 4 * frozen + (2 * total_params if gradient_checkpointing else 0)
@@ -84,7 +73,7 @@ class ThroughputHook(Hook):
         if isinstance(data_batch, dict) and "input_ids" in data_batch:
             mask = data_batch.get("attention_mask")
             self._tokens += int(mask.sum()) if mask is not None else int(data_batch["input_ids"].numel())
-        if _step_end(runner, self.accumulation) is None or self._start is None:
+        if self.schedule.step_end(runner.iter + 1) is None or self._start is None:
             return
         elapsed = max(time.perf_counter() - self._start, 1e-9)
         tokens = self._tokens * self.world_size
@@ -98,8 +87,8 @@ class LossHistoryHook(Hook):
 
     priority = "BELOW_NORMAL"
 
-    def __init__(self, accumulation: int, plot: bool = True):
-        self.accumulation = accumulation
+    def __init__(self, schedule: Schedule, plot: bool = True):
+        self.schedule = schedule
         self.plot = plot
         self.history: list[dict] = []
         self.val_history: list[dict] = []
@@ -108,7 +97,7 @@ class LossHistoryHook(Hook):
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
         if outputs and "loss" in outputs:
             self._losses.append(float(outputs["loss"].detach()) if hasattr(outputs["loss"], "detach") else float(outputs["loss"]))
-        step = _step_end(runner, self.accumulation)
+        step = self.schedule.step_end(runner.iter + 1)
         if step is None or not self._losses:
             return
         lr = runner.optim_wrapper.get_lr()
@@ -125,10 +114,14 @@ class LossHistoryHook(Hook):
         self.val_history = list(saved.get("val", []))
 
     def after_train(self, runner) -> None:
+        skipped = getattr(unwrap_model(runner.model), "skipped_batches", 0)
+        if skipped:
+            runner.logger.warning(f"on_nan=skip: {skipped} micro-batches had a non-finite loss and added no "
+                                  "gradient")
         if not _is_rank0():
             return
         work_dir = Path(runner.work_dir)
-        data = {"train": self.history, "val": self.val_history}
+        data = {"train": self.history, "val": self.val_history, "skipped_batches": skipped}
         atomic_write_text(work_dir / "loss_history.json", json.dumps(data, indent=1))
         if self.plot and self.history:
             from xtune.engine.plot import plot_loss
@@ -145,17 +138,17 @@ class ValidationLossHook(Hook):
 
     priority = "LOW"
 
-    def __init__(self, dataloader, every: int, accumulation: int, history: LossHistoryHook | None = None):
+    def __init__(self, dataloader, every: int, schedule: Schedule, history: LossHistoryHook | None = None):
         self.dataloader = dataloader
         self.every = every
-        self.accumulation = accumulation
+        self.schedule = schedule
         self.history = history
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
-        step = _step_end(runner, self.accumulation)
+        step = self.schedule.step_end(runner.iter + 1)
         if step is None:
             return
-        if (self.every > 0 and step % self.every == 0) or runner.iter + 1 == runner.max_iters:
+        if (self.every > 0 and step % self.every == 0) or step == self.schedule.max_steps:
             loss = self.evaluate(runner)
             runner.message_hub.update_scalar("train/val_loss", loss)
             runner.logger.info(f"step {step}: validation loss {loss:.4f}")
@@ -164,7 +157,7 @@ class ValidationLossHook(Hook):
 
     @torch.no_grad()
     def evaluate(self, runner) -> float:
-        model = _unwrap(runner.model)
+        model = unwrap_model(runner.model)
         was_training = model.training
         model.eval()
         total, count = 0.0, 0

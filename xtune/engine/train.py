@@ -3,22 +3,37 @@
 Read top to bottom, this is the whole training recipe: every step is a call into a module named for
 what it does. mmengine's Runner trains without DeepSpeed; its FlexibleRunner with DeepSpeedStrategy
 trains with it. Counting is in optimizer steps for the user and in micro-batches for mmengine
-(`xtune.engine.schedule`).
+(`xtune.schedule`). Writing WORK_DIR/hf afterwards is the CLI's step (`xtune.cli.train`), so the engine
+never depends on the exporters.
 """
 
 from __future__ import annotations
 
 import logging
-import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from xtune.errors import ConfigError
 
 log = logging.getLogger("xtune")
 
 
+@dataclass
+class TrainedRun:
+    """What a finished run leaves in memory for the steps after it (the WORK_DIR/hf export)."""
+
+    cfg: Any
+    runner: Any
+    tokenizer: Any
+    schedule: Any
+    method: Any  # the TuningMethod entry
+    recipe: str
+    work_dir: str
+
+
 def _console_logging() -> None:
-    """Show xtune's own INFO lines (parameter counts, the bitsandbytes fix) beside mmengine's log."""
+    """Show xtune's own INFO lines (precision, parameter counts, the bitsandbytes fix) beside mmengine's."""
     if not log.handlers:
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s - xtune - %(levelname)s - %(message)s", "%m/%d %H:%M:%S"))
@@ -35,9 +50,10 @@ def _build_dataset(cfg, tokenizer, registry, seed: int):
     """The data pipeline's rows; rank 0 builds (and caches) first so other ranks read its cache."""
     from mmengine.dist import barrier, get_rank, is_distributed
 
+    from xtune.data.from_recipe import dataset_cfg
     from xtune.data.pipeline import build_train_dataset
 
-    data_cfg = dict(cfg.train_dataset)
+    data_cfg = dataset_cfg(cfg)
     data_cfg.setdefault("seed", seed)
     if is_distributed() and get_rank() != 0:
         barrier()
@@ -67,71 +83,65 @@ def _dataloader(dataset, cfg, tokenizer, sampler) -> dict:
                 num_workers=int(cfg.train_dataloader.get("num_workers", 0) or 0))
 
 
-def export_hf_after_training(cfg, runner, tokenizer, work_dir: str) -> None:
-    """The call point for `export_hf = True`: write WORK_DIR/hf with the exporter from `xtune.export`
-    (issue 6). Skipped, with a log line, while that package has no exporter."""
-    if not cfg.get("export_hf"):
-        return
-    import xtune.export as export
-
-    exporter = getattr(export, "export_after_training", None)
-    if exporter is None:
-        runner.logger.info("export_hf: skipped (xtune.export has no exporter in this version); "
-                           "the checkpoints are in the work dir")
-        return
-    exporter(cfg=cfg, runner=runner, tokenizer=tokenizer, out_dir=os.path.join(work_dir, "hf"))
-
-
-def train(recipe_path, args) -> int:
+def train(recipe_path, args, registry) -> TrainedRun:
     """Run `xtune train` for parsed CLI `args` (recipe, work_dir, deepspeed, resume, seed, cfg_options, launcher)."""
-    from xtune.engine.config import load_recipe
-    from xtune.plugins import get_registry
+    from xtune.engine.checks import preflight
+    from xtune.recipe import load_recipe
 
     recipe_path = Path(recipe_path)
     extra = {"seed": args.seed} if getattr(args, "seed", None) is not None else {}
     cfg = load_recipe(recipe_path, getattr(args, "cfg_options", None) or [], extra)
     work_dir = getattr(args, "work_dir", None) or default_work_dir(recipe_path)
-    registry = get_registry()
-    from xtune.engine.checks import preflight
-
-    deepspeed = getattr(args, "deepspeed", None)
-    preflight(cfg, registry, work_dir=work_dir, deepspeed=deepspeed)
+    preflight(cfg, registry, work_dir=work_dir, deepspeed=getattr(args, "deepspeed", None))
     return _train_checked(cfg, registry, recipe_path, work_dir, args)
 
 
-def _train_checked(cfg, registry, recipe_path: Path, work_dir: str, args) -> int:
-    import warnings
-
+def _distributed(args) -> tuple[str, int]:
+    """(mmengine launcher, world size), with the process group made without CUDA where needed."""
     import torch
-    from mmengine.runner import set_random_seed
 
-    from xtune.engine import compat
-    from xtune.engine.checkpoints import find_resume_checkpoint
+    from xtune import compat
     from xtune.engine.launch import resolve_launcher
-    from xtune.engine.schedule import plan_schedule, resolve_precision
-    from xtune.methods.common import apply_method, method_settings
-    from xtune.models.loading import count_parameters, load_model, load_tokenizer
 
-    # The LR schedule advances per micro-batch while the optimizer steps once per accumulation group (as in
-    # XTuner); torch's ordering warning on the first micro-batch is expected, not a bug.
-    warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before")
-    warnings.filterwarnings("ignore", message=r"Detected call of `scheduler.step\(\)` before")
-    _console_logging()
     deepspeed = getattr(args, "deepspeed", None)
     launcher = resolve_launcher(getattr(args, "launcher", "none") or "none")
     if launcher != "none" or deepspeed:
         compat.init_distributed_without_cuda(use_deepspeed=bool(deepspeed))
         launcher = "pytorch"
     world_size = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
-    compat.allow_mmengine_checkpoints()
-    seed = int(cfg.randomness.get("seed", 0) if cfg.get("randomness") else 0)
-    set_random_seed(seed, deterministic=bool(cfg.get("randomness", {}).get("deterministic", False)))
-    resume_from = find_resume_checkpoint(getattr(args, "resume", None), work_dir)
+    return launcher, world_size
 
-    adapter_name = cfg.model.get("adapter")
-    adapter = registry.model_adapters.get(adapter_name) if adapter_name else None
-    source = cfg.get("model_source", "auto")
-    tokenizer = load_tokenizer(cfg.tokenizer, adapter, source)
+
+def _precision(cfg):
+    """The run's precision for this machine, said once in the log (with a warning when it will be slow)."""
+    from xtune.hardware import choose_precision, on_cuda, set_cpu_threads
+
+    precision = choose_precision(cfg.optim_wrapper.get("dtype", "auto"))
+    log.info(str(precision) + ("" if on_cuda() else f"; {set_cpu_threads()}"))
+    if precision.warning:
+        log.warning(precision.warning)
+    return precision
+
+
+def _deepspeed_config(args, cfg, registry, schedule, precision, world_size: int):
+    deepspeed = getattr(args, "deepspeed", None)
+    if not deepspeed:
+        return None, None
+    from xtune.engine.deepspeed_config import fill_auto, load_deepspeed_config
+
+    clip = cfg.optim_wrapper.get("clip_grad") or {}
+    ds_config = fill_auto(load_deepspeed_config(deepspeed, registry), micro_batch=int(cfg.train_dataloader.batch_size),
+                          accumulation=schedule.accumulation, max_norm=clip.get("max_norm"), precision=precision.name,
+                          world_size=world_size)
+    keep_alive = None
+    if ds_config.get("zero_optimization", {}).get("stage") == 3:
+        from transformers.integrations import HfDeepSpeedConfig
+
+        keep_alive = HfDeepSpeedConfig(ds_config)  # from_pretrained partitions at load (zero.Init) while it lives
+    return ds_config, keep_alive
+
+
+def _data(cfg, registry, seed: int, tokenizer):
     dataset = _build_dataset(cfg, tokenizer, registry, seed)
     val_dataset = None
     if float(cfg.get("val_ratio") or 0) > 0:
@@ -139,47 +149,57 @@ def _train_checked(cfg, registry, recipe_path: Path, work_dir: str, args) -> int
         dataset, val_dataset = split["train"], split["test"]
     if len(dataset) == 0:
         raise ConfigError("the training data set is empty after processing")
+    return dataset, val_dataset
+
+
+def _train_checked(cfg, registry, recipe_path: Path, work_dir: str, args) -> TrainedRun:
+    from mmengine.runner import set_random_seed
+
+    from xtune import compat
+    from xtune.checkpoint.layout import find_resume_checkpoint
+    from xtune.engine.runner_setup import RunParts, build_runner
+    from xtune.methods.common import count_parameters
+    from xtune.models.build import build_trainable, model_adapter
+    from xtune.models.loading import load_tokenizer
+    from xtune.schedule import plan_schedule
+
+    _console_logging()
+    launcher, world_size = _distributed(args)
+    compat.allow_mmengine_checkpoints()
+    seed = int(cfg.randomness.get("seed", 0) if cfg.get("randomness") else 0)
+    set_random_seed(seed, deterministic=bool(cfg.get("randomness", {}).get("deterministic", False)))
+    resume_from = find_resume_checkpoint(getattr(args, "resume", None), work_dir)
+    precision = _precision(cfg)
+    tokenizer = load_tokenizer(cfg.tokenizer, model_adapter(cfg, registry), cfg.get("model_source", "auto"))
+    dataset, val_dataset = _data(cfg, registry, seed, tokenizer)
     schedule = plan_schedule(cfg, len(dataset), world_size)
-    precision = resolve_precision(cfg.optim_wrapper.get("dtype", "auto"))
-
-    ds_config = None
-    if deepspeed:
-        from xtune.engine.deepspeed_config import fill_auto, load_deepspeed_config
-
-        clip = cfg.optim_wrapper.get("clip_grad") or {}
-        ds_config = fill_auto(load_deepspeed_config(deepspeed, registry),
-                              micro_batch=int(cfg.train_dataloader.batch_size), accumulation=schedule.accumulation,
-                              max_norm=clip.get("max_norm"), precision=precision, world_size=world_size)
-        if ds_config.get("zero_optimization", {}).get("stage") == 3:
-            from transformers.integrations import HfDeepSpeedConfig
-
-            _keep_alive = HfDeepSpeedConfig(ds_config)  # noqa: F841 - from_pretrained partitions at load (zero.Init)
-
-    method, _ = method_settings(cfg.method_cfg, registry)
-    llm = load_model(cfg.model, adapter=adapter, load_in_bits=method.load_in_bits, source=source)
-    llm = apply_method(llm, cfg.method_cfg, registry, adapter)
-    trainable, total = count_parameters(llm)
-
-    from xtune.engine.runner_setup import build_runner
-
-    runner = build_runner(cfg, name=recipe_path.stem, llm=llm, tokenizer=tokenizer, dataset=dataset, val_dataset=val_dataset,
-                          schedule=schedule, work_dir=work_dir, launcher=launcher, ds_config=ds_config,
-                          resume_from=resume_from, seed=seed, params=(trainable, total), world_size=world_size,
-                          sampler=_sampler(dataset, cfg, seed),
-                          dataloader=lambda ds, sampler: _dataloader(ds, cfg, tokenizer, sampler))
+    ds_config, _keep_alive = _deepspeed_config(args, cfg, registry, schedule, precision, world_size)
+    trained = build_trainable(cfg, registry, precision=precision.name)
+    params = count_parameters(trained.model)
+    parts = RunParts(name=recipe_path.stem, llm=trained.model, tokenizer=tokenizer, dataset=dataset,
+                     val_dataset=val_dataset, schedule=schedule, precision=precision, work_dir=work_dir,
+                     launcher=launcher, ds_config=ds_config, resume_from=resume_from, seed=seed, params=params,
+                     world_size=world_size, sampler=_sampler(dataset, cfg, seed),
+                     dataloader=lambda ds, sampler: _dataloader(ds, cfg, tokenizer, sampler), registry=registry)
+    runner = build_runner(cfg, parts)
     cfg.dump(str(Path(work_dir) / recipe_path.name))
     runner.logger.info(f"recipe {recipe_path.stem}: {schedule.max_steps} optimizer steps of "
                        f"{schedule.accumulation} x {cfg.train_dataloader.batch_size} rows x {world_size} processes "
-                       f"({schedule.max_iters} micro-batches); precision {precision}; "
-                       f"trainable params {trainable:,} / {total:,}")
+                       f"({schedule.max_iters} micro-batches); {precision.name}; "
+                       f"trainable params {params[0]:,} / {params[1]:,}")
+    _run_restoring_sigterm(runner)
+    return TrainedRun(cfg=cfg, runner=runner, tokenizer=tokenizer, schedule=schedule, method=trained.method,
+                      recipe=recipe_path.stem, work_dir=work_dir)
+
+
+def _run_restoring_sigterm(runner) -> None:
+    """runner.train(); a failed run must not leave xtune's SIGTERM handler in a host process (tests, notebooks)."""
     import signal
     import threading
 
     sigterm = signal.getsignal(signal.SIGTERM)
     try:
         runner.train()
-    finally:  # a failed run must not leave xtune's SIGTERM handler in a host process (tests, notebooks)
+    finally:
         if sigterm is not None and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, sigterm)
-    export_hf_after_training(cfg, runner, tokenizer, work_dir)
-    return 0

@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 
 from xtune.errors import UsageError
-from xtune.export.atomic import atomic_output_dir, check_output
+from xtune.fileio import atomic_output_dir, check_output
 
 log = logging.getLogger("xtune")
 
@@ -20,21 +20,19 @@ log = logging.getLogger("xtune")
 def gguf_to_hf(gguf_path: str | Path, out: str | Path, *, dtype: str = "bfloat16", force: bool = False,
                max_shard_size: str = "2GB") -> Path:
     """Convert `gguf_path` into the folder `out`; returns `out`. `dtype` is the saved weights' precision."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
-    from xtune.models.loading import resolve_dtype
+    from xtune.hardware import torch_dtype
+    from xtune.models.build import load_for_inference
 
     gguf_path = Path(gguf_path).expanduser()
     if not gguf_path.is_file() or gguf_path.suffix != ".gguf":
         raise UsageError(f"GGUF file {str(gguf_path)!r} does not exist or is not a .gguf file")
-    out = check_output(out, force)
-    target_dtype = resolve_dtype(dtype)
-    folder, name = str(gguf_path.parent), gguf_path.name
+    out = check_output(out, force, inputs=(gguf_path,))
+    target_dtype = torch_dtype(dtype)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-        loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
-    except (OSError, ValueError, KeyError) as exc:
+        loaded, tokenizer = load_for_inference(str(gguf_path), dtype="float32")
+    except KeyError as exc:
         raise UsageError(f"cannot read GGUF file {str(gguf_path)!r}: {exc}") from None
     config = loaded.config
     for attr in ("quantization_config", "_pre_quantization_dtype"):
@@ -51,6 +49,7 @@ def gguf_to_hf(gguf_path: str | Path, out: str | Path, *, dtype: str = "bfloat16
                          f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
     plain.generation_config = loaded.generation_config
     del loaded
+    tokenizer.padding_side = "right"  # as the GGUF's tokenizer came; chat sets left padding itself
     with atomic_output_dir(out, force=force) as tmp:
         plain.save_pretrained(tmp, max_shard_size=max_shard_size)
         tokenizer.save_pretrained(tmp)

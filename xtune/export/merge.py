@@ -12,14 +12,12 @@ import logging
 from pathlib import Path
 
 from xtune.errors import UsageError
-from xtune.export.adapters import apply_adapter, check_adapter_dir
-from xtune.export.atomic import atomic_output_dir, check_output
 from xtune.export.model_card import read_info, write_card, write_info
 from xtune.export.tokenizer import save_tokenizer
+from xtune.fileio import atomic_output_dir, check_output
+from xtune.models.adapters import check_adapter_dir
 
 log = logging.getLogger("xtune")
-
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
 
 
 def _refuse_quantized(config, base: str) -> None:
@@ -35,22 +33,23 @@ def _refuse_quantized(config, base: str) -> None:
                      "it would round the adapter away", hint="merge into the full- or half-precision base model")
 
 
-def merge(base: str, adapter: str, out: str, *, dtype: str = "auto", max_shard_size: str = "5GB",
+def merge(base: str, adapter: str, out: str, *, registry, dtype: str = "auto", max_shard_size: str = "5GB",
           force: bool = False, prompt_template: str | None = None, source: str = "auto") -> Path:
-    """Merge `adapter` into `base` and save `out`; returns `out`."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    """Merge `adapter` into `base` and save `out`; returns `out`. dtype 'auto' keeps the base's own."""
+    from transformers import AutoConfig
 
-    from xtune.models.loading import resolve_dtype, resolve_source
+    from xtune.models.build import load_for_inference
+    from xtune.models.sources import resolve_source
 
     if dtype in ("4bit", "int4", "nf4", "8bit", "int8"):
         raise UsageError(f"--dtype {dtype}: merging needs a full- or half-precision base",
                          hint="use float32, bfloat16 or float16")
-    out_path = check_output(out, force)
+    out_path = check_output(out, force, inputs=(base, adapter))
     adapter_dir = check_adapter_dir(adapter)
     if prompt_template:
         from xtune.templates import get_template
 
-        get_template(prompt_template)  # an unknown name fails before the model is loaded
+        get_template(prompt_template, registry)  # an unknown name fails before the model is loaded
     src = resolve_source(base, source)
     gguf = {"gguf_file": src.gguf_file} if src.gguf_file else {}
     try:
@@ -58,22 +57,16 @@ def merge(base: str, adapter: str, out: str, *, dtype: str = "auto", max_shard_s
     except (OSError, ValueError) as exc:
         raise UsageError(f"cannot load base model {base!r}: {str(exc).splitlines()[0]}") from None
     _refuse_quantized(config, base)
-    torch_dtype = "auto" if dtype == "auto" else resolve_dtype(dtype)
-    model = AutoModelForCausalLM.from_pretrained(src.path, dtype=torch_dtype, **gguf)
-    peft_model = apply_adapter(model, adapter_dir, base_name=f"base model {base!r}")
+    peft_model, tokenizer = load_for_inference(base, adapter=str(adapter_dir), source=source, label="base model",
+                                               dtype="checkpoint" if dtype == "auto" else dtype)
     merged = peft_model.merge_and_unload()
-    merged.config.use_cache = True
-
-    has_tokenizer = any((adapter_dir / name).is_file() for name in _TOKENIZER_FILES)
-    tokenizer = (AutoTokenizer.from_pretrained(str(adapter_dir)) if has_tokenizer
-                 else AutoTokenizer.from_pretrained(src.path, **gguf))
     info = read_info(adapter_dir) or {"base_model": base, "method": "adapter"}
     info = dict(info, base_model=base, kind="full model", merged_adapter=str(adapter_dir))
     if prompt_template:
         info["prompt_template"] = prompt_template
-    with atomic_output_dir(out_path, force=force) as tmp:
+    with atomic_output_dir(out_path, force=force, inputs=(base, adapter)) as tmp:
         merged.save_pretrained(str(tmp), max_shard_size=max_shard_size)
-        save_tokenizer(tokenizer, tmp, prompt_template)
+        save_tokenizer(tokenizer, tmp, prompt_template, registry)
         write_info(tmp, info)
         write_card(tmp, info, merged_from=str(adapter_dir))
     log.info("merged %s into %s -> %s", adapter_dir, base, out_path)

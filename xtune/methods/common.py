@@ -14,7 +14,7 @@ from xtune.registry import import_object
 log = logging.getLogger("xtune")
 
 
-def method_settings(method_cfg: dict, registry) -> tuple[object, dict]:
+def resolve_method(method_cfg: dict, registry) -> tuple[object, dict]:
     """(TuningMethod entry, settings) for a recipe's `method_cfg` (whose `type` names the method).
 
     Settings that another registered method uses (a LoRA recipe switched to `method=full` still lists
@@ -46,10 +46,13 @@ def check_settings(method: str, settings: dict, allowed) -> None:
 
 
 def apply_method(model, method_cfg: dict, registry, adapter=None):
-    """The model made trainable by the recipe's method; logs trainable / total parameters."""
-    from xtune.models.loading import count_parameters
+    """The model made trainable by the recipe's `method_cfg` (resolved here; see `apply_resolved`)."""
+    entry, settings = resolve_method(method_cfg, registry)
+    return apply_resolved(model, entry, settings, adapter)
 
-    entry, settings = method_settings(method_cfg, registry)
+
+def apply_resolved(model, entry, settings: dict, adapter=None):
+    """The model made trainable by a resolved method (`resolve_method`); logs trainable / total parameters."""
     builder = import_object(entry.builder)
     model = builder(model, settings, adapter)
     trainable, total = count_parameters(model)
@@ -63,3 +66,24 @@ def apply_method(model, method_cfg: dict, registry, adapter=None):
 def freeze_all(model) -> None:
     for p in model.parameters():
         p.requires_grad_(False)
+
+
+def uses_checkpointing(model) -> bool:
+    """Whether activation (gradient) checkpointing is on; transformers 5 renamed the property."""
+    for name in ("is_activation_checkpointing", "is_gradient_checkpointing"):
+        if hasattr(type(model), name) or hasattr(model, name):
+            return bool(getattr(model, name))
+    return False
+
+
+def count_parameters(model) -> tuple[int, int]:
+    """(trainable, total) parameters; 4-bit packed weights count at their unpacked size."""
+    trainable = total = 0
+    for p in model.parameters():
+        n = p.numel()
+        if getattr(p, "quant_state", None) is not None or p.__class__.__name__ == "Params4bit":
+            n *= 2  # two 4-bit values per stored byte
+        total += n
+        if p.requires_grad:
+            trainable += n
+    return trainable, total

@@ -4,8 +4,8 @@ DoRA is LoRA with `use_dora=True`."""
 
 from __future__ import annotations
 
+from xtune.methods.common import uses_checkpointing
 from xtune.methods.peft_config import build_config, wrap
-from xtune.models.loading import uses_checkpointing
 
 
 def target_modules(value, adapter):

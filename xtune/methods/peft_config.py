@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from xtune.methods.common import check_settings
-from xtune.models.loading import uses_checkpointing
+from xtune.methods.common import check_settings, uses_checkpointing
 
 # Fields peft sets itself or that the engine decides; a recipe does not set them.
 _RESERVED = {"task_type", "peft_type", "auto_mapping", "peft_version", "base_model_name_or_path", "revision",

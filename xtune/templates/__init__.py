@@ -4,6 +4,15 @@
 model's official `chat_template` renders, and each segment says whether its tokens are trained.
 """
 
-from xtune.templates.render import ROLES, Segment, get_template, render_segments, render_text
+from xtune.templates.render import (
+    ROLES,
+    Segment,
+    get_template,
+    render_prompt,
+    render_segments,
+    render_text,
+    tokenizer_tokens,
+)
 
-__all__ = ["ROLES", "Segment", "get_template", "render_segments", "render_text"]
+__all__ = ["ROLES", "Segment", "get_template", "render_prompt", "render_segments", "render_text",
+           "tokenizer_tokens"]

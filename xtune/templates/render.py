@@ -35,17 +35,31 @@ class Segment:
         return {"text": self.text, "train": self.train}
 
 
-def get_template(name: str | ChatTemplate) -> ChatTemplate:
-    """The registered template `name` (a ChatTemplate passes through); an unknown name lists the closest."""
+def get_template(name: str | ChatTemplate, registry=None) -> ChatTemplate:
+    """The template `name` from `registry` (a ChatTemplate passes through); an unknown name lists the closest.
+
+    Callers that have the run's registry pass it; without one, the process-wide registry is used.
+    """
     if isinstance(name, ChatTemplate):
         return name
-    from xtune.plugins import get_registry
+    if registry is None:
+        from xtune.plugins import get_registry
 
-    table = get_registry().chat_templates
+        registry = get_registry()
+    table = registry.chat_templates
     if not isinstance(name, str) or name not in table:
         hint = did_you_mean(str(name), table.names()) or "see 'xtune template list'"
         raise UsageError(f"unknown chat template {name!r}", hint=hint)
     return table.get(name)
+
+
+def tokenizer_tokens(tokenizer) -> dict[str, str | None]:
+    """The {bos_token} / {eos_token} a tokenizer gives a template: training, chat, the sample chats during
+    training and the exported jinja all render with the model's own special tokens (None: the tokenizer
+    has none, and the template's reference token stands in)."""
+    if tokenizer is None:
+        return {}
+    return {"bos_token": getattr(tokenizer, "bos_token", None), "eos_token": getattr(tokenizer, "eos_token", None)}
 
 
 @dataclass
@@ -124,22 +138,53 @@ def _last_query_index(messages: list[_Message]) -> int:
 
 def render_segments(template: str | ChatTemplate, messages: list[dict], add_generation_prompt: bool = False, *,
                     bos_token: str | None = None, eos_token: str | None = None, date_string: str | None = None,
-                    enable_thinking: bool = True) -> list[Segment]:
+                    enable_thinking: bool = True, registry=None) -> list[Segment]:
     """Render `messages` with `template` into segments whose concatenation is the template's text.
 
-    `bos_token` / `eos_token` default to the template's reference tokens (pass the tokenizer's);
-    `date_string` to the template's date (today's for templates with a `date_format`).
-    With ``enable_thinking=False`` an empty think block of the answer counts as prompt, as the
-    Qwen3 template writes it into the generation prompt in that mode.
+    `bos_token` / `eos_token` default to the template's reference tokens (pass the tokenizer's, see
+    `tokenizer_tokens`); `date_string` to the template's date (today's for templates with a `date_format`).
+    With ``enable_thinking=False`` an empty think block of the answer counts as prompt, as the Qwen3
+    template writes it into the generation prompt in that mode.
     """
-    t = get_template(template)
+    t = get_template(template, registry)
     msgs = _check_messages(t, messages)
     if date_string is None:
         date_string = datetime.datetime.now().strftime(t.date_format) if t.date_format else t.date_string
     out = _Text({"bos_token": t.bos_token if bos_token is None else bos_token,
                  "eos_token": t.eos_token if eos_token is None else eos_token,
                  "date_string": date_string})
+    system, rest = _leading_system(t, msgs)
+    _check_alternation(t, rest)
+    fold_into = None  # the user message that receives the system text (first_user / last_user placement)
+    if system is not None and t.system_placement == "first_user" and rest:
+        fold_into = rest[0]
+    elif system is not None and t.system_placement == "last_user" and rest and rest[-1].role == "user":
+        fold_into = rest[-1]
 
+    out.add(out.fill(t.bos))
+    opened = None  # the user message whose round was opened before the system text
+    if system is not None and t.system_placement in ("turn", "collect"):
+        if rest and rest[0].role == "user":
+            opened = rest[0]
+            out.add(out.fill(t.round_start))
+        if not (t.skip_empty_system and system == ""):
+            out.add(out.fill(t.system, system))
+    last_query = _last_query_index(msgs) if t.reasoning else -1
+    for m in rest:
+        prefix = out.fill(t.system, system) if m is fold_into else ""
+        _add_message(out, t, m, prefix, opened=m is opened, is_last=m is msgs[-1],
+                     after_query=m.index > last_query, enable_thinking=enable_thinking)
+    if add_generation_prompt or t.generation_prompt_always:
+        out.add(out.fill(t.generation_prompt))
+        if add_generation_prompt and not enable_thinking:
+            out.add(out.fill(t.no_think_prompt))
+    if not add_generation_prompt:
+        out.add(out.fill(t.conversation_end))
+    return out.segments
+
+
+def _leading_system(t: ChatTemplate, msgs: list[_Message]) -> tuple[str | None, list[_Message]]:
+    """(system text or None, the messages after it), by the template's system placement."""
     system: str | None = None
     rest = msgs
     if t.system_placement == "collect":
@@ -155,64 +200,43 @@ def render_segments(template: str | ChatTemplate, messages: list[dict], add_gene
         system = t.default_system
     if system is not None and t.trim:
         system = system.strip()
+    return system, rest
 
-    if t.alternate:
-        for position, m in enumerate(rest):
-            if (m.role == "user") != (position % 2 == 0):
-                raise UsageError(f"template {t.name!r}: roles must alternate user/assistant/user/... after the "
-                                 f"optional system message; message {m.index} is {m.role!r}")
 
-    # The system text folded into a user message, and which message receives it.
-    fold_into = None
-    if system is not None and t.system_placement == "first_user" and rest:
-        fold_into = rest[0]
-    elif system is not None and t.system_placement == "last_user" and rest and rest[-1].role == "user":
-        fold_into = rest[-1]
+def _check_alternation(t: ChatTemplate, rest: list[_Message]) -> None:
+    if not t.alternate:
+        return
+    for position, m in enumerate(rest):
+        if (m.role == "user") != (position % 2 == 0):
+            raise UsageError(f"template {t.name!r}: roles must alternate user/assistant/user/... after the "
+                             f"optional system message; message {m.index} is {m.role!r}")
 
-    out.add(out.fill(t.bos))
-    opened = None  # the user message whose round was opened before the system text
-    if system is not None and t.system_placement in ("turn", "collect"):
-        if rest and rest[0].role == "user":
-            opened = rest[0]
+
+def _add_message(out: _Text, t: ChatTemplate, m: _Message, prefix: str, *, opened: bool, is_last: bool,
+                 after_query: bool, enable_thinking: bool) -> None:
+    """One message after the leading system text: a later system message, a user turn or an answer."""
+    content = prefix + m.content
+    if t.trim:
+        content = content.strip()
+    if m.role == "system":
+        if t.later_system == "refuse":
+            raise UsageError(f"template {t.name!r} cannot render a system message after the start "
+                             f"(message {m.index})", hint="move it to the start of the conversation")
+        if t.later_system == "drop" or (t.skip_empty_system and content == ""):
+            return
+        out.add(out.fill(t.system if t.later_system == "same" else t.later_system, content))
+    elif m.role == "user":
+        if not opened:
             out.add(out.fill(t.round_start))
-        if not (t.skip_empty_system and system == ""):
-            out.add(out.fill(t.system, system))
-
-    last_query = _last_query_index(msgs) if t.reasoning else -1
-    for m in rest:
-        content = m.content
-        if m is fold_into:
-            content = out.fill(t.system, system) + content
-        if t.trim:
-            content = content.strip()
-        if m.role == "system":
-            if t.later_system == "refuse":
-                raise UsageError(f"template {t.name!r} cannot render a system message after the start "
-                                 f"(message {m.index})", hint="move it to the start of the conversation")
-            if t.later_system == "drop" or (t.skip_empty_system and content == ""):
-                continue
-            out.add(out.fill(t.system if t.later_system == "same" else t.later_system, content))
-        elif m.role == "user":
-            if m is not opened:
-                out.add(out.fill(t.round_start))
-            out.add(out.fill(t.user, content))
-        else:
-            out.add(out.fill(t.generation_prompt))
-            if t.reasoning == "qwen3":
-                _add_qwen3_answer(out, t, m, is_last=m is msgs[-1], after_query=m.index > last_query,
-                                  enable_thinking=enable_thinking)
-            else:
-                out.add(out.fill(t.assistant, content), m.train)
-            out.add(out.fill(t.assistant_end), m.train)
-            out.add(out.fill(t.assistant_suffix))
-
-    if add_generation_prompt or t.generation_prompt_always:
+        out.add(out.fill(t.user, content))
+    else:
         out.add(out.fill(t.generation_prompt))
-        if add_generation_prompt and not enable_thinking:
-            out.add(out.fill(t.no_think_prompt))
-    if not add_generation_prompt:
-        out.add(out.fill(t.conversation_end))
-    return out.segments
+        if t.reasoning == "qwen3":
+            _add_qwen3_answer(out, t, m, is_last=is_last, after_query=after_query, enable_thinking=enable_thinking)
+        else:
+            out.add(out.fill(t.assistant, content), m.train)
+        out.add(out.fill(t.assistant_end), m.train)
+        out.add(out.fill(t.assistant_suffix))
 
 
 def _add_qwen3_answer(out: _Text, t: ChatTemplate, m: _Message, *, is_last: bool, after_query: bool,
@@ -233,3 +257,10 @@ def render_text(template: str | ChatTemplate, messages: list[dict], add_generati
                 **kwargs: Any) -> str:
     """The rendered conversation as one string (what the official `apply_chat_template` returns)."""
     return "".join(s.text for s in render_segments(template, messages, add_generation_prompt, **kwargs))
+
+
+def render_prompt(template: str | ChatTemplate, messages: list[dict], tokenizer, *, registry=None,
+                  **kwargs: Any) -> str:
+    """The text a model is prompted with to answer `messages`: the template with the tokenizer's own
+    special tokens and the generation prompt, as in training (chat and the sample chats use this)."""
+    return render_text(template, messages, True, registry=registry, **tokenizer_tokens(tokenizer), **kwargs)

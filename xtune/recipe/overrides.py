@@ -1,30 +1,21 @@
-"""Loading a recipe with `--cfg-options` overrides that reach every place a setting is used.
+"""`--cfg-options KEY=VALUE` overrides: parsed, checked against the recipe, applied where they count.
 
 Recipes define flat settings at the top (`lr = 2e-4`) and reference them in nested sections
 (`optimizer=dict(lr=lr)`). Overriding the evaluated config would miss those copies (XTuner's overrides
 of `lr` or `max_length` silently do), so a top-level override rewrites the assignment in the recipe
-*source* before it is evaluated. Dotted keys (`model.gradient_checkpointing=False`) then set nested
-fields of the evaluated config. Every problem is collected and reported together.
+*source* before it is evaluated (`rewrite_source`). Dotted keys (`model.gradient_checkpointing=False`)
+then set nested fields of the evaluated config (`set_nested`). A key given twice keeps its last value, as
+argparse does. Every problem is collected and reported together.
 """
 
 from __future__ import annotations
 
 import ast
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from xtune.errors import ConfigError, closest
-
-# Settings the engine reads with a default when a recipe does not define them; `--cfg-options` may set them.
-ENGINE_SETTINGS: dict[str, Any] = {
-    "on_nan": "stop",  # 'stop': a NaN/inf loss ends the run with an error; 'skip': that batch adds no gradient
-    "val_ratio": 0.0,  # > 0: hold out this fraction of the training data and log a validation loss
-    "val_steps": 0,  # validation interval in optimizer steps (0: at every checkpoint)
-    "plot_loss": True,  # write training_loss.png in the work dir at the end
-    "log_interval": 10,
-    "model_source": "auto",  # 'auto' | 'hf' | 'modelscope' | 'local': where pretrained_model_name_or_path lives
-}
+from xtune.recipe.settings import ENGINE_SETTINGS
 
 
 @dataclass
@@ -54,7 +45,22 @@ def parse_overrides(items: list[str]) -> list[Override]:
         out.append(Override(key, raw, value))
     if bad:
         raise ConfigError(f"--cfg-options expects KEY=VALUE, got {', '.join(map(repr, bad))}")
-    return out
+    empty = [o.key for o in out if o.raw.strip() == "" and _names_a_path(o.key)]
+    if empty:
+        raise ConfigError(f"--cfg-options {', '.join(k + '=' for k in empty)}: an empty path (an unset "
+                          "shell variable?)", hint="give a path, or leave the option out to keep the recipe's")
+    return last_wins(out)
+
+
+def last_wins(overrides: list[Override]) -> list[Override]:
+    """One override per key, the last one given (a key given twice must not edit one setting twice)."""
+    by_key = {o.key: o for o in overrides}
+    return [o for o in overrides if by_key[o.key] is o]
+
+
+def _names_a_path(key: str) -> bool:
+    last = key.rsplit(".", 1)[-1]
+    return last.endswith(("_path", "_dir", "_file", "_folder", "name_or_path"))
 
 
 def type_problem(key: str, old: Any, new: Any) -> str | None:
@@ -107,7 +113,7 @@ def rewrite_source(text: str, overrides: list[Override], filename: str = "<recip
     edits: list[tuple[int, int, str]] = []
     appended: list[str] = []
     problems: list[str] = []
-    for ov in overrides:
+    for ov in last_wins(overrides):
         if ov.key in assigns:
             node = assigns[ov.key].value
             old = _literal(node)
@@ -187,34 +193,6 @@ def _unknown(key: str, container, prefix: list[str]) -> str:
     names = [".".join(prefix + [str(k)]) for k in (container.keys() if hasattr(container, "keys") else [])]
     hint = closest(key, names)
     return f"unknown setting {key!r}" + (f" (did you mean: {', '.join(hint)}?)" if hint else "")
-
-
-def load_recipe(path: str | Path, options: list[str] | None = None, extra: dict[str, Any] | None = None):
-    """The recipe at `path` as an mmengine Config, with `options` ("key=value") and `extra` applied.
-
-    `extra` holds values from dedicated flags (`--seed`); they are applied like top-level overrides.
-    Engine settings missing from the recipe are filled with their defaults.
-    """
-    from mmengine.config import Config
-
-    path = Path(path)
-    overrides = parse_overrides(list(options or []))
-    overrides += [Override(k, repr(v), v) for k, v in (extra or {}).items()]
-    top = [o for o in overrides if "." not in o.key]
-    dotted = [o for o in overrides if "." in o.key]
-    text, problems = rewrite_source(path.read_text(encoding="utf-8"), top, filename=str(path))
-    if problems:
-        raise ConfigError("; ".join(problems))
-    try:
-        cfg = Config.fromstring(text, ".py")
-    except Exception as exc:  # a recipe that fails to evaluate: name the file
-        raise ConfigError(f"{path}: recipe failed to load after overrides: {type(exc).__name__}: {exc}") from None
-    problems = [msg for o in dotted if (msg := set_nested(cfg, o.key, o.value))]
-    if problems:
-        raise ConfigError("; ".join(problems))
-    for key, default in ENGINE_SETTINGS.items():
-        cfg.setdefault(key, default)
-    return cfg
 
 
 def _article(word: str) -> str:

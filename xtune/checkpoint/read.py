@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from xtune.checkpoint.layout import step_from_name
 from xtune.errors import UsageError
 
 # Name prefixes added by the wrappers around the transformers / peft model during training.
@@ -61,17 +62,10 @@ def final_loss_from_message_hub(hub_state: Any, window: int = 10) -> float | Non
     return value if math.isfinite(value) else None
 
 
-def _step_from_name(path: Path) -> int | None:
-    stem = path.name.split(".")[0]
-    if stem.startswith("iter_") and stem[5:].isdigit():
-        return int(stem[5:])
-    return None
-
-
 def _torch_load(path: Path, weights_only: bool = True):
     import torch
 
-    from xtune.engine.compat import allow_mmengine_checkpoints
+    from xtune.compat import allow_mmengine_checkpoints
 
     allow_mmengine_checkpoints()
     try:
@@ -96,7 +90,7 @@ def _read_file(path: Path) -> TrainedWeights:
     state = data.get("state_dict", data.get("module", data))
     if not isinstance(state, dict) or not state:
         raise UsageError(f"checkpoint {str(path)!r} holds no model weights ('state_dict' is empty or missing)")
-    return TrainedWeights(strip_wrapper_prefixes(state), str(path), step=_step_from_name(path),
+    return TrainedWeights(strip_wrapper_prefixes(state), str(path), step=step_from_name(path),
                           final_loss=final_loss_from_message_hub(data.get("message_hub")),
                           meta=dict(data.get("meta") or {}))
 
@@ -118,7 +112,7 @@ def _read_deepspeed_folder(path: Path) -> TrainedWeights:
                                                          exclude_frozen_parameters=True)
     except (FileNotFoundError, ValueError, KeyError, RuntimeError, AssertionError) as exc:
         raise UsageError(f"DeepSpeed checkpoint {str(path)!r} cannot be consolidated: {exc}") from None
-    return TrainedWeights(strip_wrapper_prefixes(dict(state)), str(path), step=_step_from_name(path),
+    return TrainedWeights(strip_wrapper_prefixes(dict(state)), str(path), step=step_from_name(path),
                           final_loss=final_loss_from_message_hub(client.get("message_hub")),
                           meta=dict(client.get("meta") or {}))
 

@@ -1,32 +1,15 @@
-"""Typed registry entries and the tables that hold them, with the plugin that registered each.
+"""The typed entries plugins register: plain, hashable data, checked by `validate()`.
 
-Everything a recipe names by string — model adapter, dataset map, chat template, tuning method,
-DeepSpeed preset, and the recipes themselves — is an entry here. Entries are plain data; anything
-heavy (a Python function that converts records, a builder that touches torch) is kept as an import
-path string such as ``"xtune.data.formats:alpaca"`` and imported only when used, so that building
-the registry never imports torch or transformers.
+Anything heavy (a function that converts records, a builder that touches torch) is named by an import
+path string such as ``"xtune.data.formats:alpaca"`` and imported only when used, so that building the
+registry never imports torch or transformers.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
-
-from xtune.errors import RegistryError, did_you_mean
-
-
-def import_object(path: str) -> Any:
-    """Import ``"package.module:attribute"`` (the form registry entries use for code)."""
-    module_name, _, attr = path.partition(":")
-    if not attr:
-        raise RegistryError(f"import path {path!r} must look like 'package.module:name'")
-    module = importlib.import_module(module_name)
-    try:
-        return getattr(module, attr)
-    except AttributeError:
-        raise RegistryError(f"module {module_name!r} has no attribute {attr!r} (from {path!r})") from None
 
 
 @dataclass(frozen=True)
@@ -120,7 +103,6 @@ class DatasetMap(Entry):
     format: str | None = None
     columns: tuple[tuple[str, str | None], ...] = ()  # (field the converter reads, column in the data; None: absent)
     hub_id: str | None = None
-    modelscope_id: str | None = None
     hub_config: str | None = None  # the `name` argument of datasets.load_dataset
     data_files: str | None = None
     split: str = "train"
@@ -275,78 +257,3 @@ ENTRY_TYPES: dict[str, type[Entry]] = {
 }
 
 
-class Table:
-    """Entries of one kind by name. Registration never overwrites: a second name is an error naming both."""
-
-    def __init__(self, entry_type: type[Entry]):
-        self.entry_type = entry_type
-        self._entries: dict[str, Entry] = {}
-
-    def add(self, entry: Entry, plugin: str, module: str) -> Entry:
-        if not isinstance(entry, self.entry_type):
-            raise RegistryError(
-                f"plugin {plugin!r} registered a {type(entry).__name__} where a {self.entry_type.__name__} is expected"
-            )
-        try:
-            entry.validate()
-        except ValueError as exc:
-            raise RegistryError(f"plugin {plugin!r}: {exc}") from None
-        existing = self._entries.get(entry.name)
-        if existing is not None:
-            raise RegistryError(
-                f"{entry.kind} {entry.name!r} from plugin {plugin!r} is already registered by plugin "
-                f"{existing.plugin!r}",
-                hint="rename one of them, or disable a plugin with XTUNE_LOAD_PLUGINS",
-            )
-        entry = dataclasses.replace(entry, plugin=plugin, module=module)
-        self._entries[entry.name] = entry
-        return entry
-
-    def remove_from(self, module: str) -> None:
-        """Drop every entry a plugin module added (used when that plugin fails halfway)."""
-        self._entries = {k: v for k, v in self._entries.items() if v.module != module}
-
-    def get(self, name: str) -> Entry:
-        try:
-            return self._entries[name]
-        except KeyError:
-            raise RegistryError(
-                f"unknown {self.entry_type.kind} {name!r}", hint=did_you_mean(str(name), self._entries)
-            ) from None
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._entries
-
-    def __iter__(self):
-        return iter(self._entries.values())
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def names(self) -> list[str]:
-        return list(self._entries)
-
-
-class Registry:
-    """All tables together. Built by `xtune.plugins.get_registry()`; tests build their own."""
-
-    def __init__(self) -> None:
-        self.tables: dict[str, Table] = {kind: Table(t) for kind, t in ENTRY_TYPES.items()}
-
-    def __getattr__(self, kind: str) -> Table:
-        tables = self.__dict__.get("tables", {})
-        if kind in tables:
-            return tables[kind]
-        raise AttributeError(kind)
-
-    def remove_from(self, module: str) -> None:
-        for table in self.tables.values():
-            table.remove_from(module)
-
-    def provided_by(self, module: str) -> dict[str, list[str]]:
-        """What one plugin module registered, by kind (for `xtune plugins`)."""
-        return {
-            kind: [e.name for e in table if e.module == module]
-            for kind, table in self.tables.items()
-            if any(e.module == module for e in table)
-        }

@@ -1,0 +1,198 @@
+"""Records -> checked conversations: the first half of the data pipeline (`xtune.data.pipeline`).
+
+A dataset map names a converter (or reuses another map's, with renamed columns) and a default source;
+every record of the source is converted and checked here, so bad data is reported all together with
+file, line and field before any tokenizing starts.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+
+from xtune.data.conversation import RecordError, apply_settings, validate
+from xtune.data.sources import Source, collect, load_source
+from xtune.errors import ConfigError, DataError
+
+SELF_COGNITION_ASSET = "self_cognition.json"
+
+
+def registry_or_default(registry=None):
+    """The registry the caller passed; the process-wide one for callers outside a run (notebooks)."""
+    if registry is not None:
+        return registry
+    from xtune.plugins import get_registry
+
+    return get_registry()
+
+
+def resolve_map(name: str, registry=None):
+    """(converter, options, entry) for a dataset map; `format=` maps reuse their base's converter."""
+    from xtune.registry import import_object
+
+    table = registry_or_default(registry).dataset_maps
+    if name not in table:
+        raise DataError(f"unknown data format / dataset map {name!r} (valid: {', '.join(sorted(table.names()))})")
+    entry = table.get(name)
+    options = dict(entry.columns)
+    base = entry
+    while base.format:
+        base = table.get(base.format)
+        options = {**dict(base.columns), **options}
+    if base.combine:
+        raise ConfigError(f"dataset map {name!r} is a mixture of {', '.join(base.combine)}; "
+                          "it has no converter of its own")
+    return import_object(base.convert), options, entry
+
+
+def default_source(entry) -> str:
+    """Where a dataset map's data lives when the recipe's `data_path` is None."""
+    if entry.convert and entry.convert.endswith(":self_cognition") and not entry.hub_id:
+        return str(resources.files("xtune.data") / "assets" / SELF_COGNITION_ASSET)
+    if entry.hub_id:
+        return entry.hub_id
+    raise ConfigError(f"dataset map {entry.name!r} has no default source", hint="set data_path in the recipe")
+
+
+def accepted_options(convert) -> list[str]:
+    """The fields (and settings such as sharegpt's tags) a converter reads, from its signature."""
+    import inspect
+
+    from xtune.data.formats import SHAREGPT_TAGS
+
+    params = inspect.signature(convert).parameters
+    names = [n for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()) and convert.__name__ == "sharegpt":
+        names += list(SHAREGPT_TAGS)
+    return names
+
+
+def converter_options(cfg: dict, base_options: dict, convert=None) -> dict:
+    """The map's column names, overridden by the recipe's custom `columns` mapping and self-cognition names.
+
+    A `columns` key the converter does not read is an error (a typo would otherwise be ignored).
+    """
+    options = dict(base_options)
+    columns = cfg.get("columns") or {}
+    if not isinstance(columns, dict):
+        raise ConfigError(f"train_dataset.columns must be a dict of field -> column, got {type(columns).__name__}")
+    if convert is not None:
+        valid = accepted_options(convert)
+        unknown = [k for k in columns if k not in valid]
+        if unknown:
+            raise ConfigError(f"train_dataset.columns: {', '.join(map(repr, unknown))} is not a field of the "
+                              f"{convert.__name__} format (valid: {', '.join(valid)})")
+    options.update(columns)
+    if cfg.get("self_cognition_name"):
+        options["name"] = cfg["self_cognition_name"]
+    if cfg.get("self_cognition_author"):
+        options["author"] = cfg["self_cognition_author"]
+    return options
+
+
+def load_conversations(cfg: dict, registry=None, *, progress: bool = True,
+                       skipped: list[str] | None = None) -> tuple[list, list[str], str]:
+    """Every record of the configured source as a checked conversation: (conversations, wheres, fingerprint).
+
+    Raises one DataError listing every bad record (file, line, field). With the recipe switch
+    `skip_bad_records=True` bad records are left out instead, each one logged as a warning and
+    appended to `skipped`, so the build report counts them.
+    """
+    check_settings(cfg)
+    parts = _parts(cfg, registry)
+    conversations, wheres, problems, prints = [], [], [], []
+    for map_name, data_path in parts:
+        convert, options, entry = resolve_map(map_name, registry)
+        options = converter_options(cfg, options, convert)
+        source: Source = load_source(data_path or default_source(entry), config=entry.hub_config,
+                                     split=entry.split, data_files=entry.data_files)
+        prints.append(source.fingerprint)
+        problems += source.problems
+        system = cfg.get("system") or entry.system
+        for where, record in _progress(source, f"Checking {source.name}", progress):
+            try:
+                messages = convert(record, **options)
+                if messages and messages[0]["role"] != "text":
+                    messages = validate(apply_settings(messages, system=system,
+                                                       train_on=cfg.get("train_on", "all_turns")))
+            except RecordError as exc:
+                problems.append(f"{where}: {exc.describe()}")
+                continue
+            except (TypeError, AttributeError) as exc:  # a record of the wrong shape for this format
+                problems.append(f"{where}: not a {map_name} record ({exc})")
+                continue
+            conversations.append(messages)
+            wheres.append(where)
+    if problems and cfg.get("skip_bad_records") and conversations:
+        import logging
+
+        log = logging.getLogger("xtune.data")
+        for problem in problems:
+            log.warning("skipped bad record: %s", problem)
+        if skipped is not None:
+            skipped += problems
+    elif problems:
+        raise DataError(collect(problems))
+    if not conversations:
+        raise DataError(f"the data set {cfg.get('data_path') or cfg.get('dataset_map')!r} is empty")
+    return conversations, wheres, "|".join(prints)
+
+
+def check_settings(cfg: dict) -> None:
+    """Recipe data settings of the wrong kind, all reported together."""
+    from xtune.data.conversation import TRAIN_ON
+
+    problems = []
+    if cfg.get("train_on", "all_turns") not in TRAIN_ON:
+        problems.append(f"train_dataset.train_on must be one of {', '.join(TRAIN_ON)}, got {cfg['train_on']!r}")
+    max_length = cfg.get("max_length", 2048)
+    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
+        problems.append(f"train_dataset.max_length must be an integer of at least 2, got {max_length!r}")
+    num_proc = cfg.get("num_proc", 1)
+    if num_proc is not None and (isinstance(num_proc, bool) or not isinstance(num_proc, int) or num_proc < 1):
+        problems.append(f"train_dataset.num_proc must be a positive integer, got {num_proc!r}")
+    if cfg.get("system") is not None and not isinstance(cfg.get("system"), str):
+        problems.append(f"train_dataset.system must be a string, got {type(cfg['system']).__name__}")
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
+def _parts(cfg: dict, registry) -> list[tuple[str, str | None]]:
+    """(map, data_path) pairs: one, or each member of a mixture such as alpaca_enzh."""
+    name = cfg.get("dataset_map")
+    if not name:
+        raise ConfigError("train_dataset.dataset_map is not set")
+    table = registry_or_default(registry).dataset_maps
+    if name in table and table.get(name).combine:
+        if cfg.get("data_path"):
+            raise ConfigError(f"dataset map {name!r} mixes {', '.join(table.get(name).combine)} from their own "
+                              "sources; data_path cannot replace them", hint="pick one format as dataset_map")
+        return [(member, None) for member in table.get(name).combine]
+    return [(name, cfg.get("data_path"))]
+
+
+def _progress(items, desc: str, enabled: bool):
+    if not enabled or len(items) < 2000:
+        return iter(items)
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=desc, total=len(items), unit="rec")
+
+
+def local_source_print(cfg: dict, registry=None) -> str | None:
+    """The source part of the cache key when every source is a local path (as load_conversations
+    computes it), else None: hub data sets are only fingerprinted once loaded."""
+    from xtune.data.sources import MODELSCOPE_PREFIXES, local_fingerprint, looks_local
+
+    prints = []
+    for map_name, data_path in _parts(cfg, registry):
+        path = data_path or default_source(resolve_map(map_name, registry)[2])
+        if path.startswith(MODELSCOPE_PREFIXES) or not looks_local(path):
+            return None
+        prints.append(local_fingerprint(path))
+    return "|".join(prints)
+
+
+def dataset_map_entry(cfg: dict, registry) -> dict | None:
+    """The dataset map entry a fingerprint covers (its columns, source, system prompt), as a dict."""
+    name = cfg.get("dataset_map")
+    return registry.dataset_maps.get(name).to_dict() if name in registry.dataset_maps else None

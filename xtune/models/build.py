@@ -1,0 +1,124 @@
+"""The one model builder: the trainable model of a recipe, and a model to run (chat, merge, GGUF import).
+
+`build_trainable` serves training and `convert pth_to_hf` alike, so the parameter names of a checkpoint
+always match the model it is converted into; it resolves the tuning method once and decides quantised
+loading in one place. `load_for_inference` serves chat, merge and the GGUF import: inference with the KV
+cache on, left padding, and the tokenizer taken from an adapter folder when it has one (that copy carries
+the fine-tune's chat template).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from xtune.errors import UsageError
+from xtune.methods.common import apply_resolved, resolve_method
+from xtune.models.loading import load_model
+from xtune.models.quant import disable_bnb_cpu_repacking, quantization_config
+from xtune.models.sources import resolve_source
+
+log = logging.getLogger("xtune")
+
+# Files whose presence in a folder means it carries its own tokenizer.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
+
+
+@dataclass
+class Trainable:
+    """A recipe's model with its tuning method applied, and what was resolved on the way."""
+
+    model: Any
+    method: Any  # the TuningMethod entry
+    settings: dict
+    adapter: Any  # the ModelAdapter entry, or None
+
+
+def model_adapter(cfg, registry):
+    """The recipe's model adapter entry (None when the recipe names none)."""
+    name = cfg.model.get("adapter")
+    return registry.model_adapters.get(name) if name else None
+
+
+def build_trainable(cfg, registry, *, precision: str = "float32", for_export: bool = False) -> Trainable:
+    """Load the recipe's base and apply its tuning method.
+
+    For export a PEFT method gets a full-precision base even for QLoRA: the adapter tensors do not depend
+    on how the base was stored, and a 4-bit base cannot be saved as a plain model.
+    """
+    adapter = model_adapter(cfg, registry)
+    method, settings = resolve_method(cfg.method_cfg, registry)
+    model_cfg = dict(cfg.model)
+    bits = method.load_in_bits
+    if for_export:
+        model_cfg["gradient_checkpointing"] = False
+        if method.uses_peft:
+            model_cfg["quantization"], bits = None, None
+    llm = load_model(model_cfg, adapter=adapter, load_in_bits=bits, method=method if bits else None,
+                     source=cfg.get("model_source", "auto"), precision=precision)
+    return Trainable(apply_resolved(llm, method, settings, adapter), method, settings, adapter)
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+def has_tokenizer(folder: str | Path | None) -> bool:
+    return folder is not None and any((Path(folder) / name).is_file() for name in TOKENIZER_FILES)
+
+
+def _inference_dtype(dtype: str):
+    """'auto' -> the machine's precision (xtune.hardware); 'checkpoint' -> as stored; else the named dtype."""
+    from xtune.hardware import choose_precision, torch_dtype
+
+    if dtype == "checkpoint":
+        return "auto"  # transformers' word for "as stored"
+    return torch_dtype(choose_precision(dtype).name)
+
+
+def load_for_inference(name_or_path: str, *, adapter: str | None = None, bits: int | None = None,
+                       dtype: str = "auto", source: str = "auto", label: str = "model"):
+    """(model, tokenizer) ready for `generate`, on CUDA when there is one, optionally 4/8-bit and with a
+    PEFT adapter on top."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if bits not in (None, 4, 8):
+        raise UsageError(f"--bits {bits}: use 4 or 8 (bitsandbytes), or leave it out for full precision")
+    src = resolve_source(name_or_path, source)
+    if bits and src.gguf_file:
+        raise UsageError(f"--bits {bits} with a GGUF file: transformers dequantises GGUF and cannot re-quantise it",
+                         hint=f"convert it first (xtune convert gguf_to_hf {name_or_path} DIR) and chat with DIR")
+    gguf = {"gguf_file": src.gguf_file} if src.gguf_file else {}
+    cuda = torch.cuda.is_available()
+    kwargs: dict = dict(dtype=_inference_dtype(dtype), **gguf)
+    if bits:
+        compute = "float32" if kwargs["dtype"] == "auto" else str(kwargs["dtype"]).removeprefix("torch.")
+        kwargs["quantization_config"] = quantization_config(None, bits, compute_dtype=compute)
+        if cuda:
+            kwargs["device_map"] = {"": 0}
+    try:
+        model = AutoModelForCausalLM.from_pretrained(src.path, **kwargs)
+    except (OSError, ValueError, ImportError) as exc:
+        raise UsageError(f"cannot load model {name_or_path!r}: {_first_line(exc)}") from None
+    if cuda and not bits:
+        model = model.to("cuda")
+    disable_bnb_cpu_repacking(model)  # training turned it off on the same layers: same arithmetic
+    tokenizer_dir, tokenizer_kwargs = (str(adapter), {}) if has_tokenizer(adapter) else (src.path, gguf)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, **tokenizer_kwargs)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot load the tokenizer of {tokenizer_dir!r}: {_first_line(exc)}") from None
+    if adapter:
+        from xtune.models.adapters import apply_adapter
+
+        model = apply_adapter(model, adapter, base_name=f"{label} {name_or_path!r}")
+    model.eval()
+    model.config.use_cache = True
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return model, tokenizer

@@ -1,0 +1,22 @@
+"""Typed registry entries and the tables that hold them, with the plugin that registered each.
+
+Everything a recipe names by string — model adapter, model, dataset map, chat template, tuning method,
+DeepSpeed preset, and the recipes themselves — is an entry here (`entries`), kept by name in a `Table`
+that refuses duplicates and records provenance (`tables`). `xtune.plugins` fills a `Registry`.
+"""
+
+from xtune.registry.entries import (
+    ENTRY_TYPES,
+    ChatTemplate,
+    DatasetMap,
+    DeepSpeedPreset,
+    Entry,
+    Model,
+    ModelAdapter,
+    Recipe,
+    TuningMethod,
+)
+from xtune.registry.tables import Registry, Table, import_object
+
+__all__ = ["ENTRY_TYPES", "ChatTemplate", "DatasetMap", "DeepSpeedPreset", "Entry", "Model", "ModelAdapter",
+           "Recipe", "Registry", "Table", "TuningMethod", "import_object"]
