@@ -20,11 +20,19 @@ from xtune.templates import render_segments
 
 CONVERSATIONS = [
     [{"role": "user", "content": "Hello"}, {"role": "assistant", "content": "Hi there!"}],
-    [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "你好"},
-     {"role": "assistant", "content": "你好！很高兴认识你。"}, {"role": "user", "content": "How are you?"},
-     {"role": "assistant", "content": "I'm doing well, thank you!"}],
-    [{"role": "user", "content": "  padded  "}, {"role": "assistant", "content": "   I am an assistant   "},
-     {"role": "user", "content": "Another question"}, {"role": "assistant", "content": "Sure: 1 + 1 = 2."}],
+    [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "你好"},
+        {"role": "assistant", "content": "你好！很高兴认识你。"},
+        {"role": "user", "content": "How are you?"},
+        {"role": "assistant", "content": "I'm doing well, thank you!"},
+    ],
+    [
+        {"role": "user", "content": "  padded  "},
+        {"role": "assistant", "content": "   I am an assistant   "},
+        {"role": "user", "content": "Another question"},
+        {"role": "assistant", "content": "Sure: 1 + 1 = 2."},
+    ],
     [{"role": "user", "content": "x"}, {"role": "assistant", "content": "\nstarts with a newline\n"}],
     [{"role": "user", "content": "code?"}, {"role": "assistant", "content": "```py\nprint('hi')\n```"}],
 ]
@@ -34,14 +42,22 @@ def _tokenizer(kind: str):
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
     if kind == "llama2":  # the real Llama-2 SentencePiece vocabulary, converted to tokenizer.json
-        return AutoTokenizer.from_pretrained(shared_path("reference", "models", "llama2_tiny_random",
-                                                         "hf_converted_DERIVED"))
+        return AutoTokenizer.from_pretrained(
+            shared_path("reference", "models", "llama2_tiny_random", "hf_converted_DERIVED")
+        )
     if kind in ("internlm2", "chatglm3"):  # remote-code tokenizers: use the derived tokenizer.json
         folder = shared_path("reference", "tokenizers", f"hf_{kind}")
-        return PreTrainedTokenizerFast(tokenizer_file=str(folder / "tokenizer.with_special_tokens.DERIVED.json"),
-                                       bos_token="<s>", eos_token="</s>", unk_token="<unk>")
-    name = {"llama3_1": "hf_llama3_1", "qwen2_5": "hf_qwen2_5",
-            "mistral": "hf_mistral7b_v0.1_labelled_llama2_by_lenml"}[kind]
+        return PreTrainedTokenizerFast(
+            tokenizer_file=str(folder / "tokenizer.with_special_tokens.DERIVED.json"),
+            bos_token="<s>",
+            eos_token="</s>",
+            unk_token="<unk>",
+        )
+    name = {
+        "llama3_1": "hf_llama3_1",
+        "qwen2_5": "hf_qwen2_5",
+        "mistral": "hf_mistral7b_v0.1_labelled_llama2_by_lenml",
+    }[kind]
     return AutoTokenizer.from_pretrained(shared_path("reference", "tokenizers", name))
 
 
@@ -118,12 +134,13 @@ def _trained_texts(segments):
 def _decode_span(tokenizer, ids, start, end):
     """The text of ids[start:end] in context: decode of the prefix up to `end` minus the prefix up to `start`
     (decoding a span alone would let SentencePiece drop its leading space)."""
+
     def dec(part):
         return tokenizer.decode(part, skip_special_tokens=False, clean_up_tokenization_spaces=False)
 
     before, upto = dec(ids[:start]), dec(ids[:end])
     assert upto.startswith(before)
-    return upto[len(before):]
+    return upto[len(before) :]
 
 
 @pytest.mark.parametrize("conversation", CONVERSATIONS, ids=[f"conv{i}" for i in range(len(CONVERSATIONS))])
@@ -151,15 +168,18 @@ def test_ids_match_official_template_and_labels_decode_to_answers(case, conversa
 
 
 def test_straddling_token_rule_is_pinned():
-    """Qwen merges "assistant\\n" + "\\nanswer" into "\\n\\n": that one token is trained (it carries answer text)."""
+    """Qwen merges "assistant\\n" + "\\nanswer" into "\\n\\n": that one token is trained (it carries answer
+    text)."""
     tokenizer = _tokenizer("qwen2_5")
     ids, labels = encode_segments([("<|im_start|>assistant\n", False), ("\nHi<|im_end|>", True)], tokenizer)
     newline2 = tokenizer.convert_tokens_to_ids("ĊĊ")
     assert newline2 in ids and labels[ids.index(newline2)] == newline2
     # An answer that does not start with whitespace keeps the prompt's newline untrained.
     ids, labels = encode_segments([("<|im_start|>assistant\n", False), ("Hi<|im_end|>", True)], tokenizer)
-    assert [tokenizer.decode([i]) for i, lab in zip(ids, labels, strict=True) if lab != IGNORE_INDEX] == \
-        ["Hi", "<|im_end|>"]
+    assert [tokenizer.decode([i]) for i, lab in zip(ids, labels, strict=True) if lab != IGNORE_INDEX] == [
+        "Hi",
+        "<|im_end|>",
+    ]
 
 
 class _NoOffsets:

@@ -54,8 +54,9 @@ _SCRIPT = textwrap.dedent("""
         hub = MessageHub(name=f"ds-{{stage}}")
         hub.update_scalar("train/loss", float(loss))
         out = work_dir / f"zero{{stage}}"
-        engine.save_checkpoint(str(out), tag="iter_1.pth", client_state=dict(meta=dict(seed=0),
-                               message_hub=hub.state_dict()), save_latest=False, exclude_frozen_parameters=True)
+        state = dict(meta=dict(seed=0), message_hub=hub.state_dict())
+        engine.save_checkpoint(str(out), tag="iter_1.pth", client_state=state, save_latest=False,
+                               exclude_frozen_parameters=True)
         named = [(n, p) for n, p in engine.module.named_parameters() if p.requires_grad]
         with deepspeed.zero.GatheredParameters([p for _, p in named]):
             trained = {{n[len("llm."):]: p.detach().clone() for n, p in named}}
@@ -75,8 +76,9 @@ def zero_checkpoints(tmp_path_factory):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    script = _SCRIPT.format(tests=str(__import__("pathlib").Path(__file__).parent), port=port, base=str(base),
-                            work_dir=str(root))
+    script = _SCRIPT.format(
+        tests=str(__import__("pathlib").Path(__file__).parent), port=port, base=str(base), work_dir=str(root)
+    )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     moved = dict(line.split(" moved ") for line in result.stdout.splitlines() if " moved " in line)
@@ -93,7 +95,10 @@ def test_zero_checkpoint_folder_converts_to_the_trained_adapter(zero_checkpoints
     folder = root / f"zero{stage}" / "iter_1.pth"
     assert folder.is_dir()
     out = root / f"adapter{stage}"
-    assert main(["convert", "pth_to_hf", RECIPE, str(folder), str(out), "--cfg-options", *recipe_options(base)]) == 0
+    assert (
+        main(["convert", "pth_to_hf", RECIPE, str(folder), str(out), "--cfg-options", *recipe_options(base)])
+        == 0
+    )
     saved = load_file(out / "adapter_model.safetensors")
     expected = torch.load(root / f"zero{stage}" / "expected.pt")
     assert len(saved) == len(expected)
@@ -105,6 +110,18 @@ def test_zero_checkpoint_folder_converts_to_the_trained_adapter(zero_checkpoints
 
 def test_a_folder_that_is_not_a_deepspeed_checkpoint_exits_2(zero_checkpoints, capsys):
     root, base = zero_checkpoints
-    assert main(["convert", "pth_to_hf", RECIPE, str(base), str(root / "nope"), "--cfg-options",
-                 *recipe_options(base)]) == 2
+    assert (
+        main(
+            [
+                "convert",
+                "pth_to_hf",
+                RECIPE,
+                str(base),
+                str(root / "nope"),
+                "--cfg-options",
+                *recipe_options(base),
+            ]
+        )
+        == 2
+    )
     assert "not a DeepSpeed checkpoint" in capsys.readouterr().err

@@ -28,7 +28,9 @@ from xtune.registry import (
 )
 
 REPO = Path(__file__).resolve().parent.parent
-HOOKS = sorted(name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction) if name.startswith("register_"))
+HOOKS = sorted(
+    name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction) if name.startswith("register_")
+)
 
 
 @pytest.fixture
@@ -49,7 +51,15 @@ def plugin_module(name: str, **hooks) -> types.ModuleType:
 def test_builtins_register_every_kind(system):
     reg = system.registry
     assert not system.failures()
-    for kind in ("model_adapters", "models", "dataset_maps", "chat_templates", "tuning_methods", "deepspeed_presets", "recipes"):
+    for kind in (
+        "model_adapters",
+        "models",
+        "dataset_maps",
+        "chat_templates",
+        "tuning_methods",
+        "deepspeed_presets",
+        "recipes",
+    ):
         assert len(reg.tables[kind]) > 0, kind
     assert reg.recipes.get("llama2_7b_lora_alpaca_e3").plugin == "xtune"
     assert reg.model_adapters.get("internlm2").module == "xtune.default_plugins.models"
@@ -59,7 +69,9 @@ def test_hook_register_model_adapters(system):
     def register_model_adapters(register):
         register(ModelAdapter(name="falcon", model_types=("falcon",), default_template="chatml"))
 
-    system.add(plugin_module("p", register_model_adapters=register_model_adapters), "p", "xtune-falcon", "1.0")
+    system.add(
+        plugin_module("p", register_model_adapters=register_model_adapters), "p", "xtune-falcon", "1.0"
+    )
     entry = system.registry.model_adapters.get("falcon")
     assert (entry.plugin, entry.module, entry.model_types) == ("xtune-falcon", "p", ("falcon",))
     assert system.info["p"].registered == {"model_adapters": ["falcon"]}
@@ -67,8 +79,17 @@ def test_hook_register_model_adapters(system):
 
 def test_hook_register_models(system):
     def register_models(register):
-        register(Model(name="falcon_7b", family="falcon", hub_id="tiiuae/falcon-7b", params_b=7, chat=False,
-                       hidden_size=4544, num_layers=32))
+        register(
+            Model(
+                name="falcon_7b",
+                family="falcon",
+                hub_id="tiiuae/falcon-7b",
+                params_b=7,
+                chat=False,
+                hidden_size=4544,
+                num_layers=32,
+            )
+        )
 
     system.add(plugin_module("p", register_models=register_models), "p", "xtune-falcon", "1.0")
     entry = system.registry.models.get("falcon_7b")
@@ -94,8 +115,15 @@ def test_hook_register_dataset_maps(system):
 
 def test_hook_register_chat_templates(system):
     def register_chat_templates(register):
-        register(ChatTemplate(name="my_chat", stop_words=("</s>",), user="<u>{content}</u>",
-                              assistant="{content}", assistant_end="</s>"))
+        register(
+            ChatTemplate(
+                name="my_chat",
+                stop_words=("</s>",),
+                user="<u>{content}</u>",
+                assistant="{content}",
+                assistant_end="</s>",
+            )
+        )
 
     system.add(plugin_module("p", register_chat_templates=register_chat_templates), "p", "xtune-chat", "1.0")
     assert system.registry.chat_templates.get("my_chat").stop_words == ("</s>",)
@@ -113,7 +141,9 @@ def test_hook_register_deepspeed_presets(system):
     def register_deepspeed_presets(register):
         register(DeepSpeedPreset(name="zero2_big", config=(("zero_optimization", {"stage": 2}),)))
 
-    system.add(plugin_module("p", register_deepspeed_presets=register_deepspeed_presets), "p", "xtune-ds", "1.0")
+    system.add(
+        plugin_module("p", register_deepspeed_presets=register_deepspeed_presets), "p", "xtune-ds", "1.0"
+    )
     preset = system.registry.deepspeed_presets.get("zero2_big")
     cfg = preset.as_dict()
     cfg["zero_optimization"]["stage"] = 3  # a copy: the registry entry is not changed by a caller
@@ -122,7 +152,9 @@ def test_hook_register_deepspeed_presets(system):
 
 def test_hook_register_recipes(system, tmp_path):
     recipe_file = tmp_path / "my_model_lora_my_data_e2.py"
-    recipe_file.write_text("model_adapter = 'llama2'\nmethod = 'lora'\ndataset_map = 'alpaca'\nmax_epochs = 2\n")
+    recipe_file.write_text(
+        "model_adapter = 'llama2'\nmethod = 'lora'\ndataset_map = 'alpaca'\nmax_epochs = 2\n"
+    )
 
     def register_recipes(register):
         from xtune.recipe_files import recipes_in_dir
@@ -133,7 +165,12 @@ def test_hook_register_recipes(system, tmp_path):
     system.add(plugin_module("p", register_recipes=register_recipes), "p", "xtune-mine", "0.1")
     recipe = system.registry.recipes.get("my_model_lora_my_data_e2")
     assert (recipe.plugin, recipe.model, recipe.method, recipe.dataset, recipe.epochs) == (
-        "xtune-mine", "my_model", "lora", "alpaca", 2)
+        "xtune-mine",
+        "my_model",
+        "lora",
+        "alpaca",
+        2,
+    )
 
 
 def test_hook_register_commands(system, capsys):
@@ -187,7 +224,9 @@ def test_invalid_entry_is_a_plugin_failure(system):
     def register_tuning_methods(register):
         register(TuningMethod(name="broken", builder="no_colon_here"))
 
-    system.add(plugin_module("bad", register_tuning_methods=register_tuning_methods), "bad", "xtune-bad", "1.0")
+    system.add(
+        plugin_module("bad", register_tuning_methods=register_tuning_methods), "bad", "xtune-bad", "1.0"
+    )
     system.get_registry()
     assert "builder must be 'module:function'" in system.info["bad"].error
 
@@ -235,7 +274,9 @@ def fake_entry_points(monkeypatch):
         register(ModelAdapter(name="good_family", model_types=("good",)))
 
     eps = [
-        _FakeEntryPoint("good", "xtune-good", plugin_module("good_mod", register_model_adapters=register_model_adapters)),
+        _FakeEntryPoint(
+            "good", "xtune-good", plugin_module("good_mod", register_model_adapters=register_model_adapters)
+        ),
         _FakeEntryPoint("broken", "xtune-broken", ImportError("No module named 'missing_dependency'")),
     ]
     monkeypatch.setattr(plugins.metadata, "entry_points", lambda group: eps if group == "xtune" else [])
@@ -253,7 +294,13 @@ def test_entry_points_load_and_import_failures_are_reported(fake_entry_points):
 
 @pytest.mark.parametrize(
     "selection, loaded",
-    [(None, {"good", "broken"}), ("", set()), ("good", {"good"}), ("xtune-broken", {"broken"}), ("good, broken", {"good", "broken"})],
+    [
+        (None, {"good", "broken"}),
+        ("", set()),
+        ("good", {"good"}),
+        ("xtune-broken", {"broken"}),
+        ("good, broken", {"good", "broken"}),
+    ],
 )
 def test_xtune_load_plugins_selects_entry_points(fake_entry_points, selection, loaded):
     s = plugins.PluginSystem()
@@ -268,6 +315,62 @@ def test_warn_failures_names_the_plugin(fake_entry_points, capsys):
     s.warn_failures()
     err = capsys.readouterr().err
     assert "plugin 'broken' (xtune-broken) is disabled" in err and "XTUNE_LOAD_PLUGINS" in err
+
+
+def test_a_raising_command_hook_disables_only_its_plugin(system, capsys):
+    from xtune.cli.main import build_parser
+
+    def register_commands(subparsers):
+        raise RuntimeError("command hook broke")
+
+    system.add(plugin_module("p", register_commands=register_commands), "p", "xtune-broken-cmd", "1.0")
+    args = build_parser(system).parse_args(["list-cfg", "-p", "smollm2_135m"])  # other commands still work
+    assert args.func is not None
+    assert "failed to add its commands: RuntimeError: command hook broke" in system.info["p"].error
+    system.warn_failures()
+    assert "plugin 'p' (xtune-broken-cmd) is disabled" in capsys.readouterr().err
+
+
+def test_a_misspelt_hook_is_a_warning_naming_the_closest_hook(system, capsys):
+    def register_recipe(register):  # missing the final "s": pluggy would never call it
+        pass
+
+    system.add(plugin_module("typo", register_recipe=register_recipe), "typo", "xtune-typo", "1.0")
+    assert "did you mean 'register_recipes'?" in system.info["typo"].warnings[0]
+    system.warn_failures()
+    assert "plugin 'typo' (xtune-typo) implements 'register_recipe'" in capsys.readouterr().err
+
+
+def test_an_unknown_name_in_xtune_load_plugins_is_a_warning(fake_entry_points):
+    s = plugins.PluginSystem()
+    s.load_entry_points("god, broken")
+    assert set(s.info) == {"broken"}
+    assert s.warnings == ["XTUNE_LOAD_PLUGINS names 'god', which is no installed plugin (did you mean good?)"]
+
+
+def test_tryfirst_registers_before_the_builtins_and_wrappers_apply(system):
+    """Hooks go through pluggy's relay: tryfirst decides who registers a name first; a hook wrapper sees
+    every plugin's call."""
+    seen = []
+
+    class Early:
+        @hookimpl(tryfirst=True)
+        def register_recipes(self, register):
+            register(Recipe(name="llama2_7b_lora_alpaca_e3", path="/mine/llama2.py"))
+
+    class Watcher:
+        @hookimpl(wrapper=True)
+        def register_chat_templates(self, register):
+            seen.append("before")
+            result = yield
+            seen.append("after")
+            return result
+
+    system.add(Early(), "early", "xtune-early", "1.0")
+    system.add(Watcher(), "watcher", "xtune-watcher", "1.0")
+    assert system.registry.recipes.get("llama2_7b_lora_alpaca_e3").plugin == "xtune-early"
+    assert "already registered by plugin 'xtune-early'" in system.info["xtune.default_plugins.recipes"].error
+    assert seen.count("before") == seen.count("after") >= 1
 
 
 def test_every_hook_is_documented_and_tested():

@@ -61,7 +61,9 @@ def run(cmd: list[str], *, capture: bool = False, keep=None) -> str:
             _fail(cmd, result.returncode, result.stderr)
         return result.stdout
     lines = []
-    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
+    with subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+    ) as proc:
         for line in proc.stdout:
             lines.append(line)
             if keep is None or keep.search(line):
@@ -78,8 +80,20 @@ def _fail(cmd: list[str], code: int, output: str) -> None:
 
 
 def ask(model: str, max_new_tokens: int) -> str:
-    answer = run(_xtune("chat", model, "--prompt", QUESTION, "--temperature", "0", "--no-stream",
-                        "--max-new-tokens", str(max_new_tokens)), capture=True).strip()
+    answer = run(
+        _xtune(
+            "chat",
+            model,
+            "--prompt",
+            QUESTION,
+            "--temperature",
+            "0",
+            "--no-stream",
+            "--max-new-tokens",
+            str(max_new_tokens),
+        ),
+        capture=True,
+    ).strip()
     _say(f"    {QUESTION!r} -> {answer!r}")
     return answer
 
@@ -105,12 +119,16 @@ def latest_checkpoint(work_dir: Path) -> Path:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description="xtune's embedded demo: a new identity for SmolLM2-135M-Instruct.")
+    p = argparse.ArgumentParser(
+        description="xtune's embedded demo: a new identity for SmolLM2-135M-Instruct."
+    )
     p.add_argument("--name", default="Nova", help="the name the model should call itself (default Nova)")
     p.add_argument("--author", default="the xtune demo", help="who it should say made it")
     p.add_argument("--quick", action="store_true", help="a few training steps only (checks the pipeline)")
     p.add_argument("--steps", type=int, help="optimizer steps (default 40, quick 3)")
-    p.add_argument("--work-dir", type=Path, default=Path("work_dirs/demo"), help="outputs (default work_dirs/demo)")
+    p.add_argument(
+        "--work-dir", type=Path, default=Path("work_dirs/demo"), help="outputs (default work_dirs/demo)"
+    )
     p.add_argument("--base", help="a local HF model folder to use instead of SmolLM2-135M-Instruct")
     p.add_argument("--cache-dir", type=Path, help="where SmolLM2 is cached (default ~/.cache/xtune/models)")
     return p.parse_args(argv)
@@ -128,8 +146,10 @@ def main(argv=None) -> int:
     if work.exists() and any(work.iterdir()):
         _say(f"Error: {work} is not empty; pass another --work-dir or remove it")
         return 2
-    _say(f"xtune demo: teach SmolLM2-135M-Instruct that it is {args.name!r}, made by {args.author!r} "
-         f"({'quick, ' if args.quick else ''}{plan['steps']} LoRA steps on CPU, offline)\n")
+    _say(
+        f"xtune demo: teach SmolLM2-135M-Instruct that it is {args.name!r}, made by {args.author!r} "
+        f"({'quick, ' if args.quick else ''}{plan['steps']} LoRA steps on CPU, offline)\n"
+    )
 
     _say("[1/6] the base model")
     if args.base:
@@ -145,17 +165,36 @@ def main(argv=None) -> int:
 
     _say(f"\n[3/6] LoRA fine-tuning with the recipe {RECIPE}")
     train_dir = work / "train"
-    options = [f"pretrained_model_name_or_path={base}", f"self_cognition_name={_text_value(args.name)}",
-               f"self_cognition_author={_text_value(args.author)}", f"max_steps={plan['steps']}",
-               f"max_length={plan['max_length']}", f"lr={plan['lr']}", "accumulative_counts=1", "warmup_ratio=0.0",
-               "evaluation_inputs=[]", f"save_steps={plan['steps']}", "log_interval=5"]
+    options = [
+        f"pretrained_model_name_or_path={base}",
+        f"self_cognition_name={_text_value(args.name)}",
+        f"self_cognition_author={_text_value(args.author)}",
+        f"max_steps={plan['steps']}",
+        f"max_length={plan['max_length']}",
+        f"lr={plan['lr']}",
+        "accumulative_counts=1",
+        "warmup_ratio=0.0",
+        "evaluation_inputs=[]",
+        f"save_steps={plan['steps']}",
+        "log_interval=5",
+    ]
     run(_xtune("train", RECIPE, "--work-dir", str(train_dir), "--cfg-options", *options), keep=_TRAIN_LINES)
     checkpoint = latest_checkpoint(train_dir)
 
     _say("\n[4/6] checkpoint -> Hugging Face adapter")
     adapter = work / "adapter"
-    run(_xtune("convert", "pth_to_hf", RECIPE, str(checkpoint), str(adapter), "--cfg-options",
-               f"pretrained_model_name_or_path={base}"), keep=re.compile(r"wrote|Error"))
+    run(
+        _xtune(
+            "convert",
+            "pth_to_hf",
+            RECIPE,
+            str(checkpoint),
+            str(adapter),
+            "--cfg-options",
+            f"pretrained_model_name_or_path={base}",
+        ),
+        keep=re.compile(r"wrote|Error"),
+    )
 
     _say("\n[5/6] merge the adapter into the base model")
     merged = work / "merged"
@@ -178,8 +217,10 @@ def main(argv=None) -> int:
         _say(f"\nThe model now introduces itself as {args.name}.")
         return 0
     if args.quick:
-        _say(f"\n--quick trains {plan['steps']} steps: the pipeline ran end to end; run without --quick to see "
-             f"the new identity.")
+        _say(
+            f"\n--quick trains {plan['steps']} steps: the pipeline ran end to end; run without --quick to "
+            f"see the new identity."
+        )
         return 0
     _say(f"\nError: the answer does not mention {args.name!r} yet; train longer with --steps N")
     return 1

@@ -1,9 +1,9 @@
-"""The fixes that mmengine 0.10.7 needs on torch 2.13 / deepspeed 0.19: the four of shared ENVIRONMENT.md,
-and a fifth found here (DeepSpeed resume skips the runner hooks' `after_load_checkpoint`).
+"""The five fixes mmengine 0.10.7 needs on torch 2.13 / deepspeed 0.19 (docs/compatibility.md says, for
+each, what breaks, which upstream release would fix it, and when to delete it).
 
 Each fix is a small function applied only by the code path that needs it, and each says which upstream
-problem it works around, so that it can be deleted when mmengine catches up. Nothing here patches a
-model class; the only global state touched is torch's safe-globals list and mmengine's registries.
+problem it works around. Nothing here patches a model class; the only global state touched is torch's
+safe-globals list and mmengine's registries. Engine (training) and checkpoint reading both use it.
 """
 
 from __future__ import annotations
@@ -26,10 +26,17 @@ def allow_mmengine_checkpoints() -> None:
     from mmengine.logging.history_buffer import HistoryBuffer
 
     dtype_classes = [type(np.dtype(t)) for t in ("float64", "float32", "float16", "int64", "int32", "bool")]
-    torch.serialization.add_safe_globals([
-        HistoryBuffer, np.ndarray, np.dtype, np.core.multiarray._reconstruct, np.core.multiarray.scalar,
-        *dtype_classes, getattr,
-    ])
+    torch.serialization.add_safe_globals(
+        [
+            HistoryBuffer,
+            np.ndarray,
+            np.dtype,
+            np.core.multiarray._reconstruct,
+            np.core.multiarray.scalar,
+            *dtype_classes,
+            getattr,
+        ]
+    )
 
 
 @functools.cache
@@ -131,10 +138,10 @@ def _free_port() -> int:
 
 @functools.cache
 def deepspeed_strategy_with_resume_hooks() -> str:
-    """Fix 5 — `DeepSpeedStrategy.save_checkpoint` and `.resume` ignore their `callback` ("not supported yet"),
-    so runner hooks never see `before_save_checkpoint` / `after_load_checkpoint` under DeepSpeed and cannot
-    save or restore their state (RNG states, the loss history). A subclass, registered under the returned
-    name, calls them with DeepSpeed's client state (the extra checkpoint dict)."""
+    """Fix 5 — `DeepSpeedStrategy.save_checkpoint` and `.resume` ignore their `callback` ("not supported
+    yet"), so runner hooks never see `before_save_checkpoint` / `after_load_checkpoint` under DeepSpeed
+    and cannot save or restore their state (RNG states, the loss history). A subclass, registered under
+    the returned name, calls them with DeepSpeed's client state (the extra checkpoint dict)."""
     from mmengine._strategy import DeepSpeedStrategy
     from mmengine.registry import STRATEGIES
 

@@ -42,10 +42,6 @@ class RegistryError(UsageError):
     """A lookup or registration in the plugin registry failed (unknown or duplicate name)."""
 
 
-class PluginError(XtuneError):
-    """A plugin failed to import or to register its entries."""
-
-
 def closest(name: str, candidates: Iterable[str], n: int = 3) -> list[str]:
     """The candidates nearest to `name`, for 'did you mean' hints."""
     candidates = list(candidates)

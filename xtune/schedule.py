@@ -42,7 +42,7 @@ class Schedule:
 
 
 def plan_schedule(cfg, dataset_len: int, world_size: int = 1) -> Schedule:
-    """The recipe's run length: `train_cfg.max_steps > 0` wins; otherwise `max_epochs` passes over the data."""
+    """The recipe's run length: `train_cfg.max_steps > 0` wins, else `max_epochs` passes over the data."""
     batch = int(cfg.train_dataloader.batch_size)
     acc = int(cfg.optim_wrapper.get("accumulative_counts", 1) or 1)
     per_epoch = max(1, math.ceil(dataset_len / (batch * world_size)))

@@ -53,7 +53,9 @@ def find_resume_checkpoint(resume: str | None, work_dir: str | Path) -> str | No
         if target.exists() and step_from_name(target) is not None:
             candidates.append(target)
         elif not candidates:
-            raise UsageError(f"--resume auto: {pointer} names {str(target)!r}, which no longer exists, and the "
-                             "work dir holds no other checkpoint",
-                             hint="pass --resume PATH, or train without --resume to start over")
+            raise UsageError(
+                f"--resume auto: {pointer} names {str(target)!r}, which no longer exists, and the "
+                "work dir holds no other checkpoint",
+                hint="pass --resume PATH, or train without --resume to start over",
+            )
     return str(max(candidates, key=step_from_name)) if candidates else None

@@ -1,4 +1,5 @@
-"""The data pipeline: source -> dataset map -> conversation -> template segments -> tokens -> packing -> batches.
+"""The data pipeline: source -> dataset map -> conversation -> template segments -> tokens -> packing ->
+batches.
 
 The engine calls `build_train_dataset(cfg, tokenizer)`, `build_collator(cfg, tokenizer)` and, for
 unpacked data, `LengthGroupedSampler`; the tools call `dataset_stats` and `render_sample`. Names are

@@ -1,6 +1,6 @@
-"""The data settings and tokenizer of a recipe, for the dataset tools (`check-custom-dataset`, `log-dataset`).
+"""The data settings of a recipe, for training and the dataset tools (`check-custom-dataset`, `log-dataset`).
 
-The recipe is loaded by the engine's loader (`xtune.recipe.load_recipe`), so `--cfg-options`
+The recipe is loaded as `xtune train` loads it (`xtune.recipe.load_recipe`), so `--cfg-options`
 behave exactly as in `xtune train`: `data_path=...` or `pretrained_model_name_or_path=LOCAL` rewrite
 the top-level setting before the recipe's sections are built from it.
 """
@@ -29,22 +29,3 @@ def dataset_cfg(recipe) -> dict[str, Any]:
         if key not in cfg and key in recipe:
             cfg[key] = recipe[key]
     return cfg
-
-
-def load_tokenizer(recipe, registry):
-    """The recipe's tokenizer, loaded as training loads it (pad token set)."""
-    from xtune.models.build import model_adapter
-    from xtune.models.loading import load_tokenizer as load
-
-    if "tokenizer" not in recipe:
-        raise ConfigError("the recipe has no tokenizer section")
-    tok_cfg = dict(recipe["tokenizer"])
-    try:
-        return load(tok_cfg, model_adapter(recipe, registry) if "model" in recipe else None,
-                    recipe.get("model_source", "auto"))
-    except ConfigError:
-        raise
-    except Exception as exc:
-        raise ConfigError(f"could not load the tokenizer {tok_cfg.get('pretrained_model_name_or_path')!r}: "
-                          f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
-                          hint="pass --cfg-options pretrained_model_name_or_path=LOCAL_FOLDER") from None

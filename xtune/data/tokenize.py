@@ -12,8 +12,9 @@ carries a little prompt text, so the decoded labels then start with that text (f
 tokenizes "assistant\\n" + "\\nHi" as "\\n\\n" + "Hi"; the label run decodes to "\\n\\nHi", one newline more
 than the answer). A token with no characters of its own (ChatGLM3's normalizer prepends a word
 marker to each text chunk after a special token) takes the flag of the character after it, so the
-labels of a ChatGLM3 answer decode with one leading space more. Tests pin both deviations. Tokenizers without offsets (slow, Python-only) fall back
-to re-tokenizing each boundary prefix, which finds the same split.
+labels of a ChatGLM3 answer decode with one leading space more. Tests pin both deviations. Tokenizers
+without offsets (slow, Python-only) fall back to re-tokenizing each boundary prefix, which finds the same
+split.
 """
 
 from __future__ import annotations
@@ -94,8 +95,10 @@ def encode_many(conversations, tokenizer) -> list[tuple[list[int], list[int]]]:
     texts = [text for text, _ in prepared]
     if getattr(tokenizer, "is_fast", False):
         enc = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
-        return [(list(ids), _labels_from_offsets(ids, offsets, cum))
-                for ids, offsets, (_, cum) in zip(enc["input_ids"], enc["offset_mapping"], prepared, strict=True)]
+        return [
+            (list(ids), _labels_from_offsets(ids, offsets, cum))
+            for ids, offsets, (_, cum) in zip(enc["input_ids"], enc["offset_mapping"], prepared, strict=True)
+        ]
     out = []
     for segments, text in zip(conversations, texts, strict=True):
         ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])

@@ -11,70 +11,176 @@ from xtune.registry import DatasetMap
 _FORMATS = "xtune.data.formats"
 
 FORMATS = [
-    DatasetMap(name="alpaca", convert=f"{_FORMATS}:alpaca", hub_id="tatsu-lab/alpaca", license="CC BY-NC 4.0",
-               description="instruction / input / output, optional system and history"),
-    DatasetMap(name="sharegpt", convert=f"{_FORMATS}:sharegpt",
-               description="conversations [{from, value}] with human / gpt / system / function_call / observation"),
-    DatasetMap(name="openai", convert=f"{_FORMATS}:openai",
-               description="messages [{role, content}] with optional per-message loss / loss_weight"),
-    DatasetMap(name="oasst1", convert=f"{_FORMATS}:oasst1", hub_id="timdettmers/openassistant-guanaco",
-               license="Apache-2.0", description="'### Human: ... ### Assistant: ...' text (OASST1 top threads)"),
-    DatasetMap(name="pretrain", convert=f"{_FORMATS}:pretrain",
-               description="plain text ({'text'} records or .txt lines): every token trained"),
-    DatasetMap(name="moss_sft", convert=f"{_FORMATS}:moss", hub_id="fnlp/moss-003-sft-data", language="zh",
-               license="CC BY-NC 4.0", description="MOSS-003 SFT chats (<|Human|> / <|MOSS|> turns)"),
-    DatasetMap(name="self_cognition", convert=f"{_FORMATS}:self_cognition",
-               description="alpaca records whose {{name}} / <NAME> / {{author}} / <AUTHOR> placeholders are "
-                           "filled from the recipe's self_cognition_name and self_cognition_author"),
+    DatasetMap(
+        name="alpaca",
+        convert=f"{_FORMATS}:alpaca",
+        hub_id="tatsu-lab/alpaca",
+        license="CC BY-NC 4.0",
+        description="instruction / input / output, optional system and history",
+    ),
+    DatasetMap(
+        name="sharegpt",
+        convert=f"{_FORMATS}:sharegpt",
+        description="conversations [{from, value}] with human / gpt / system / function_call / observation",
+    ),
+    DatasetMap(
+        name="openai",
+        convert=f"{_FORMATS}:openai",
+        description="messages [{role, content}] with optional per-message loss / loss_weight",
+    ),
+    DatasetMap(
+        name="oasst1",
+        convert=f"{_FORMATS}:oasst1",
+        hub_id="timdettmers/openassistant-guanaco",
+        license="Apache-2.0",
+        description="'### Human: ... ### Assistant: ...' text (OASST1 top threads)",
+    ),
+    DatasetMap(
+        name="pretrain",
+        convert=f"{_FORMATS}:pretrain",
+        description="plain text ({'text'} records or .txt lines): every token trained",
+    ),
+    DatasetMap(
+        name="moss_sft",
+        convert=f"{_FORMATS}:moss",
+        hub_id="fnlp/moss-003-sft-data",
+        language="zh",
+        license="CC BY-NC 4.0",
+        description="MOSS-003 SFT chats (<|Human|> / <|MOSS|> turns)",
+    ),
+    DatasetMap(
+        name="self_cognition",
+        convert=f"{_FORMATS}:self_cognition",
+        description="alpaca records whose {{name}} / <NAME> / {{author}} / <AUTHOR> placeholders are "
+        "filled from the recipe's self_cognition_name and self_cognition_author",
+    ),
 ]
 
 # Named public data sets: (name, format, hub id, columns, extra fields)
-_SQL_SYSTEM = ("If you are an expert in SQL, please generate a good SQL Query for Question based on the "
-               "CREATE TABLE statement.")
-_COLORIST_SYSTEM = ("You are a professional color designer. Please provide the corresponding colors based on "
-                    "the description of Human.")
+_SQL_SYSTEM = (
+    "If you are an expert in SQL, please generate a good SQL Query for Question based on the "
+    "CREATE TABLE statement."
+)
+_COLORIST_SYSTEM = (
+    "You are a professional color designer. Please provide the corresponding colors based on "
+    "the description of Human."
+)
 _LAWYER_SYSTEM = "你现在是一名专业的中国律师，请根据用户的问题给出准确、有理有据的回复。"
 _MEDICAL_SYSTEM = "如果你是一名医生，请根据患者的描述回答医学问题。"
-_ARXIV_SYSTEM = ("If you are an expert in writing papers, please generate a good paper title for this paper "
-                 "based on other authors' descriptions of their abstracts.")
-_CODER_SYSTEM = "You are a professional programer. Please provide the corresponding code based on the description of Human."
+_ARXIV_SYSTEM = (
+    "If you are an expert in writing papers, please generate a good paper title for this paper "
+    "based on other authors' descriptions of their abstracts."
+)
+_CODER_SYSTEM = (
+    "You are a professional programer. Please provide the corresponding code based on the description of "
+    "Human."
+)
 
 DATASETS = [
-    DatasetMap(name="alpaca_zh", format="alpaca", hub_id="silk-road/alpaca-data-gpt4-chinese", language="zh",
-               columns=(("instruction", "instruction_zh"), ("input", "input_zh"), ("output", "output_zh")),
-               description="Alpaca-GPT4 in Chinese"),
-    DatasetMap(name="alpaca_enzh", combine=("alpaca", "alpaca_zh"), language="en+zh",
-               description="alpaca and alpaca_zh together"),
-    DatasetMap(name="alpaca_enzh_oasst1", combine=("alpaca", "alpaca_zh", "oasst1"), language="en+zh",
-               description="alpaca, alpaca_zh and oasst1 together"),
-    DatasetMap(name="code_alpaca", format="alpaca", hub_id="HuggingFaceH4/CodeAlpaca_20K", system=_CODER_SYSTEM,
-               columns=(("instruction", "prompt"), ("output", "completion")), description="CodeAlpaca 20k"),
-    DatasetMap(name="medical", format="alpaca", hub_id="shibing624/medical", hub_config="finetune",
-               system=_MEDICAL_SYSTEM, language="zh", description="Chinese medical QA (shibing624/medical)"),
-    DatasetMap(name="open_platypus", format="alpaca", hub_id="garage-bAInd/Open-Platypus",
-               description="Open-Platypus STEM / logic instructions"),
-    DatasetMap(name="openorca", format="alpaca", hub_id="Open-Orca/OpenOrca",
-               columns=(("system", "system_prompt"), ("instruction", "question"), ("output", "response")),
-               description="OpenOrca GPT-4 / GPT-3.5 completions"),
-    DatasetMap(name="sql", format="alpaca", hub_id="b-mc2/sql-create-context", system=_SQL_SYSTEM,
-               columns=(("instruction", "question"), ("input", "context"), ("output", "answer")),
-               description="text-to-SQL with CREATE TABLE context"),
-    DatasetMap(name="tiny_codes", format="alpaca", hub_id="nampdn-ai/tiny-codes", system=_CODER_SYSTEM,
-               columns=(("instruction", "prompt"), ("output", "response")), description="tiny-codes"),
-    DatasetMap(name="colorist", format="alpaca", hub_id="burkelibbey/colors", system=_COLORIST_SYSTEM,
-               columns=(("instruction", "description"), ("output", "color")),
-               description="colour descriptions to hex codes"),
-    DatasetMap(name="lawyer", format="alpaca", hub_id="ShengbinYue/DISC-Law-SFT",
-               data_files="DISC-Law-SFT-Pair-QA-released.jsonl", system=_LAWYER_SYSTEM, language="zh",
-               columns=(("instruction", "input"), ("input", None)),
-               description="DISC-Law-SFT legal QA pairs"),
-    DatasetMap(name="arxiv_gentitle", format="alpaca", system=_ARXIV_SYSTEM,
-               columns=(("instruction", "abstract"), ("output", "title")),
-               description="arXiv abstract to title (local JSON export of the Kaggle arXiv metadata)"),
-    DatasetMap(name="wizardlm", format="sharegpt", hub_id="WizardLMTeam/WizardLM_evol_instruct_V2_196k",
-               description="WizardLM evol-instruct V2 (sharegpt)"),
-    DatasetMap(name="ultrachat", format="openai", hub_id="HuggingFaceH4/ultrachat_200k", split="train_sft",
-               description="UltraChat 200k multi-turn (messages)"),
+    DatasetMap(
+        name="alpaca_zh",
+        format="alpaca",
+        hub_id="silk-road/alpaca-data-gpt4-chinese",
+        language="zh",
+        columns=(("instruction", "instruction_zh"), ("input", "input_zh"), ("output", "output_zh")),
+        description="Alpaca-GPT4 in Chinese",
+    ),
+    DatasetMap(
+        name="alpaca_enzh",
+        combine=("alpaca", "alpaca_zh"),
+        language="en+zh",
+        description="alpaca and alpaca_zh together",
+    ),
+    DatasetMap(
+        name="alpaca_enzh_oasst1",
+        combine=("alpaca", "alpaca_zh", "oasst1"),
+        language="en+zh",
+        description="alpaca, alpaca_zh and oasst1 together",
+    ),
+    DatasetMap(
+        name="code_alpaca",
+        format="alpaca",
+        hub_id="HuggingFaceH4/CodeAlpaca_20K",
+        system=_CODER_SYSTEM,
+        columns=(("instruction", "prompt"), ("output", "completion")),
+        description="CodeAlpaca 20k",
+    ),
+    DatasetMap(
+        name="medical",
+        format="alpaca",
+        hub_id="shibing624/medical",
+        hub_config="finetune",
+        system=_MEDICAL_SYSTEM,
+        language="zh",
+        description="Chinese medical QA (shibing624/medical)",
+    ),
+    DatasetMap(
+        name="open_platypus",
+        format="alpaca",
+        hub_id="garage-bAInd/Open-Platypus",
+        description="Open-Platypus STEM / logic instructions",
+    ),
+    DatasetMap(
+        name="openorca",
+        format="alpaca",
+        hub_id="Open-Orca/OpenOrca",
+        columns=(("system", "system_prompt"), ("instruction", "question"), ("output", "response")),
+        description="OpenOrca GPT-4 / GPT-3.5 completions",
+    ),
+    DatasetMap(
+        name="sql",
+        format="alpaca",
+        hub_id="b-mc2/sql-create-context",
+        system=_SQL_SYSTEM,
+        columns=(("instruction", "question"), ("input", "context"), ("output", "answer")),
+        description="text-to-SQL with CREATE TABLE context",
+    ),
+    DatasetMap(
+        name="tiny_codes",
+        format="alpaca",
+        hub_id="nampdn-ai/tiny-codes",
+        system=_CODER_SYSTEM,
+        columns=(("instruction", "prompt"), ("output", "response")),
+        description="tiny-codes",
+    ),
+    DatasetMap(
+        name="colorist",
+        format="alpaca",
+        hub_id="burkelibbey/colors",
+        system=_COLORIST_SYSTEM,
+        columns=(("instruction", "description"), ("output", "color")),
+        description="colour descriptions to hex codes",
+    ),
+    DatasetMap(
+        name="lawyer",
+        format="alpaca",
+        hub_id="ShengbinYue/DISC-Law-SFT",
+        data_files="DISC-Law-SFT-Pair-QA-released.jsonl",
+        system=_LAWYER_SYSTEM,
+        language="zh",
+        columns=(("instruction", "input"), ("input", None)),
+        description="DISC-Law-SFT legal QA pairs",
+    ),
+    DatasetMap(
+        name="arxiv_gentitle",
+        format="alpaca",
+        system=_ARXIV_SYSTEM,
+        columns=(("instruction", "abstract"), ("output", "title")),
+        description="arXiv abstract to title (local JSON export of the Kaggle arXiv metadata)",
+    ),
+    DatasetMap(
+        name="wizardlm",
+        format="sharegpt",
+        hub_id="WizardLMTeam/WizardLM_evol_instruct_V2_196k",
+        description="WizardLM evol-instruct V2 (sharegpt)",
+    ),
+    DatasetMap(
+        name="ultrachat",
+        format="openai",
+        hub_id="HuggingFaceH4/ultrachat_200k",
+        split="train_sft",
+        description="UltraChat 200k multi-turn (messages)",
+    ),
 ]
 
 

@@ -21,13 +21,32 @@ MODELS: list[Model] = []
 
 def family(name: str, model_types: tuple[str, ...], template: str, *, models: list[tuple], **adapter) -> None:
     """One family: its adapter, and its models as (key, hub id, title, billions[, chat])."""
-    ADAPTERS.append(ModelAdapter(name=name, model_types=model_types, default_template=template,
-                                 description=f"{name} models (model_type {', '.join(model_types)})", **adapter))
+    ADAPTERS.append(
+        ModelAdapter(
+            name=name,
+            model_types=model_types,
+            default_template=template,
+            description=f"{name} models (model_type {', '.join(model_types)})",
+            **adapter,
+        )
+    )
     for key, hub_id, title, params_b, *chat in models:
-        MODELS.append(Model(name=key, family=name, hub_id=hub_id, title=title, params_b=params_b,
-                            chat=chat[0] if chat else True, description=title, **ARCHITECTURES.get(hub_id, {})))
+        MODELS.append(
+            Model(
+                name=key,
+                family=name,
+                hub_id=hub_id,
+                title=title,
+                params_b=params_b,
+                chat=chat[0] if chat else True,
+                description=title,
+                **ARCHITECTURES.get(hub_id, {}),
+            )
+        )
 
 
+# One row per family, one line per model: a table, so the formatter leaves it as written.
+# fmt: off
 family("internlm", ("internlm",), "internlm_chat", trust_remote_code=True, supports_flash_attn=False, models=[
     ("internlm_7b", "internlm/internlm-7b", "InternLM-7B", 7, False),
     ("internlm_chat_7b", "internlm/internlm-chat-7b", "InternLM-Chat-7B", 7),
@@ -99,11 +118,13 @@ family("qwen3", ("qwen3",), "qwen3_chat", models=[
     ("qwen3_14b", "Qwen/Qwen3-14B", "Qwen3-14B", 14),
     ("qwen3_32b", "Qwen/Qwen3-32B", "Qwen3-32B", 32),
 ])
-family("chatglm3", ("chatglm",), "chatglm3", trust_remote_code=True, supports_flash_attn=False, layers_path="transformer.encoder.layers", models=[
+family("chatglm3", ("chatglm",), "chatglm3", trust_remote_code=True, supports_flash_attn=False,
+       layers_path="transformer.encoder.layers", models=[
     ("chatglm3_6b_base", "THUDM/chatglm3-6b-base", "ChatGLM3-6B-Base", 6, False),
     ("chatglm3_6b", "THUDM/chatglm3-6b", "ChatGLM3-6B", 6),
 ])
-family("baichuan2", ("baichuan",), "baichuan2_chat", trust_remote_code=True, supports_flash_attn=False, models=[
+family("baichuan2", ("baichuan",), "baichuan2_chat", trust_remote_code=True, supports_flash_attn=False,
+       models=[
     ("baichuan2_7b_base", "baichuan-inc/Baichuan2-7B-Base", "Baichuan2-7B-Base", 7, False),
     ("baichuan2_7b_chat", "baichuan-inc/Baichuan2-7B-Chat", "Baichuan2-7B-Chat", 7),
     ("baichuan2_13b_base", "baichuan-inc/Baichuan2-13B-Base", "Baichuan2-13B-Base", 13, False),
@@ -137,8 +158,10 @@ family("deepseek", ("llama", "deepseek_v2", "deepseek_v3"), "deepseek_chat", mod
     ("deepseek_v2_lite_chat", "deepseek-ai/DeepSeek-V2-Lite-Chat", "DeepSeek-V2-Lite-Chat", 16),
 ])
 family("deepseek_coder", ("llama",), "deepseek_coder", models=[
-    ("deepseek_coder_1_3b_instruct", "deepseek-ai/deepseek-coder-1.3b-instruct", "DeepSeek-Coder-1.3B-Instruct", 1.3),
-    ("deepseek_coder_6_7b_instruct", "deepseek-ai/deepseek-coder-6.7b-instruct", "DeepSeek-Coder-6.7B-Instruct", 6.7),
+    ("deepseek_coder_1_3b_instruct", "deepseek-ai/deepseek-coder-1.3b-instruct",
+     "DeepSeek-Coder-1.3B-Instruct", 1.3),
+    ("deepseek_coder_6_7b_instruct", "deepseek-ai/deepseek-coder-6.7b-instruct",
+     "DeepSeek-Coder-6.7B-Instruct", 6.7),
 ])
 family("yi", ("llama",), "yi_chat", models=[
     ("yi_6b", "01-ai/Yi-6B", "Yi-6B", 6, False),
@@ -158,6 +181,7 @@ family("smollm2", ("llama",), "smollm2_chat", models=[
     ("smollm2_360m_instruct", "HuggingFaceTB/SmolLM2-360M-Instruct", "SmolLM2-360M-Instruct", 0.36),
     ("smollm2_1_7b_instruct", "HuggingFaceTB/SmolLM2-1.7B-Instruct", "SmolLM2-1.7B-Instruct", 1.7),
 ])
+# fmt: on
 
 
 @hookimpl

@@ -2,7 +2,7 @@
 
 The recipe stays authoritative for batch size, accumulation, clipping and precision, so one preset serves
 every recipe. On a machine without CUDA the config is adjusted so DeepSpeed runs on CPU without JIT-built
-ops (ENVIRONMENT.md): torch's Adam instead of cpu_adam/fused_adam and no pinned memory.
+ops (docs/compatibility.md): torch's Adam instead of cpu_adam/fused_adam and no pinned memory.
 """
 
 from __future__ import annotations
@@ -34,8 +34,16 @@ def _fill(section: dict, key: str, value) -> None:
         section[key] = value
 
 
-def fill_auto(config: dict, *, micro_batch: int, accumulation: int, max_norm: float | None, precision: str,
-              world_size: int = 1, cuda: bool | None = None) -> dict:
+def fill_auto(
+    config: dict,
+    *,
+    micro_batch: int,
+    accumulation: int,
+    max_norm: float | None,
+    precision: str,
+    world_size: int = 1,
+    cuda: bool | None = None,
+) -> dict:
     """Replace every "auto" with the recipe's value; refuse values that contradict the recipe."""
     import copy
 
@@ -51,8 +59,11 @@ def fill_auto(config: dict, *, micro_batch: int, accumulation: int, max_norm: fl
         config["train_batch_size"] = micro_batch * accumulation * world_size
     expected = config["train_micro_batch_size_per_gpu"] * config["gradient_accumulation_steps"] * world_size
     if config["train_batch_size"] != expected:
-        raise ConfigError(f"DeepSpeed train_batch_size={config['train_batch_size']} does not equal micro batch x "
-                          f"accumulation x processes = {expected}", hint="set it to \"auto\"")
+        raise ConfigError(
+            f"DeepSpeed train_batch_size={config['train_batch_size']} does not equal micro batch x "
+            f"accumulation x processes = {expected}",
+            hint='set it to "auto"',
+        )
     bf16 = config.setdefault("bf16", {})
     fp16 = config.setdefault("fp16", {})
     _fill(bf16, "enabled", precision == "bfloat16")

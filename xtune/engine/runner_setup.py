@@ -44,19 +44,35 @@ def build_hooks(cfg, parts: RunParts, val_loader) -> list:
     history = LossHistoryHook(schedule, plot=bool(cfg.get("plot_loss", True)))
     hooks = [
         DatasetInfoHook(parts.dataset, parts.tokenizer, describe=describe_dataset),
-        ThroughputHook(schedule, total_params=parts.params[1], trainable_params=parts.params[0],
-                       world_size=parts.world_size, gradient_checkpointing=bool(cfg.model.get("gradient_checkpointing"))),
+        ThroughputHook(
+            schedule,
+            total_params=parts.params[1],
+            trainable_params=parts.params[0],
+            world_size=parts.world_size,
+            gradient_checkpointing=bool(cfg.model.get("gradient_checkpointing")),
+        ),
         history,
         OptimizerStepSchedulerHook(schedule),
-        AtomicCheckpointHook(interval=int(ckpt.get("interval", 0) or 0), schedule=schedule,
-                             max_keep_ckpts=int(ckpt.get("max_keep_ckpts", -1) or -1)),
+        AtomicCheckpointHook(
+            interval=int(ckpt.get("interval", 0) or 0),
+            schedule=schedule,
+            max_keep_ckpts=int(ckpt.get("max_keep_ckpts", -1) or -1),
+        ),
     ]
     chat = cfg.get("evaluate_chat") or {}
     if chat.get("inputs"):
-        hooks.append(EvaluateChatHook(parts.tokenizer, chat["inputs"], every=int(chat.get("every", 0) or 0),
-                                      schedule=schedule, template=cfg.train_dataset.get("prompt_template"),
-                                      registry=parts.registry,
-                                      system=chat.get("system", ""), max_new_tokens=int(chat.get("max_new_tokens", 256))))
+        hooks.append(
+            EvaluateChatHook(
+                parts.tokenizer,
+                chat["inputs"],
+                every=int(chat.get("every", 0) or 0),
+                schedule=schedule,
+                template=cfg.train_dataset.get("prompt_template"),
+                registry=parts.registry,
+                system=chat.get("system", ""),
+                max_new_tokens=int(chat.get("max_new_tokens", 256)),
+            )
+        )
     if val_loader is not None:
         every = int(cfg.get("val_steps") or ckpt.get("interval", 0) or 0)
         hooks.append(ValidationLossHook(val_loader, every=every, schedule=schedule, history=history))
@@ -87,19 +103,10 @@ def experiment_name(recipe: str) -> str:
 def build_runner(cfg, parts: RunParts):
     from mmengine.hooks import DistSamplerSeedHook, IterTimerHook, LoggerHook
 
-    from xtune.compat import (
-        ddp_wrapper_cfg,
-        deepspeed_strategy_with_resume_hooks,
-        fix_deepspeed_optimizer_registration,
-    )
+    from xtune.compat import ddp_wrapper_cfg
     from xtune.engine.model import CausalLMModel
 
-    val_loader = None
-    if parts.val_dataset is not None:
-        from mmengine.runner import Runner
-        from torch.utils.data import SequentialSampler
-
-        val_loader = Runner.build_dataloader(parts.dataloader(parts.val_dataset, SequentialSampler(parts.val_dataset)))
+    val_loader = _val_loader(parts)
     log_every = parts.schedule.iters(max(1, int(cfg.get("log_interval", 10) or 10)))
     common = dict(
         experiment_name=experiment_name(parts.name),
@@ -107,12 +114,21 @@ def build_runner(cfg, parts: RunParts):
         work_dir=parts.work_dir,
         train_dataloader=parts.dataloader(parts.dataset, parts.sampler),
         train_cfg=dict(type="IterBasedTrainLoop", max_iters=parts.schedule.max_iters),
-        optim_wrapper=optim_wrapper_cfg(cfg.optim_wrapper, parts.precision, deepspeed=parts.ds_config is not None),
+        optim_wrapper=optim_wrapper_cfg(
+            cfg.optim_wrapper, parts.precision, deepspeed=parts.ds_config is not None
+        ),
         param_scheduler=param_schedulers(cfg.get("param_scheduler"), parts.schedule),
-        default_hooks=dict(timer=dict(type=IterTimerHook), logger=dict(type=LoggerHook, interval=log_every),
-                           param_scheduler=None, checkpoint=None, sampler_seed=dict(type=DistSamplerSeedHook)),
+        default_hooks=dict(
+            timer=dict(type=IterTimerHook),
+            logger=dict(type=LoggerHook, interval=log_every),
+            param_scheduler=None,
+            checkpoint=None,
+            sampler_seed=dict(type=DistSamplerSeedHook),
+        ),
         custom_hooks=build_hooks(cfg, parts, val_loader),
-        randomness=dict(seed=parts.seed, deterministic=bool((cfg.get("randomness") or {}).get("deterministic"))),
+        randomness=dict(
+            seed=parts.seed, deterministic=bool((cfg.get("randomness") or {}).get("deterministic"))
+        ),
         launcher=parts.launcher,
         visualizer=dict(type="Visualizer", vis_backends=_vis_backends()),
         log_processor=dict(by_epoch=False, window_size=log_every),
@@ -127,12 +143,29 @@ def build_runner(cfg, parts: RunParts):
         return Runner(**common)
     from mmengine.runner import FlexibleRunner
 
+    return FlexibleRunner(strategy=_deepspeed_strategy(parts), **common)
+
+
+def _val_loader(parts: RunParts):
+    if parts.val_dataset is None:
+        return None
+    from mmengine.runner import Runner
+    from torch.utils.data import SequentialSampler
+
+    return Runner.build_dataloader(parts.dataloader(parts.val_dataset, SequentialSampler(parts.val_dataset)))
+
+
+def _deepspeed_strategy(parts: RunParts) -> dict:
+    from xtune.compat import deepspeed_strategy_with_resume_hooks, fix_deepspeed_optimizer_registration
+
     fix_deepspeed_optimizer_registration()
     frozen = parts.params[0] < parts.params[1]
-    strategy = dict(type=deepspeed_strategy_with_resume_hooks(), config=parts.ds_config,
-                    exclude_frozen_parameters=frozen or None,
-                    steps_per_print=parts.ds_config.get("steps_per_print", 10**10))
-    return FlexibleRunner(strategy=strategy, **common)
+    return dict(
+        type=deepspeed_strategy_with_resume_hooks(),
+        config=parts.ds_config,
+        exclude_frozen_parameters=frozen or None,
+        steps_per_print=parts.ds_config.get("steps_per_print", 10**10),
+    )
 
 
 def _vis_backends() -> list[dict]:

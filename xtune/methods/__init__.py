@@ -1,1 +1,2 @@
-"""Tuning method builders (full, freeze, LoRA / QLoRA / DoRA, prompt methods, IA3, BitFit), on peft and bitsandbytes."""
+"""Tuning method builders (full, freeze, LoRA / QLoRA / DoRA, prompt methods, IA3, BitFit), on peft and
+bitsandbytes."""

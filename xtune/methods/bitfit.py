@@ -1,4 +1,5 @@
-"""BitFit: only the bias terms train (Ben Zaken et al., 2022). Families without biases (Llama) cannot use it."""
+"""BitFit: only the bias terms train (Ben Zaken et al., 2022). Families without biases (Llama) cannot use
+it."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ def apply(model, settings: dict, adapter=None):
     freeze_all(model)
     biases = [p for name, p in model.named_parameters() if name.endswith(".bias") or name == "bias"]
     if not biases:
-        raise ConfigError(f"method 'bitfit' trains bias terms, and this {model.config.model_type} model has none",
-                          hint="choose lora or ia3 for this family")
+        raise ConfigError(
+            f"method 'bitfit' trains bias terms, and this {model.config.model_type} model has none",
+            hint="choose lora or ia3 for this family",
+        )
     for p in biases:
         p.requires_grad_(True)
     return model

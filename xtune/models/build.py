@@ -38,8 +38,29 @@ class Trainable:
 
 def model_adapter(cfg, registry):
     """The recipe's model adapter entry (None when the recipe names none)."""
-    name = cfg.model.get("adapter")
+    name = (cfg.get("model") or {}).get("adapter")
     return registry.model_adapters.get(name) if name else None
+
+
+def recipe_tokenizer(cfg, registry):
+    """The recipe's tokenizer, as training loads it (the adapter's pad token); a tokenizer that cannot be
+    loaded is one ConfigError naming it, with the override that points at a local copy."""
+    from xtune.errors import ConfigError
+    from xtune.models.loading import load_tokenizer
+
+    if "tokenizer" not in cfg:
+        raise ConfigError("the recipe has no tokenizer section")
+    tok_cfg = dict(cfg["tokenizer"])
+    try:
+        return load_tokenizer(tok_cfg, model_adapter(cfg, registry), cfg.get("model_source", "auto"))
+    except ConfigError:
+        raise
+    except Exception as exc:
+        raise ConfigError(
+            f"could not load the tokenizer {tok_cfg.get('pretrained_model_name_or_path')!r}: "
+            f"{type(exc).__name__}: {_first_line(exc)}",
+            hint="pass --cfg-options pretrained_model_name_or_path=LOCAL_FOLDER",
+        ) from None
 
 
 def build_trainable(cfg, registry, *, precision: str = "float32", for_export: bool = False) -> Trainable:
@@ -56,8 +77,14 @@ def build_trainable(cfg, registry, *, precision: str = "float32", for_export: bo
         model_cfg["gradient_checkpointing"] = False
         if method.uses_peft:
             model_cfg["quantization"], bits = None, None
-    llm = load_model(model_cfg, adapter=adapter, load_in_bits=bits, method=method if bits else None,
-                     source=cfg.get("model_source", "auto"), precision=precision)
+    llm = load_model(
+        model_cfg,
+        adapter=adapter,
+        load_in_bits=bits,
+        method=method if bits else None,
+        source=cfg.get("model_source", "auto"),
+        precision=precision,
+    )
     return Trainable(apply_resolved(llm, method, settings, adapter), method, settings, adapter)
 
 
@@ -79,8 +106,15 @@ def _inference_dtype(dtype: str):
     return torch_dtype(choose_precision(dtype).name)
 
 
-def load_for_inference(name_or_path: str, *, adapter: str | None = None, bits: int | None = None,
-                       dtype: str = "auto", source: str = "auto", label: str = "model"):
+def load_for_inference(
+    name_or_path: str,
+    *,
+    adapter: str | None = None,
+    bits: int | None = None,
+    dtype: str = "auto",
+    source: str = "auto",
+    label: str = "model",
+):
     """(model, tokenizer) ready for `generate`, on CUDA when there is one, optionally 4/8-bit and with a
     PEFT adapter on top."""
     import torch
@@ -90,8 +124,10 @@ def load_for_inference(name_or_path: str, *, adapter: str | None = None, bits: i
         raise UsageError(f"--bits {bits}: use 4 or 8 (bitsandbytes), or leave it out for full precision")
     src = resolve_source(name_or_path, source)
     if bits and src.gguf_file:
-        raise UsageError(f"--bits {bits} with a GGUF file: transformers dequantises GGUF and cannot re-quantise it",
-                         hint=f"convert it first (xtune convert gguf_to_hf {name_or_path} DIR) and chat with DIR")
+        raise UsageError(
+            f"--bits {bits} with a GGUF file: transformers dequantises GGUF and cannot re-quantise it",
+            hint=f"convert it first (xtune convert gguf_to_hf {name_or_path} DIR) and chat with DIR",
+        )
     gguf = {"gguf_file": src.gguf_file} if src.gguf_file else {}
     cuda = torch.cuda.is_available()
     kwargs: dict = dict(dtype=_inference_dtype(dtype), **gguf)

@@ -8,12 +8,12 @@ from __future__ import annotations
 from typing import Any
 
 ENGINE_SETTINGS: dict[str, Any] = {
-    "on_nan": "stop",  # 'stop': a NaN/inf loss ends the run with an error; 'skip': that batch adds no gradient
+    # 'stop': a NaN/inf loss ends the run with an error; 'skip': that batch adds no gradient
+    "on_nan": "stop",
     "val_ratio": 0.0,  # > 0: hold out this fraction of the training data and log a validation loss
     "val_steps": 0,  # validation interval in optimizer steps (0: at every checkpoint)
     "plot_loss": True,  # write training_loss.png in the work dir at the end
     "log_interval": 10,
-    "model_source": "auto",  # 'auto' | 'hf' | 'modelscope' | 'local': where pretrained_model_name_or_path lives
+    # 'auto' | 'hf' | 'modelscope' | 'local': where pretrained_model_name_or_path lives
+    "model_source": "auto",
 }
-
-

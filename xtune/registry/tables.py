@@ -32,7 +32,8 @@ class Table:
     def add(self, entry: Entry, plugin: str, module: str) -> Entry:
         if not isinstance(entry, self.entry_type):
             raise RegistryError(
-                f"plugin {plugin!r} registered a {type(entry).__name__} where a {self.entry_type.__name__} is expected"
+                f"plugin {plugin!r} registered a {type(entry).__name__} where a "
+                f"{self.entry_type.__name__} is expected"
             )
         try:
             entry.validate()

@@ -4,8 +4,8 @@
 model's official `chat_template` renders, and each segment says whether its tokens are trained.
 """
 
+from xtune.templates.messages import ROLES
 from xtune.templates.render import (
-    ROLES,
     Segment,
     get_template,
     render_prompt,
@@ -14,5 +14,12 @@ from xtune.templates.render import (
     tokenizer_tokens,
 )
 
-__all__ = ["ROLES", "Segment", "get_template", "render_prompt", "render_segments", "render_text",
-           "tokenizer_tokens"]
+__all__ = [
+    "ROLES",
+    "Segment",
+    "get_template",
+    "render_prompt",
+    "render_segments",
+    "render_text",
+    "tokenizer_tokens",
+]

@@ -13,7 +13,8 @@ import json
 import re
 
 from xtune.registry import ChatTemplate
-from xtune.templates.render import ROLES, get_template
+from xtune.templates.messages import ROLES
+from xtune.templates.render import get_template
 
 _PLACEHOLDER = re.compile(r"\{(content|bos_token|eos_token|date_string)\}")
 
@@ -28,7 +29,7 @@ def _expr(fmt: str, content: str = "content") -> str:
     parts, pos = [], 0
     for match in _PLACEHOLDER.finditer(fmt):
         if match.start() > pos:
-            parts.append(_lit(fmt[pos:match.start()]))
+            parts.append(_lit(fmt[pos : match.start()]))
         parts.append(content if match.group(1) == "content" else match.group(1))
         pos = match.end()
     if pos < len(fmt):
@@ -58,17 +59,26 @@ def export_jinja(template: str | ChatTemplate, generation_tags: bool = False, re
 
 def _checks_and_date(t: ChatTemplate) -> list[str]:
     """Refuse empty conversations and unknown roles; set the date for templates that print one."""
-    lines = ["{%- if messages | length == 0 %}" + _raise("no messages to render") + "{%- endif %}",
-             "{%- for message in messages %}",
-             "    {%- if message.role not in " + _lit(list(ROLES)) + " %}"
-             + _raise(f"template {t.name} cannot render this role; it renders: {', '.join(ROLES)}") + "{%- endif %}",
-             "{%- endfor %}"]
+    lines = [
+        "{%- if messages | length == 0 %}" + _raise("no messages to render") + "{%- endif %}",
+        "{%- for message in messages %}",
+        "    {%- if message.role not in "
+        + _lit(list(ROLES))
+        + " %}"
+        + _raise(f"template {t.name} cannot render this role; it renders: {', '.join(ROLES)}")
+        + "{%- endif %}",
+        "{%- endfor %}",
+    ]
     if "{date_string}" in "".join((t.system, t.later_system, t.user, t.bos)):
         lines.append("{%- if date_string is not defined %}")
         if t.date_format:
-            lines.append("    {%- if strftime_now is defined %}{%- set date_string = strftime_now("
-                         + _lit(t.date_format) + ") %}{%- else %}{%- set date_string = " + _lit(t.date_string)
-                         + " %}{%- endif %}")
+            lines.append(
+                "    {%- if strftime_now is defined %}{%- set date_string = strftime_now("
+                + _lit(t.date_format)
+                + ") %}{%- else %}{%- set date_string = "
+                + _lit(t.date_string)
+                + " %}{%- endif %}"
+            )
         else:
             lines.append("    {%- set date_string = " + _lit(t.date_string) + " %}")
         lines.append("{%- endif %}")
@@ -77,13 +87,19 @@ def _checks_and_date(t: ChatTemplate) -> list[str]:
 
 def _leading_system(t: ChatTemplate) -> list[str]:
     """The leading system message (or all of them, or the default one), as `render._leading_system`."""
-    lines = ["{%- set ns = namespace(system=none, opened=false, fold=-1, offset=0, last_query=messages | length - 1,"
-             " found=false) %}", "{%- set loop_messages = messages %}"]
+    lines = [
+        "{%- set ns = namespace(system=none, opened=false, fold=-1, offset=0,"
+        " last_query=messages | length - 1, found=false) %}",
+        "{%- set loop_messages = messages %}",
+    ]
     add = lines.append
     if t.system_placement == "collect":
         add("{%- for message in messages if message.role == 'system' %}")
-        add("    {%- set ns.system = message.content if ns.system is none else ns.system + "
-            + _lit(t.system_joiner) + " + message.content %}")
+        add(
+            "    {%- set ns.system = message.content if ns.system is none else ns.system + "
+            + _lit(t.system_joiner)
+            + " + message.content %}"
+        )
         add("{%- endfor %}")
         add("{%- set loop_messages = messages | rejectattr('role', 'equalto', 'system') | list %}")
     else:
@@ -100,20 +116,41 @@ def _leading_system(t: ChatTemplate) -> list[str]:
         add("{%- if ns.system is not none %}{%- set ns.system = ns.system | trim %}{%- endif %}")
     if t.alternate:
         add("{%- for message in loop_messages %}")
-        add("    {%- if (message.role == 'user') != (loop.index0 % 2 == 0) %}"
-            + _raise(f"template {t.name}: roles must alternate user/assistant/user/... after the optional "
-                     "system message") + "{%- endif %}")
+        add(
+            "    {%- if (message.role == 'user') != (loop.index0 % 2 == 0) %}"
+            + _raise(
+                f"template {t.name}: roles must alternate user/assistant/user/... after the optional "
+                "system message"
+            )
+            + "{%- endif %}"
+        )
         add("{%- endfor %}")
     if t.system_placement == "first_user":
         add("{%- if ns.system is not none and loop_messages %}{%- set ns.fold = 0 %}{%- endif %}")
     elif t.system_placement == "last_user":
-        add("{%- if ns.system is not none and loop_messages and loop_messages[-1].role == 'user' %}"
-            "{%- set ns.fold = loop_messages | length - 1 %}{%- endif %}")
+        add(
+            "{%- if ns.system is not none and loop_messages and loop_messages[-1].role == 'user' %}"
+            "{%- set ns.fold = loop_messages | length - 1 %}{%- endif %}"
+        )
+    lines += _qwen3_last_query(t)
+    return lines
+
+
+def _qwen3_last_query(t: ChatTemplate) -> list[str]:
+    """Qwen3's index of the last real user query (answers after it keep their think block)."""
+    lines: list[str] = []
+    add = lines.append
     if t.reasoning == "qwen3":
         add("{%- for message in messages[::-1] %}")
-        add("    {%- if not ns.found and message.role == 'user' and not (message.content.startswith('<tool_response>')"
-            " and message.content.endswith('</tool_response>')) %}")
-        add("        {%- set ns.found = true %}{%- set ns.last_query = (messages | length - 1) - loop.index0 %}")
+        add(
+            "    {%- if not ns.found and message.role == 'user' and not"
+            " (message.content.startswith('<tool_response>')"
+            " and message.content.endswith('</tool_response>')) %}"
+        )
+        add(
+            "        {%- set ns.found = true %}"
+            "{%- set ns.last_query = (messages | length - 1) - loop.index0 %}"
+        )
         add("    {%- endif %}")
         add("{%- endfor %}")
     return lines
@@ -125,8 +162,11 @@ def _opening(t: ChatTemplate) -> list[str]:
     add = lines.append
     if t.system_placement in ("turn", "collect"):
         add("{%- if ns.system is not none %}")
-        add("    {%- if loop_messages and loop_messages[0].role == 'user' %}" + _out(t.round_start)
-            + "{%- set ns.opened = true %}{%- endif %}")
+        add(
+            "    {%- if loop_messages and loop_messages[0].role == 'user' %}"
+            + _out(t.round_start)
+            + "{%- set ns.opened = true %}{%- endif %}"
+        )
         body = _out(t.system, "ns.system")
         add("    " + ("{%- if ns.system != '' %}" + body + "{%- endif %}" if t.skip_empty_system else body))
         add("{%- endif %}")
@@ -140,8 +180,11 @@ def _message_loop(t: ChatTemplate, generation_tags: bool) -> list[str]:
     add("{%- for message in loop_messages %}")
     add("    {%- set content = message.content %}")
     if t.system_placement in ("first_user", "last_user"):
-        add("    {%- if loop.index0 == ns.fold %}{%- set content = " + _expr(t.system, "ns.system")
-            + " + content %}{%- endif %}")
+        add(
+            "    {%- if loop.index0 == ns.fold %}{%- set content = "
+            + _expr(t.system, "ns.system")
+            + " + content %}{%- endif %}"
+        )
     if t.trim:
         add("    {%- set content = content | trim %}")
     add("    {%- if message.role == 'system' %}")
@@ -170,8 +213,10 @@ def _ending(t: ChatTemplate) -> list[str]:
     if t.generation_prompt or t.no_think_prompt:
         add("{%- if " + cond + " %}" + _out(t.generation_prompt))
         if t.no_think_prompt:
-            add("    {%- if add_generation_prompt and enable_thinking is defined and enable_thinking is false %}"
-                + _out(t.no_think_prompt) + "{%- endif %}")
+            add(
+                "    {%- if add_generation_prompt and enable_thinking is defined"
+                " and enable_thinking is false %}" + _out(t.no_think_prompt) + "{%- endif %}"
+            )
         add("{%- endif %}")
     if t.conversation_end:
         add("{%- if not add_generation_prompt %}" + _out(t.conversation_end) + "{%- endif %}")
@@ -186,14 +231,17 @@ def _assistant_lines(t: ChatTemplate, generation_tags: bool) -> list[str]:
     def trained(expr: str, indent: str) -> list[str]:
         if not generation_tags:
             return [indent + "{{- " + expr + " }}"]
-        return [indent + "{%- if " + untrained + " %}{{- " + expr + " }}",
-                indent + "{%- else %}{%- generation %}{{- " + expr + " }}{%- endgeneration %}{%- endif %}"]
+        return [
+            indent + "{%- if " + untrained + " %}{{- " + expr + " }}",
+            indent + "{%- else %}{%- generation %}{{- " + expr + " }}{%- endgeneration %}{%- endif %}",
+        ]
 
     lines = []
     if t.reasoning == "qwen3":
         lines += [
             "        {%- set reasoning = '' %}",
-            "        {%- if message.reasoning_content is defined and message.reasoning_content is not none %}",
+            "        {%- if message.reasoning_content is defined"
+            " and message.reasoning_content is not none %}",
             "            {%- set reasoning = message.reasoning_content %}",
             "        {%- elif '</think>' in content %}",
             "            {%- set reasoning = content.split('</think>')[0].rstrip('\\n').split('<think>')[-1]"
@@ -203,8 +251,8 @@ def _assistant_lines(t: ChatTemplate, generation_tags: bool) -> list[str]:
             "        {%- if (ns.offset + loop.index0) > ns.last_query and (loop.last or reasoning) %}",
             "            {%- set think = '<think>\\n' + reasoning.strip('\\n') + '\\n</think>\\n\\n' %}",
             "            {%- set content = content.lstrip('\\n') %}",
-            "            {%- if enable_thinking is defined and enable_thinking is false and not reasoning.strip('\\n')"
-            " %}{{- think }}",
+            "            {%- if enable_thinking is defined and enable_thinking is false"
+            " and not reasoning.strip('\\n') %}{{- think }}",
             "            {%- else %}",
             *trained("think", "                "),
             "            {%- endif %}",
