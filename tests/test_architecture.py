@@ -10,20 +10,9 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "xtune"
 
 # From the bottom. A module may import its own package and anything in a lower layer, nothing else.
-LAYERS = [
-    {"__init__", "errors"},
-    {"fileio", "compat"},
-    {"hardware"},
-    {"registry", "hookspecs"},
-    {"recipe_files"},
-    {"default_plugins", "plugins"},
-    {"recipe", "schedule"},
-    {"templates", "methods"},
-    {"data", "models", "checkpoint", "estimate"},
-    {"engine", "export", "chat"},
-    {"cli"},
-    {"__main__"},
-]
+LAYERS = [{"__init__", "errors"}, {"fileio", "compat"}, {"hardware"}, {"registry", "hookspecs"},
+          {"recipe_files"}, {"default_plugins", "plugins"}, {"recipe", "schedule"}, {"templates", "methods"},
+          {"data", "models", "checkpoint", "estimate"}, {"engine", "export", "chat"}, {"cli"}, {"__main__"}]
 LAYER = {part: i for i, parts in enumerate(LAYERS) for part in parts}
 
 
@@ -73,8 +62,7 @@ def test_no_upward_or_sideways_imports():
             if other != own and LAYER[other] >= LAYER[own]:
                 kind = "sideways" if LAYER[other] == LAYER[own] else "upward"
                 wrong.append(
-                    f"{module} -> {target} ({kind}: {own} is layer {LAYER[own]}, {other} {LAYER[other]})"
-                )
+                    f"{module} -> {target} ({kind}: {own} is layer {LAYER[own]}, {other} {LAYER[other]})")
     assert not wrong, "\n".join(sorted(wrong))
 
 
@@ -89,9 +77,8 @@ def test_no_import_cycles_between_modules():
             if nxt == node or nxt == node.rpartition(".")[0]:
                 continue  # a module importing its own package's __init__ (re-exports) is not a cycle
             if state.get(nxt) == 1:
-                cycles.append(
-                    " -> ".join(stack[stack.index(nxt) :] + [nxt]) if nxt in stack else f"{node} -> {nxt}"
-                )
+                cycles.append(" -> ".join(stack[stack.index(nxt) :] + [nxt]) if nxt in stack
+                              else f"{node} -> {nxt}")
             elif nxt not in state:
                 visit(nxt, stack + [nxt])
         state[node] = 2

@@ -25,10 +25,8 @@ import bench_train  # noqa: E402
 def test_replace_section_appends_then_rewrites_only_its_block():
     text = "# Benchmarks\n\nHand-written notes.\n"
     once = bench_report.replace_section(text, "cli", "table one")
-    assert (
-        once.startswith(text.rstrip())
-        and "<!-- bench:cli:begin -->\ntable one\n<!-- bench:cli:end -->" in once
-    )
+    assert once.startswith(
+        text.rstrip()) and "<!-- bench:cli:begin -->\ntable one\n<!-- bench:cli:end -->" in once
     both = bench_report.replace_section(once, "train", "train table")
     again = bench_report.replace_section(both, "cli", "table two")
     assert "table one" not in again and "table two" in again
@@ -56,39 +54,23 @@ def _arm(tokens_per_s, loss):
 
 
 def test_summarize_ratios_and_heldout_gap():
-    arms = {
-        "base": {"heldout_loss": 10.0},
-        "xtune": _arm(300.0, 5.0),
-        "trl": _arm(100.0, 5.1),
-        "trl_packed": _arm(200.0, 5.6),
-    }
+    arms = {"base": {"heldout_loss": 10.0}, "xtune": _arm(300.0, 5.0), "trl": _arm(100.0, 5.1),
+            "trl_packed": _arm(200.0, 5.6)}
     run = bench_train.summarize({"name": "p"}, arms)
     assert run["ratio"] == pytest.approx(3.0) and run["ratio_packed"] == pytest.approx(1.5)
     assert run["heldout_gap"]["trl"] == pytest.approx(0.02)
     assert run["heldout_gap"]["trl_packed"] == pytest.approx(0.12)
     assert run["heldout_comparable"] is False  # 12 % is not within 5 %
-    assert run["heldout_improvement"] == {
-        "xtune": 5.0,
-        "trl": pytest.approx(4.9),
-        "trl_packed": pytest.approx(4.4),
-    }
+    assert run["heldout_improvement"] == {"xtune": 5.0, "trl": pytest.approx(4.9),
+                                          "trl_packed": pytest.approx(4.4)}
     arms["trl_packed"]["heldout_loss"] = 4.9
     assert bench_train.summarize({"name": "p"}, arms)["heldout_comparable"] is True
 
 
 def test_markdown_warns_when_an_arm_learned_nothing():
     arms = {"base": {"heldout_loss": 10.0}, "xtune": _arm(300.0, 10.0), "trl": _arm(100.0, 9.9)}
-    settings = dict(
-        model="m",
-        method="full",
-        data="d.json",
-        train_records=1,
-        heldout_records=1,
-        max_length=8,
-        lr=1.0,
-        seed=0,
-        epochs=1,
-    )
+    settings = dict(model="m", method="full", data="d.json", train_records=1, heldout_records=1, max_length=8,
+                    lr=1.0, seed=0, epochs=1)
     result = bench_report.header("train", {})
     result["runs"] = [bench_train.summarize(dict(settings, name="p"), arms)]
     text = bench_train.markdown(result)
@@ -103,28 +85,16 @@ def test_summarize_without_a_trl_arm_has_no_ratio():
 
 def test_train_markdown_names_every_arm_and_the_ratios():
     arms = {"xtune": _arm(300.0, 5.0), "trl": _arm(100.0, 5.1), "trl_packed": _arm(200.0, 5.0)}
-    settings = dict(
-        model="/m/llama2_tiny",
-        method="full",
-        data="/d/alpaca.json",
-        train_records=10,
-        heldout_records=2,
-        max_length=64,
-        lr=1e-3,
-        seed=0,
-        epochs=1,
-    )
+    settings = dict(model="/m/llama2_tiny", method="full", data="/d/alpaca.json", train_records=10,
+                    heldout_records=2, max_length=64, lr=1e-3, seed=0, epochs=1)
     run = bench_train.summarize(dict(settings, name="tiny"), arms)
     result = bench_report.header("train", {"mode": "quick"})
     result["runs"] = [run]
     text = bench_train.markdown(result)
     assert "**ratio** (xtune ÷ TRL default, trained tokens/s) = 3.00" in text
     assert "**ratio_packed** (xtune ÷ TRL packing) = 1.50" in text
-    for label in (
-        "xtune (recipe defaults, packing)",
-        "TRL SFTTrainer defaults",
-        "TRL SFTTrainer packing=True",
-    ):
+    for label in ("xtune (recipe defaults, packing)", "TRL SFTTrainer defaults",
+                  "TRL SFTTrainer packing=True"):
         assert label in text
 
 
@@ -135,9 +105,8 @@ def test_split_records_keeps_train_and_heldout_apart(tmp_path):
     train_ids = [r["instruction"] for r in json.loads(train.read_text())]
     held_ids = [r["instruction"] for r in json.loads(heldout.read_text())]
     assert train_ids == [f"q{i}" for i in range(6)] and held_ids == ["q7", "q8", "q9"]
-    train, heldout = bench_train.split_records(
-        str(src), 50, 3, tmp_path / "out2"
-    )  # too many asked: no overlap
+    train, heldout = bench_train.split_records(str(src), 50, 3,
+                                               tmp_path / "out2")  # too many asked: no overlap
     assert len(json.loads(train.read_text())) == 7
 
 
@@ -146,26 +115,16 @@ def test_xtune_arm_overrides_are_accepted_by_the_engine(tmp_path):
     from xtune.plugins import get_registry
     from xtune.recipe_files import resolve_recipe
 
-    spec = dict(
-        model="/some/model",
-        train=str(tmp_path / "t.json"),
-        max_length=128,
-        lr=1e-3,
-        epochs=1,
-        seed=3,
-        template="llama2_chat",
-        recipe="llama2_7b_chat_full_alpaca_e3",
-        work_dir=str(tmp_path / "w"),
-    )
+    spec = dict(model="/some/model", train=str(tmp_path / "t.json"), max_length=128, lr=1e-3, epochs=1,
+                seed=3,
+                template="llama2_chat", recipe="llama2_7b_chat_full_alpaca_e3", work_dir=str(tmp_path / "w"))
     argv = bench_train.xtune_argv(spec)
     assert argv[:2] == ["train", spec["recipe"]]
-    options = argv[argv.index("--cfg-options") + 1 :]
+    options = argv[argv.index("--cfg-options") + 1:]
     cfg = config.load_recipe(resolve_recipe(spec["recipe"], get_registry()), options)
     assert cfg.train_dataset.max_length == 128 and cfg.optim_wrapper.optimizer.lr == 1e-3
-    assert (
-        cfg.train_dataloader.batch_size * cfg.optim_wrapper.accumulative_counts
-        == bench_train.SEQUENCES_PER_STEP
-    )
+    sequences = cfg.train_dataloader.batch_size * cfg.optim_wrapper.accumulative_counts
+    assert sequences == bench_train.SEQUENCES_PER_STEP
     assert cfg.train_dataset.pack_to_max_length is True  # the recipe's default path: packing on
     assert cfg.export_hf is False and cfg.evaluate_chat.inputs == []
 
@@ -178,24 +137,14 @@ def test_trl_arm_gets_the_same_token_ids_as_xtune(tmp_path):
     from xtune.data import build_train_dataset
 
     data = tmp_path / "d.json"
-    data.write_text(
-        json.dumps(
-            [
-                {"instruction": "Add 2 and 3.", "input": "", "output": "5"},
-                {"instruction": "Name a colour.", "input": "Be brief.", "output": "Blue, of course."},
-            ]
-        )
-    )
+    data.write_text(json.dumps([{"instruction": "Add 2 and 3.", "input": "", "output": "5"},
+                                {"instruction": "Name a colour.", "input": "Be brief.",
+                                 "output": "Blue, of course."}]))
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     spec = dict(train=str(data), template="llama2_chat")
     records = bench_train.prompt_completion_records(spec, tokenizer)
-    cfg = dict(
-        dataset_map="alpaca",
-        data_path=str(data),
-        prompt_template="llama2_chat",
-        max_length=256,
-        pack_to_max_length=False,
-    )
+    cfg = dict(dataset_map="alpaca", data_path=str(data), prompt_template="llama2_chat", max_length=256,
+               pack_to_max_length=False)
     rows = build_train_dataset(cfg, tokenizer, progress=False, use_cache=False)
     for record, row in zip(records, rows, strict=True):
         assert not record["prompt"].startswith(tokenizer.bos_token)  # the tokenizer adds BOS itself
@@ -213,20 +162,11 @@ def test_heldout_loss_is_the_token_weighted_cross_entropy():
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    model = LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=50,
-            hidden_size=16,
-            intermediate_size=32,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            num_key_value_heads=2,
-        )
-    )
-    rows = [
-        {"input_ids": [1, 5, 6, 7, 8], "labels": [-100, -100, 6, 7, 8]},
-        {"input_ids": [1, 9, 10], "labels": [-100, -100, 10]},
-    ]
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=50, hidden_size=16, intermediate_size=32,
+                                         num_hidden_layers=1,
+                                         num_attention_heads=2, num_key_value_heads=2))
+    rows = [{"input_ids": [1, 5, 6, 7, 8], "labels": [-100, -100, 6, 7, 8]},
+            {"input_ids": [1, 9, 10], "labels": [-100, -100, 10]}]
     got = bench_train.heldout_loss(model, rows)
     total = 0.0
     for row in rows:  # HF's mean loss per row, weighted by the row's trained tokens
@@ -244,19 +184,13 @@ def test_data_map_for_trl_matches_xtunes_alpaca_text():
     converted = bench_data.to_prompt_completion(record)
     assert converted["prompt"][0]["content"] == messages[-2]["content"]
     assert converted["completion"][0]["content"] == messages[-1]["content"]
-    assert (
-        bench_data.to_prompt_completion({"instruction": "Hi", "input": " ", "output": "Yo"})["prompt"][0][
-            "content"
-        ]
-        == "Hi"
-    )
+    assert bench_data.to_prompt_completion({"instruction": "Hi", "input": " ", "output": "Yo"})["prompt"][0][
+        "content"] == "Hi"
 
 
 def test_data_ratios_pair_matching_cases():
-    tools = {
-        "xtune": {"1proc_cold": {"records_per_s": 300.0}, "1proc_warm": {"records_per_s": 9000.0}},
-        "trl": {"1proc_cold": {"records_per_s": 100.0}},
-    }
+    tools = {"xtune": {"1proc_cold": {"records_per_s": 300.0}, "1proc_warm": {"records_per_s": 9000.0}},
+             "trl": {"1proc_cold": {"records_per_s": 100.0}}}
     assert bench_data.ratios(tools) == {"1proc_cold": pytest.approx(3.0)}
 
 

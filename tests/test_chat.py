@@ -78,9 +78,8 @@ def test_a_converted_models_template_is_recognised_with_its_stop_words(base_dir)
     assert session.tokenizer.convert_tokens_to_ids("<|im_end|>") in session.eos_token_ids
     messages = session.messages("Who are you?")
     assert messages[0] == {"role": "system", "content": "Be brief."}
-    assert session.render(messages) == session.tokenizer.apply_chat_template(
-        messages, tokenize=False, add_generation_prompt=True
-    )
+    assert session.render(messages) == session.tokenizer.apply_chat_template(messages, tokenize=False,
+                                                                             add_generation_prompt=True)
 
 
 def test_prompt_template_option_and_family_default(base_dir):
@@ -90,9 +89,9 @@ def test_prompt_template_option_and_family_default(base_dir):
     assert not session.use_tokenizer_template and session.template == "chatml"
     # Rendered as training renders it: with the tokenizer's own BOS / EOS.
     tok = session.tokenizer
-    assert session.render(session.messages("Hi")) == render_text(
-        "chatml", session.messages("Hi"), True, bos_token=tok.bos_token, eos_token=tok.eos_token
-    )
+    assert session.render(session.messages("Hi")) == render_text("chatml", session.messages("Hi"), True,
+                                                                 bos_token=tok.bos_token,
+                                                                 eos_token=tok.eos_token)
     session.tokenizer.chat_template = None
     from xtune.chat.session import ChatSession
 
@@ -131,7 +130,6 @@ def test_interactive_loop_keeps_history_resets_and_exits(base_dir, capsys):
     def ctrl(exc):
         def read(prompt):
             raise exc
-
         return read
 
     assert interactive(session, stream=False, read=ctrl(EOFError())) == 0
@@ -153,64 +151,29 @@ def test_chat_reads_a_piped_message(base_dir, monkeypatch, capsys):
 
 
 def test_chat_4bit_with_adapter_answers(base_dir, adapter_dir, capsys):
-    assert (
-        main(
-            [
-                "chat",
-                str(base_dir),
-                "--adapter",
-                str(adapter_dir),
-                "--bits",
-                "4",
-                "--prompt",
-                "Hello",
-                "--max-new-tokens",
-                "4",
-                "--temperature",
-                "0",
-            ]
-        )
-        == 0
-    )
+    assert main(["chat", str(base_dir), "--adapter", str(adapter_dir), "--bits", "4", "--prompt", "Hello",
+                 "--max-new-tokens", "4", "--temperature", "0"]) == 0
     assert capsys.readouterr().out.strip()
 
 
 def test_chat_a_gguf_file(capsys):
-    assert (
-        main(
-            [
-                "chat",
-                str(shared_gguf()),
-                "--prompt",
-                "Hello",
-                "--max-new-tokens",
-                "3",
-                "--temperature",
-                "0",
-                "--prompt-template",
-                "llama2_chat",
-            ]
-        )
-        == 0
-    )
+    assert main(["chat", str(shared_gguf()), "--prompt", "Hello", "--max-new-tokens", "3", "--temperature",
+                 "0",
+                 "--prompt-template", "llama2_chat"]) == 0
     assert capsys.readouterr().out.strip()
 
 
-@pytest.mark.parametrize(
-    "args, expect",
-    [
-        (["MISSING", "--prompt", "Hi"], "does not exist"),
-        (["BASE", "--adapter", "MISSING", "--prompt", "Hi"], "adapter folder"),
-        (["BASE", "--prompt-template", "chatmlx", "--prompt", "Hi"], "unknown chat template 'chatmlx'"),
-        (["BASE", "--bits", "3", "--prompt", "Hi"], "invalid choice: 3"),
-        (["BASE", "--top-p", "0", "--prompt", "Hi"], "--top-p 0.0"),
-        (["BASE", "--prompt", "  "], "--prompt is empty"),
-    ],
-)
+@pytest.mark.parametrize("args, expect", [
+    (["MISSING", "--prompt", "Hi"], "does not exist"),
+    (["BASE", "--adapter", "MISSING", "--prompt", "Hi"], "adapter folder"),
+    (["BASE", "--prompt-template", "chatmlx", "--prompt", "Hi"], "unknown chat template 'chatmlx'"),
+    (["BASE", "--bits", "3", "--prompt", "Hi"], "invalid choice: 3"),
+    (["BASE", "--top-p", "0", "--prompt", "Hi"], "--top-p 0.0"),
+    (["BASE", "--prompt", "  "], "--prompt is empty"),
+])
 def test_bad_chat_inputs_exit_2(base_dir, tmp_path, args, expect, capsys):
-    args = [
-        str(tmp_path / "missing") if a == "MISSING" else str(base_dir) if a == "BASE" else a for a in args
-    ]
+    args = [str(tmp_path / "missing") if a == "MISSING" else str(base_dir) if a == "BASE" else a
+            for a in args]
     assert main(["chat", *args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("Error: ") and expect in err[-1]

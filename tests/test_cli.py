@@ -19,9 +19,8 @@ HEAVY = ("torch", "transformers", "mmengine", "deepspeed", "peft", "datasets", "
 def xtune(*args, env=None, **kw):
     """Run `python -m xtune ARGS` in a subprocess, as a user would."""
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "xtune", *args], capture_output=True, text=True, env=full_env, **kw
-    )
+    return subprocess.run([sys.executable, "-m", "xtune", *args], capture_output=True, text=True,
+                          env=full_env, **kw)
 
 
 def test_help_lists_every_command():
@@ -112,9 +111,8 @@ def test_copy_cfg_writes_an_editable_copy(tmp_path):
     again = xtune("copy-cfg", "internlm2_chat_7b_qlora_oasst1_e3", str(tmp_path / "cfgs"))
     assert again.returncode == 2 and "--force" in again.stderr
     assert (
-        xtune("copy-cfg", "internlm2_chat_7b_qlora_oasst1_e3", str(tmp_path / "cfgs"), "--force").returncode
-        == 0
-    )
+        xtune("copy-cfg", "internlm2_chat_7b_qlora_oasst1_e3", str(tmp_path / "cfgs"),
+              "--force").returncode == 0)
     # list-cfg metadata reads a copied recipe too
     from xtune.recipe_files import read_metadata
 
@@ -147,18 +145,14 @@ def test_reference_plugin_recipes_have_its_provenance():
             pytest.fail("plugins/xtune-tinyllama is not installed")
         pytest.skip("reference plugin not installed (pip install -e plugins/xtune-tinyllama)")
     recipes = json.loads(xtune("list-cfg", "-p", "tinyllama", "--json").stdout)
-    assert {r["name"] for r in recipes} >= {
-        "tinyllama_1_1b_chat_lora_dolly_e3",
-        "tinyllama_1_1b_chat_qlora_dolly_e3",
-    }
+    assert {r["name"] for r in recipes} >= {"tinyllama_1_1b_chat_lora_dolly_e3",
+                                            "tinyllama_1_1b_chat_qlora_dolly_e3"}
     assert {r["plugin"] for r in recipes} == {"xtune-tinyllama"}
     infos = {p["name"]: p for p in json.loads(xtune("plugins", "--json").stdout)}
-    assert infos["tinyllama"]["registered"] == {
-        "model_adapters": ["tinyllama"],
-        "dataset_maps": ["dolly"],
-        "chat_templates": ["tinyllama_chat"],
-        "recipes": ["tinyllama_1_1b_chat_lora_dolly_e3", "tinyllama_1_1b_chat_qlora_dolly_e3"],
-    }
+    assert infos["tinyllama"]["registered"] == {"model_adapters": ["tinyllama"], "dataset_maps": ["dolly"],
+                                                "chat_templates": ["tinyllama_chat"],
+                                                "recipes": ["tinyllama_1_1b_chat_lora_dolly_e3",
+                                                            "tinyllama_1_1b_chat_qlora_dolly_e3"]}
     # XTUNE_LOAD_PLUGINS= starts xtune without it
     none = json.loads(xtune("list-cfg", "-p", "tinyllama", "--json", env={"XTUNE_LOAD_PLUGINS": ""}).stdout)
     assert none == []
@@ -185,19 +179,9 @@ def test_reference_plugin_recipes_name_registered_entries():
 
 def test_reference_plugin_template_renders_through_the_core():
     pytest.importorskip("xtune_tinyllama")
-    result = xtune(
-        "template",
-        "render",
-        "tinyllama_chat",
-        "--messages",
-        "-",
-        input=json.dumps(
-            [
-                {"role": "system", "content": "Be brief."},
-                {"role": "user", "content": "Hi"},
-                {"role": "assistant", "content": "Hello!"},
-            ]
-        ),
-    )
+    result = xtune("template", "render", "tinyllama_chat", "--messages", "-",
+                   input=json.dumps(
+                       [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+                        {"role": "assistant", "content": "Hello!"}]))
     assert result.returncode == 0, result.stderr
     assert result.stdout == "<|system|>\nBe brief.</s>\n<|user|>\nHi</s>\n<|assistant|>\nHello!</s>\n"

@@ -17,20 +17,11 @@ def roles(messages):
 
 
 def test_alpaca_joins_input_and_keeps_system_and_history():
-    record = {
-        "instruction": "Sum",
-        "input": "1 2",
-        "output": "3",
-        "system": "Be exact.",
-        "history": [["hi", "hello"]],
-    }
+    record = {"instruction": "Sum", "input": "1 2", "output": "3", "system": "Be exact.",
+              "history": [["hi", "hello"]]}
     assert roles(formats.alpaca(record)) == [
-        ("system", "Be exact.", False),
-        ("user", "hi", False),
-        ("assistant", "hello", True),
-        ("user", "Sum\n1 2", False),
-        ("assistant", "3", True),
-    ]
+        ("system", "Be exact.", False), ("user", "hi", False), ("assistant", "hello", True),
+        ("user", "Sum\n1 2", False), ("assistant", "3", True)]
 
 
 def test_alpaca_custom_columns_and_absent_input():
@@ -39,15 +30,12 @@ def test_alpaca_custom_columns_and_absent_input():
     assert roles(messages) == [("user", "Q?", False), ("assistant", "A.", True)]
 
 
-@pytest.mark.parametrize(
-    "record, field",
-    [
-        ({"output": "x"}, "instruction"),
-        ({"instruction": 5, "output": "x"}, "instruction"),
-        ({"instruction": "x"}, "output"),
-        ({"instruction": "x", "output": "y", "history": [["only one"]]}, "history"),
-    ],
-)
+@pytest.mark.parametrize("record, field", [
+    ({"output": "x"}, "instruction"),
+    ({"instruction": 5, "output": "x"}, "instruction"),
+    ({"instruction": "x"}, "output"),
+    ({"instruction": "x", "output": "y", "history": [["only one"]]}, "history"),
+])
 def test_alpaca_names_the_bad_field(record, field):
     with pytest.raises(RecordError) as info:
         formats.alpaca(record)
@@ -55,22 +43,12 @@ def test_alpaca_names_the_bad_field(record, field):
 
 
 def test_sharegpt_roles_function_call_and_observation():
-    record = {
-        "system": "S",
-        "conversations": [
-            {"from": "human", "value": "weather?"},
-            {"from": "function_call", "value": '{"name": "w"}'},
-            {"from": "observation", "value": "sunny"},
-            {"from": "gpt", "value": "It is sunny."},
-        ],
-    }
+    record = {"system": "S", "conversations": [
+        {"from": "human", "value": "weather?"}, {"from": "function_call", "value": '{"name": "w"}'},
+        {"from": "observation", "value": "sunny"}, {"from": "gpt", "value": "It is sunny."}]}
     assert roles(formats.sharegpt(record)) == [
-        ("system", "S", False),
-        ("user", "weather?", False),
-        ("assistant", '{"name": "w"}', True),
-        ("tool", "sunny", False),
-        ("assistant", "It is sunny.", True),
-    ]
+        ("system", "S", False), ("user", "weather?", False), ("assistant", '{"name": "w"}', True),
+        ("tool", "sunny", False), ("assistant", "It is sunny.", True)]
 
 
 def test_sharegpt_tool_schemas_join_the_system_prompt():
@@ -89,41 +67,25 @@ def test_sharegpt_unknown_role_lists_valid_ones():
 
 def test_sharegpt_custom_tags():
     record = {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}
-    out = formats.sharegpt(
-        record,
-        messages="messages",
-        role_tag="role",
-        content_tag="content",
-        user_tag="user",
-        assistant_tag="assistant",
-    )
+    out = formats.sharegpt(record, messages="messages", role_tag="role", content_tag="content",
+                           user_tag="user", assistant_tag="assistant")
     assert roles(out) == [("user", "a", False), ("assistant", "b", True)]
 
 
 def test_openai_loss_flags_and_text_parts():
-    record = {
-        "messages": [
-            {"role": "user", "content": [{"type": "text", "value": "hi"}], "loss_weight": 0.0},
-            {"role": "assistant", "content": "first", "loss_weight": 0.0},
-            {"role": "user", "content": "again"},
-            {"role": "assistant", "content": [{"type": "text", "text": "second"}], "loss": True},
-        ]
-    }
+    record = {"messages": [
+        {"role": "user", "content": [{"type": "text", "value": "hi"}], "loss_weight": 0.0},
+        {"role": "assistant", "content": "first", "loss_weight": 0.0},
+        {"role": "user", "content": "again"},
+        {"role": "assistant", "content": [{"type": "text", "text": "second"}], "loss": True}]}
     assert roles(formats.openai(record)) == [
-        ("user", "hi", False),
-        ("assistant", "first", False),
-        ("user", "again", False),
-        ("assistant", "second", True),
-    ]
+        ("user", "hi", False), ("assistant", "first", False), ("user", "again", False),
+        ("assistant", "second", True)]
 
 
 def test_openai_rejects_fractional_loss_weight():
-    record = {
-        "messages": [
-            {"role": "user", "content": "a"},
-            {"role": "assistant", "content": "b", "loss_weight": 0.5},
-        ]
-    }
+    record = {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b",
+                                                              "loss_weight": 0.5}]}
     with pytest.raises(RecordError) as info:
         formats.openai(record)
     assert info.value.field == "messages[1].loss_weight"
@@ -132,30 +94,19 @@ def test_openai_rejects_fractional_loss_weight():
 def test_oasst1_text_split():
     text = "### Human: Hi there### Assistant: Hello!### Human: Bye### Assistant: See you."
     assert roles(formats.oasst1({"text": text})) == [
-        ("user", "Hi there", False),
-        ("assistant", "Hello!", True),
-        ("user", "Bye", False),
-        ("assistant", "See you.", True),
-    ]
+        ("user", "Hi there", False), ("assistant", "Hello!", True), ("user", "Bye", False),
+        ("assistant", "See you.", True)]
     with pytest.raises(RecordError, match="must start"):
         formats.oasst1({"text": "hello ### Human: x"})
 
 
 def test_moss_turns_and_meta_instruction():
-    record = {
-        "meta_instruction": "You are MOSS.",
-        "chat": {
-            "turn_2": {"Human": "<|Human|>: second<eoh>\n", "MOSS": "<|MOSS|>: two<eom>\n"},
-            "turn_1": {"Human": "<|Human|>: first<eoh>\n", "MOSS": "<|MOSS|>: one<eom>\n"},
-        },
-    }
+    record = {"meta_instruction": "You are MOSS.", "chat": {
+        "turn_2": {"Human": "<|Human|>: second<eoh>\n", "MOSS": "<|MOSS|>: two<eom>\n"},
+        "turn_1": {"Human": "<|Human|>: first<eoh>\n", "MOSS": "<|MOSS|>: one<eom>\n"}}}
     assert roles(formats.moss(record)) == [
-        ("system", "You are MOSS.", False),
-        ("user", "first", False),
-        ("assistant", "one", True),
-        ("user", "second", False),
-        ("assistant", "two", True),
-    ]
+        ("system", "You are MOSS.", False), ("user", "first", False), ("assistant", "one", True),
+        ("user", "second", False), ("assistant", "two", True)]
 
 
 def test_self_cognition_fills_both_placeholder_styles():
@@ -166,9 +117,8 @@ def test_self_cognition_fills_both_placeholder_styles():
 
 
 def test_pretrain_is_one_trained_text_message():
-    assert formats.pretrain({"text": "plain words"}) == [
-        {"role": "text", "content": "plain words", "loss": True}
-    ]
+    assert formats.pretrain({"text": "plain words"}) == [{"role": "text", "content": "plain words",
+                                                          "loss": True}]
 
 
 def test_validate_and_settings():
@@ -182,12 +132,8 @@ def test_validate_and_settings():
     with pytest.raises(RecordError, match="end with an assistant"):
         validate([{"role": "user", "content": "q", "loss": False}])
     with pytest.raises(RecordError, match="no assistant message is trained"):
-        validate(
-            [
-                {"role": "user", "content": "q", "loss": False},
-                {"role": "assistant", "content": "a", "loss": False},
-            ]
-        )
+        validate([{"role": "user", "content": "q", "loss": False},
+                  {"role": "assistant", "content": "a", "loss": False}])
     with pytest.raises(RecordError, match="unknown role 'bot'.*system, user, assistant, tool"):
         validate([{"role": "bot", "content": "q", "loss": False}])
 
@@ -238,10 +184,8 @@ def test_csv_parquet_xlsx_txt(tmp_path):
         assert read_file(tmp_path / name)[0] == rows, name
     assert read_file(tmp_path / "d.csv")[1][1].endswith("d.csv line 3")
     write(tmp_path / "t.txt", "first doc\n\nsecond doc\n")
-    assert read_file(tmp_path / "t.txt") == (
-        [{"text": "first doc"}, {"text": "second doc"}],
-        [f"{tmp_path / 't.txt'} line 1", f"{tmp_path / 't.txt'} line 3"],
-    )
+    assert read_file(tmp_path / "t.txt") == ([{"text": "first doc"}, {"text": "second doc"}],
+                                            [f"{tmp_path / 't.txt'} line 1", f"{tmp_path / 't.txt'} line 3"])
 
 
 def test_folder_source_concatenates_sorted_files(tmp_path):

@@ -38,10 +38,10 @@ def test_pack_rows_restarts_positions_per_sample():
     for row_ids, row_labels, pos in zip(rows["input_ids"], rows["labels"], rows["position_ids"], strict=True):
         start = 0
         for length in sample_lengths(pos):
-            sample = row_ids[start : start + length]
+            sample = row_ids[start:start + length]
             k = ids.index(sample)  # a whole sample, never split across rows
-            assert row_labels[start : start + length] == labels[k]
-            assert pos[start : start + length] == list(range(length))
+            assert row_labels[start:start + length] == labels[k]
+            assert pos[start:start + length] == list(range(length))
             start += length
     assert cu_seqlens([0, 1, 2, 0, 1, 0]) == [0, 3, 5, 6]
 
@@ -53,12 +53,8 @@ class _Tok:
 
 def test_collator_pads_with_the_tokenizers_pad_id():
     collate = build_collator({"pack_to_max_length": False}, _Tok(pad=7, eos=2))
-    batch = collate(
-        [
-            {"input_ids": [5, 6, 9], "labels": [IGNORE_INDEX, 6, 9]},
-            {"input_ids": [5], "labels": [IGNORE_INDEX]},
-        ]
-    )
+    batch = collate([{"input_ids": [5, 6, 9], "labels": [IGNORE_INDEX, 6, 9]},
+                     {"input_ids": [5], "labels": [IGNORE_INDEX]}])
     assert batch["input_ids"].tolist() == [[5, 6, 9], [5, 7, 7]]
     assert batch["labels"].tolist() == [[IGNORE_INDEX, 6, 9], [IGNORE_INDEX] * 3]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
@@ -82,7 +78,7 @@ def test_length_grouped_sampler():
     sampler = LengthGroupedSampler(lengths, batch_size=4, seed=0, mega_batch_mult=8, rank=0, world_size=1)
     order = list(sampler)
     assert sorted(order) == list(range(403)) and len(sampler) == 403
-    batches = [order[i : i + 4] for i in range(0, 400, 4)]
+    batches = [order[i:i + 4] for i in range(0, 400, 4)]
     spread = sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches) / len(batches)
     assert spread < 100  # random batches of 4 would spread ~500 tokens
     sampler.set_epoch(1)
@@ -98,17 +94,9 @@ def tiny_llama():
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=96,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        attn_implementation="sdpa",
-        use_cache=False,
-    )
+    config = LlamaConfig(vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                         attn_implementation="sdpa", use_cache=False)
     return LlamaForCausalLM(config).eval()
 
 
@@ -137,9 +125,8 @@ def test_packed_loss_equals_token_weighted_per_sample_loss(tiny_llama):
         total = count = 0.0
         for ids, labels in samples:
             n = sum(1 for label in labels[1:] if label != IGNORE_INDEX)  # labels the shifted loss uses
-            loss = tiny_llama(
-                input_ids=torch.tensor([ids]), labels=torch.tensor([labels]), use_cache=False
-            ).loss
+            loss = tiny_llama(input_ids=torch.tensor([ids]), labels=torch.tensor([labels]),
+                              use_cache=False).loss
             total, count = total + loss.item() * n, count + n
         leaky = tiny_llama(input_ids=batch["input_ids"], labels=batch["labels"], use_cache=False).loss.item()
     assert packed == pytest.approx(total / count, abs=1e-5)
@@ -157,4 +144,4 @@ def test_padded_batch_matches_samples_run_alone(tiny_llama):
         logits = tiny_llama(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         for b, (ids, _labels) in enumerate(samples):
             alone = tiny_llama(input_ids=torch.tensor([ids])).logits[0]
-            assert torch.allclose(logits[b, : len(ids)], alone, atol=1e-5)
+            assert torch.allclose(logits[b, :len(ids)], alone, atol=1e-5)

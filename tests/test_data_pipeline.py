@@ -43,25 +43,14 @@ SHARED_FILES = {
 def llama2_tokenizer():
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(
-        shared_path("reference", "models", "llama2_tiny_random", "hf_converted_DERIVED")
-    )
+    return AutoTokenizer.from_pretrained(shared_path("reference", "models", "llama2_tiny_random",
+                                                     "hf_converted_DERIVED"))
 
 
 def _cfg(tmp_path, **kw):
-    return {
-        "dataset_map": "alpaca",
-        "data_path": None,
-        "prompt_template": "qwen2_5_chat",
-        "max_length": 512,
-        "pack_to_max_length": False,
-        "system": "",
-        "train_on": "all_turns",
-        "shuffle_before_pack": True,
-        "num_proc": 1,
-        "cache_dir": str(tmp_path / "cache"),
-        **kw,
-    }
+    return {"dataset_map": "alpaca", "data_path": None, "prompt_template": "qwen2_5_chat", "max_length": 512,
+            "pack_to_max_length": False, "system": "", "train_on": "all_turns", "shuffle_before_pack": True,
+            "num_proc": 1, "cache_dir": str(tmp_path / "cache"), **kw}
 
 
 @pytest.mark.integration
@@ -69,15 +58,8 @@ def _cfg(tmp_path, **kw):
 def test_every_shared_data_file_maps_and_tokenizes(rel, llama2_tokenizer, tmp_path):
     path = shared_path("data", *rel.split("/"))
     fmt, columns, *extra = SHARED_FILES[rel]
-    cfg = _cfg(
-        tmp_path,
-        dataset_map=fmt,
-        data_path=str(path),
-        columns=columns,
-        prompt_template="llama2_chat",
-        max_length=4096,
-        **(extra[0] if extra else {}),
-    )
+    cfg = _cfg(tmp_path, dataset_map=fmt, data_path=str(path), columns=columns, prompt_template="llama2_chat",
+               max_length=4096, **(extra[0] if extra else {}))
     if "gsm_8k" in rel:  # tokenizing 7473 records is the fill-ratio test's job; here: every record maps
         conversations, _, _ = load_conversations(cfg)
         assert len(conversations) == 7473
@@ -107,39 +89,28 @@ def _llamafactory_columns(info: dict) -> tuple[str, dict]:
     """A dataset_info.json entry as an xtune map + custom column mapping."""
     columns, tags = info.get("columns", {}), info.get("tags", {})
     if info.get("formatting") == "sharegpt":
-        return "sharegpt", {
-            "messages": columns.get("messages", "conversations"),
-            "system": columns.get("system"),
-            **tags,
-        }
+        return "sharegpt", {"messages": columns.get("messages", "conversations"),
+                            "system": columns.get("system"), **tags}
     if set(columns) == {"prompt"}:
         return "pretrain", {"text": columns["prompt"]}
-    return "alpaca", {
-        "instruction": columns.get("prompt", "instruction"),
-        "input": columns.get("query", "input"),
-        "output": columns.get("response", "output"),
-        "history": columns.get("history"),
-        "system": columns.get("system"),
-    }
+    return "alpaca", {"instruction": columns.get("prompt", "instruction"),
+                      "input": columns.get("query", "input"),
+                      "output": columns.get("response", "output"), "history": columns.get("history"),
+                      "system": columns.get("system")}
 
 
-@pytest.mark.parametrize(
-    "entry, rel",
-    [
-        ("mllm_demo", "openai_messages/llamafactory_mllm_demo_messages.json"),
-        ("glaive_toolcall_en_demo", "toolcall/llamafactory_glaive_toolcall_en_demo.json"),
-        ("c4_demo", "pretrain_text/llamafactory_c4_demo.jsonl"),
-        ("alpaca_zh_demo", "chinese_instruct/llamafactory_alpaca_zh_demo.json"),
-    ],
-)
+@pytest.mark.parametrize("entry, rel", [
+    ("mllm_demo", "openai_messages/llamafactory_mllm_demo_messages.json"),
+    ("glaive_toolcall_en_demo", "toolcall/llamafactory_glaive_toolcall_en_demo.json"),
+    ("c4_demo", "pretrain_text/llamafactory_c4_demo.jsonl"),
+    ("alpaca_zh_demo", "chinese_instruct/llamafactory_alpaca_zh_demo.json"),
+])
 def test_custom_column_mapping_from_llamafactory_dataset_info(entry, rel, tmp_path):
-    info = json.loads(shared_path("data", "llamafactory_dataset_info.json").read_text(encoding="utf-8"))[
-        entry
-    ]
+    info = json.loads(shared_path("data",
+                                  "llamafactory_dataset_info.json").read_text(encoding="utf-8"))[entry]
     fmt, columns = _llamafactory_columns(info)
-    conversations, _, _ = load_conversations(
-        _cfg(tmp_path, dataset_map=fmt, columns=columns, data_path=str(shared_path("data", *rel.split("/"))))
-    )
+    conversations, _, _ = load_conversations(_cfg(tmp_path, dataset_map=fmt, columns=columns,
+                                                  data_path=str(shared_path("data", *rel.split("/")))))
     assert conversations and all(c[-1]["role"] in ("assistant", "text") for c in conversations)
 
 
@@ -147,9 +118,8 @@ def test_custom_column_mapping_from_llamafactory_dataset_info(entry, rel, tmp_pa
 def test_gsm8k_packing_fill_ratio(llama2_tokenizer, tmp_path):
     """The figure the issue asks for: gsm8k packed at 2048 with the Llama-2 tokenizer."""
     path = shared_path("data", "alpaca", "gururise_gsm_8k_train_alpaca_format.json")
-    cfg = _cfg(
-        tmp_path, data_path=str(path), prompt_template="llama2_chat", max_length=2048, pack_to_max_length=True
-    )
+    cfg = _cfg(tmp_path, data_path=str(path), prompt_template="llama2_chat", max_length=2048,
+               pack_to_max_length=True)
     dataset = build_train_dataset(cfg, llama2_tokenizer, progress=False, use_cache=False)
     stats = dataset_stats(dataset)
     assert stats["samples"] == 7473 and stats["dropped"] == 0
@@ -162,10 +132,8 @@ def _write(path, records):
     return path
 
 
-RECORDS = [
-    {"instruction": f"question {i} " + "word " * (i % 7), "output": f"answer {i} " + "more " * (i % 5)}
-    for i in range(40)
-]
+RECORDS = [{"instruction": f"question {i} " + "word " * (i % 7), "output": f"answer {i} " + "more " * (i % 5)}
+           for i in range(40)]
 
 
 def test_cache_is_reused_and_keyed_by_settings(tmp_path, llama2_tokenizer, monkeypatch):
@@ -193,47 +161,31 @@ def test_cache_is_reused_and_keyed_by_settings(tmp_path, llama2_tokenizer, monke
 @pytest.mark.integration
 def test_num_proc_gives_the_same_rows(tmp_path, llama2_tokenizer):
     data = _write(tmp_path / "d.jsonl", RECORDS)
-    one = build_train_dataset(
-        _cfg(tmp_path, data_path=str(data)), llama2_tokenizer, progress=False, use_cache=False
-    )
-    two = build_train_dataset(
-        _cfg(tmp_path, data_path=str(data), num_proc=2), llama2_tokenizer, progress=False, use_cache=False
-    )
+    one = build_train_dataset(_cfg(tmp_path, data_path=str(data)), llama2_tokenizer, progress=False,
+                              use_cache=False)
+    two = build_train_dataset(_cfg(tmp_path, data_path=str(data), num_proc=2), llama2_tokenizer,
+                              progress=False, use_cache=False)
     assert one.to_dict() == two.to_dict() and len(one) == 40
 
 
 def test_truncation_drops_and_counts_samples_without_trained_tokens(tmp_path, llama2_tokenizer):
-    records = [
-        {"instruction": "short", "output": "ok"},
-        {"instruction": "long " * 60, "output": "this answer is cut away"},
-    ]
+    records = [{"instruction": "short", "output": "ok"},
+               {"instruction": "long " * 60, "output": "this answer is cut away"}]
     data = _write(tmp_path / "d.jsonl", records)
-    dataset = build_train_dataset(
-        _cfg(tmp_path, data_path=str(data), max_length=40, prompt_template="llama2_chat"),
-        llama2_tokenizer,
-        progress=False,
-        use_cache=False,
-    )
+    dataset = build_train_dataset(_cfg(tmp_path, data_path=str(data), max_length=40,
+                                       prompt_template="llama2_chat"),
+                                  llama2_tokenizer, progress=False, use_cache=False)
     assert len(dataset) == 1
     assert dataset_stats(dataset)["dropped"] == 1
     with pytest.raises(DataError, match="every one of the 1 samples"):
-        build_train_dataset(
-            _cfg(
-                tmp_path,
-                data_path=str(_write(tmp_path / "e.jsonl", records[1:])),
-                max_length=40,
-                prompt_template="llama2_chat",
-            ),
-            llama2_tokenizer,
-            progress=False,
-            use_cache=False,
-        )
+        build_train_dataset(_cfg(tmp_path, data_path=str(_write(tmp_path / "e.jsonl", records[1:])),
+                                 max_length=40, prompt_template="llama2_chat"), llama2_tokenizer,
+                            progress=False, use_cache=False)
 
 
 def test_self_cognition_default_data_has_names_filled(tmp_path):
-    cfg = _cfg(
-        tmp_path, dataset_map="self_cognition", self_cognition_name="Ada", self_cognition_author="Lab X"
-    )
+    cfg = _cfg(tmp_path, dataset_map="self_cognition", self_cognition_name="Ada",
+               self_cognition_author="Lab X")
     conversations, _, _ = load_conversations(cfg)
     assert 60 <= len(conversations) <= 100
     text = json.dumps(conversations, ensure_ascii=False)
@@ -247,12 +199,7 @@ def test_last_turn_switch_and_system(tmp_path):
     data = _write(tmp_path / "d.jsonl", [record])
     conv, _, _ = load_conversations(_cfg(tmp_path, data_path=str(data), train_on="last_turn", system="S"))
     assert [(m["role"], m["loss"]) for m in conv[0]] == [
-        ("system", False),
-        ("user", False),
-        ("assistant", False),
-        ("user", False),
-        ("assistant", True),
-    ]
+        ("system", False), ("user", False), ("assistant", False), ("user", False), ("assistant", True)]
 
 
 def test_hub_style_source_through_datasets(tmp_path, llama2_tokenizer):
@@ -267,19 +214,14 @@ def test_hub_style_source_through_datasets(tmp_path, llama2_tokenizer):
 
 def test_bad_data_is_reported_together_with_record_and_field(tmp_path):
     data = tmp_path / "d.jsonl"
-    data.write_text(
-        '{"instruction": "a", "output": "b"}\n{"instruction": "c", "output": \n'
-        '{"instruction": 3, "output": "x"}\n{"output": "y"}\n',
-        encoding="utf-8",
-    )
+    data.write_text('{"instruction": "a", "output": "b"}\n{"instruction": "c", "output": \n'
+                    '{"instruction": 3, "output": "x"}\n{"output": "y"}\n', encoding="utf-8")
     with pytest.raises(DataError) as info:
         load_conversations(_cfg(tmp_path, data_path=str(data)))
     lines = str(info.value).split("\nError: ")
-    assert lines == [
-        f"{data}: line 2: malformed JSON: Expecting value (column 32)",
-        f"{data} line 3: field 'instruction': must be a string, got int",
-        f"{data} line 4: field 'instruction': is missing",
-    ]
+    assert lines == [f"{data}: line 2: malformed JSON: Expecting value (column 32)",
+                     f"{data} line 3: field 'instruction': must be a string, got int",
+                     f"{data} line 4: field 'instruction': is missing"]
 
 
 def test_bad_settings_are_config_errors(tmp_path):
@@ -296,12 +238,7 @@ def test_unknown_format_and_template_refusals(tmp_path, llama2_tokenizer):
     with pytest.raises(ConfigError, match="mixes alpaca, alpaca_zh"):
         load_conversations(_cfg(tmp_path, dataset_map="alpaca_enzh", data_path="x.json"))
     data = _write(tmp_path / "d.jsonl", [{"instruction": "q", "output": "a", "system": "no system here"}])
-    with pytest.raises(
-        DataError, match=r"d\.jsonl line 1: .*does not support a system"
-    ):  # as Gemma's official one
-        build_train_dataset(
-            _cfg(tmp_path, data_path=str(data), prompt_template="gemma"),
-            llama2_tokenizer,
-            progress=False,
-            use_cache=False,
-        )
+    with pytest.raises(DataError,
+                       match=r"d\.jsonl line 1: .*does not support a system"):  # as Gemma's official one
+        build_train_dataset(_cfg(tmp_path, data_path=str(data), prompt_template="gemma"), llama2_tokenizer,
+                            progress=False, use_cache=False)

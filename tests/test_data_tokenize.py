@@ -18,24 +18,19 @@ from conftest import shared_path
 from xtune.data.tokenize import IGNORE_INDEX, encode_many, encode_segments, finish
 from xtune.templates import render_segments
 
-CONVERSATIONS = [
-    [{"role": "user", "content": "Hello"}, {"role": "assistant", "content": "Hi there!"}],
-    [
-        {"role": "system", "content": "Be brief."},
-        {"role": "user", "content": "你好"},
-        {"role": "assistant", "content": "你好！很高兴认识你。"},
-        {"role": "user", "content": "How are you?"},
-        {"role": "assistant", "content": "I'm doing well, thank you!"},
-    ],
-    [
-        {"role": "user", "content": "  padded  "},
-        {"role": "assistant", "content": "   I am an assistant   "},
-        {"role": "user", "content": "Another question"},
-        {"role": "assistant", "content": "Sure: 1 + 1 = 2."},
-    ],
-    [{"role": "user", "content": "x"}, {"role": "assistant", "content": "\nstarts with a newline\n"}],
-    [{"role": "user", "content": "code?"}, {"role": "assistant", "content": "```py\nprint('hi')\n```"}],
-]
+CONVERSATIONS = [[{"role": "user", "content": "Hello"}, {"role": "assistant", "content": "Hi there!"}],
+                 [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "你好"},
+                  {"role": "assistant", "content": "你好！很高兴认识你。"},
+                  {"role": "user", "content": "How are you?"},
+                  {"role": "assistant", "content": "I'm doing well, thank you!"}],
+                 [{"role": "user", "content": "  padded  "},
+                  {"role": "assistant", "content": "   I am an assistant   "},
+                  {"role": "user", "content": "Another question"},
+                  {"role": "assistant", "content": "Sure: 1 + 1 = 2."}],
+                 [{"role": "user", "content": "x"},
+                  {"role": "assistant", "content": "\nstarts with a newline\n"}],
+                 [{"role": "user", "content": "code?"},
+                  {"role": "assistant", "content": "```py\nprint('hi')\n```"}]]
 
 
 def _tokenizer(kind: str):
@@ -43,21 +38,14 @@ def _tokenizer(kind: str):
 
     if kind == "llama2":  # the real Llama-2 SentencePiece vocabulary, converted to tokenizer.json
         return AutoTokenizer.from_pretrained(
-            shared_path("reference", "models", "llama2_tiny_random", "hf_converted_DERIVED")
-        )
+            shared_path("reference", "models", "llama2_tiny_random", "hf_converted_DERIVED"))
     if kind in ("internlm2", "chatglm3"):  # remote-code tokenizers: use the derived tokenizer.json
         folder = shared_path("reference", "tokenizers", f"hf_{kind}")
         return PreTrainedTokenizerFast(
-            tokenizer_file=str(folder / "tokenizer.with_special_tokens.DERIVED.json"),
-            bos_token="<s>",
-            eos_token="</s>",
-            unk_token="<unk>",
-        )
-    name = {
-        "llama3_1": "hf_llama3_1",
-        "qwen2_5": "hf_qwen2_5",
-        "mistral": "hf_mistral7b_v0.1_labelled_llama2_by_lenml",
-    }[kind]
+            tokenizer_file=str(folder / "tokenizer.with_special_tokens.DERIVED.json"), bos_token="<s>",
+                                       eos_token="</s>", unk_token="<unk>")
+    name = {"llama3_1": "hf_llama3_1", "qwen2_5": "hf_qwen2_5",
+            "mistral": "hf_mistral7b_v0.1_labelled_llama2_by_lenml"}[kind]
     return AutoTokenizer.from_pretrained(shared_path("reference", "tokenizers", name))
 
 
@@ -176,10 +164,8 @@ def test_straddling_token_rule_is_pinned():
     assert newline2 in ids and labels[ids.index(newline2)] == newline2
     # An answer that does not start with whitespace keeps the prompt's newline untrained.
     ids, labels = encode_segments([("<|im_start|>assistant\n", False), ("Hi<|im_end|>", True)], tokenizer)
-    assert [tokenizer.decode([i]) for i, lab in zip(ids, labels, strict=True) if lab != IGNORE_INDEX] == [
-        "Hi",
-        "<|im_end|>",
-    ]
+    assert [tokenizer.decode([i]) for i,
+            lab in zip(ids, labels, strict=True) if lab != IGNORE_INDEX] == ["Hi", "<|im_end|>"]
 
 
 class _NoOffsets:

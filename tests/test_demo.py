@@ -52,14 +52,8 @@ def test_demo_refuses_a_non_empty_work_dir(tmp_path, capsys):
 
 def _run_demo(args: list[str], timeout: int) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    return subprocess.run(
-        [sys.executable, str(TOOLS / "demo.py"), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-        cwd=REPO,
-    )
+    return subprocess.run([sys.executable, str(TOOLS / "demo.py"), *args], capture_output=True, text=True,
+                          timeout=timeout, env=env, cwd=REPO)
 
 
 @pytest.mark.integration

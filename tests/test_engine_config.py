@@ -18,37 +18,21 @@ def recipe_path():
 
 
 def test_top_level_override_reaches_every_use():
-    cfg = load_recipe(
-        recipe_path(),
-        [
-            "lr=1e-4",
-            "max_length=512",
-            "data_path=./my.json",
-            "pretrained_model_name_or_path=/models/x",
-            "batch_size=4",
-            "save_steps=7",
-        ],
-    )
+    cfg = load_recipe(recipe_path(), ["lr=1e-4", "max_length=512", "data_path=./my.json",
+                                      "pretrained_model_name_or_path=/models/x", "batch_size=4",
+                                      "save_steps=7"])
     assert cfg.optim_wrapper.optimizer.lr == 1e-4
     assert cfg.train_dataset.max_length == 512 and cfg.max_length == 512
     assert cfg.train_dataset.data_path == "./my.json"
-    assert (
-        cfg.model.pretrained_model_name_or_path == cfg.tokenizer.pretrained_model_name_or_path == "/models/x"
-    )
+    model_path = cfg.model.pretrained_model_name_or_path
+    assert model_path == cfg.tokenizer.pretrained_model_name_or_path == "/models/x"
     assert cfg.train_dataloader.batch_size == 4
     assert cfg.checkpoint.interval == 7
 
 
 def test_dotted_override_and_method_settings():
-    cfg = load_recipe(
-        recipe_path(),
-        [
-            "model.gradient_checkpointing=False",
-            "method_cfg.r=16",
-            "method_cfg.use_dora=True",
-            "evaluate_chat.max_new_tokens=8",
-        ],
-    )
+    cfg = load_recipe(recipe_path(), ["model.gradient_checkpointing=False", "method_cfg.r=16",
+                                      "method_cfg.use_dora=True", "evaluate_chat.max_new_tokens=8"])
     assert cfg.model.gradient_checkpointing is False
     assert cfg.method_cfg.r == 16 and cfg.method_cfg.use_dora is True
     assert cfg.evaluate_chat.max_new_tokens == 8
@@ -60,18 +44,15 @@ def test_seed_flag_and_engine_settings():
     assert load_recipe(recipe_path()).on_nan == "stop"  # default filled in
 
 
-@pytest.mark.parametrize(
-    "option,message",
-    [
-        ("lrr=1e-4", "unknown setting 'lrr' (did you mean: lr"),
-        ("model.gradient_checkpointin=False", "did you mean: model.gradient_checkpointing"),
-        ("lr=fast", "lr='fast': expected a float"),
-        ("batch_size=True", "expected an int"),
-        ("max_length=1.5", "expected an int"),
-        ("pack_to_max_length=1", "expected a bool"),
-        ("lr", "expects KEY=VALUE"),
-    ],
-)
+@pytest.mark.parametrize("option,message", [
+    ("lrr=1e-4", "unknown setting 'lrr' (did you mean: lr"),
+    ("model.gradient_checkpointin=False", "did you mean: model.gradient_checkpointing"),
+    ("lr=fast", "lr='fast': expected a float"),
+    ("batch_size=True", "expected an int"),
+    ("max_length=1.5", "expected an int"),
+    ("pack_to_max_length=1", "expected a bool"),
+    ("lr", "expects KEY=VALUE"),
+])
 def test_bad_overrides_are_config_errors(option, message):
     with pytest.raises(ConfigError) as exc:
         load_recipe(recipe_path(), [option])
@@ -95,15 +76,8 @@ def test_rewrite_keeps_comments_and_handles_multiline_values():
 def test_preflight_reports_every_problem(tmp_path):
     from xtune.engine.checks import preflight
 
-    cfg = load_recipe(
-        recipe_path(),
-        [
-            "data_path=./nope.json",
-            "method=nomethod",
-            "prompt_template=nope",
-            "pretrained_model_name_or_path=/no/such/model",
-        ],
-    )
+    cfg = load_recipe(recipe_path(), ["data_path=./nope.json", "method=nomethod", "prompt_template=nope",
+                                      "pretrained_model_name_or_path=/no/such/model"])
     with pytest.raises(ConfigError) as exc:
         preflight(cfg, get_registry(), work_dir=tmp_path / "wd", deepspeed="zero9")
     text = str(exc.value)
@@ -151,10 +125,8 @@ def test_schedulers_reach_the_full_lr_after_warmup(total, kind):
 
     classes = {"LinearLR": LinearLR, "CosineAnnealingLR": CosineAnnealingLR, "ConstantLR": ConstantLR}
     optimizer = OptimWrapper(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1))
-    schedulers = [
-        classes[c.pop("type")](optimizer, **c)
-        for c in param_schedulers(dict(type=kind, warmup_ratio=0.03), Schedule(1, total, total))
-    ]
+    schedulers = [classes[c.pop("type")](optimizer, **c) for c in
+                  param_schedulers(dict(type=kind, warmup_ratio=0.03), Schedule(1, total, total))]
     lrs = []
     for _ in range(total):
         lrs.append(optimizer.param_groups[0]["lr"])
@@ -168,15 +140,9 @@ def test_schedulers_reach_the_full_lr_after_warmup(total, kind):
 def test_deepspeed_auto_fields_come_from_the_recipe():
     from xtune.engine.deepspeed_config import fill_auto, load_deepspeed_config
 
-    ds = fill_auto(
-        load_deepspeed_config("zero2", get_registry()),
-        micro_batch=2,
-        accumulation=8,
-        max_norm=1.0,
-        precision="bfloat16",
-        world_size=2,
-        cuda=False,
-    )
+    ds = fill_auto(load_deepspeed_config("zero2", get_registry()), micro_batch=2, accumulation=8,
+                   max_norm=1.0,
+                   precision="bfloat16", world_size=2, cuda=False)
     assert ds["train_micro_batch_size_per_gpu"] == 2 and ds["gradient_accumulation_steps"] == 8
     assert ds["train_batch_size"] == 32 and ds["gradient_clipping"] == 1.0
     assert ds["bf16"]["enabled"] is True and ds["fp16"]["enabled"] is False
@@ -189,14 +155,9 @@ def test_deepspeed_user_file(tmp_path):
     path = tmp_path / "ds.json"
     path.write_text('{"train_batch_size": 5, "zero_optimization": {"stage": 1}}')
     with pytest.raises(ConfigError, match="train_batch_size=5"):
-        fill_auto(
-            load_deepspeed_config(str(path), get_registry()),
-            micro_batch=2,
-            accumulation=1,
-            max_norm=None,
-            precision="float32",
-            cuda=False,
-        )
+        fill_auto(load_deepspeed_config(str(path), get_registry()), micro_batch=2, accumulation=1,
+                  max_norm=None,
+                  precision="float32", cuda=False)
     path.write_text("{oops")
     with pytest.raises(ConfigError, match="not valid JSON"):
         load_deepspeed_config(str(path), get_registry())
@@ -223,16 +184,9 @@ def test_non_finite_loss_stops_or_skips():
 
     from xtune.engine.model import CausalLMModel, NonFiniteLossError
 
-    llm = LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=32,
-            hidden_size=8,
-            intermediate_size=16,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            num_key_value_heads=2,
-        )
-    )
+    llm = LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=8, intermediate_size=16,
+                                       num_hidden_layers=1,
+                                       num_attention_heads=2, num_key_value_heads=2))
     with torch.no_grad():
         llm.lm_head.weight.fill_(float("nan"))
     ids = torch.randint(0, 32, (1, 6))
@@ -256,16 +210,8 @@ def test_cli_unknown_key_exits_2(capsys):
 def test_cli_missing_data_exits_2(capsys, tmp_path):
     from xtune.cli.main import main
 
-    code = main(
-        [
-            "train",
-            RECIPE,
-            "--work-dir",
-            str(tmp_path / "wd"),
-            "--cfg-options",
-            f"data_path={tmp_path / 'missing.json'}",
-        ]
-    )
+    code = main(["train", RECIPE, "--work-dir", str(tmp_path / "wd"), "--cfg-options",
+                 f"data_path={tmp_path / 'missing.json'}"])
     assert code == 2
     assert "missing.json' does not exist" in capsys.readouterr().err
 
@@ -274,10 +220,9 @@ def test_nproc_per_node_builds_a_torchrun_command():
     from xtune.engine.launch import torchrun_command
 
     assert torchrun_command(["r"], {}) is None
-    cmd = torchrun_command(
-        ["r", "--deepspeed", "zero2"],
-        {"NPROC_PER_NODE": "4", "NNODES": "2", "NODE_RANK": "1", "ADDR": "10.0.0.1", "PORT": "1234"},
-    )
+    cmd = torchrun_command(["r", "--deepspeed", "zero2"],
+                           {"NPROC_PER_NODE": "4", "NNODES": "2", "NODE_RANK": "1",
+                                                           "ADDR": "10.0.0.1", "PORT": "1234"})
     assert "--nproc_per_node=4" in cmd and "--nnodes=2" in cmd and "--node_rank=1" in cmd
     assert "--master_addr=10.0.0.1" in cmd and "--master_port=1234" in cmd
     assert cmd[-2:] == ["--launcher", "pytorch"] and cmd[cmd.index("train") + 1] == "r"

@@ -11,23 +11,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-WORDS = (
-    "the cat sat on a mat and the dog ran in the park while birds sang songs about rivers, "
-    "numbers one two three four five; answer question explain write list name give describe"
-).split()
+WORDS = ("the cat sat on a mat and the dog ran in the park while birds sang songs about rivers, "
+         "numbers one two three four five; answer question explain write list name give describe").split()
 
 
 def alpaca_records(n: int = 24) -> list[dict]:
     out = []
     for i in range(n):
         a, b, c = WORDS[i % len(WORDS)], WORDS[(3 * i + 1) % len(WORDS)], WORDS[(7 * i + 2) % len(WORDS)]
-        out.append(
-            {
-                "instruction": f"write {a} {b}",
-                "input": "" if i % 3 else f"about {c}",
-                "output": " ".join(WORDS[(i + k) % len(WORDS)] for k in range(4 + i % 9)),
-            }
-        )
+        out.append({"instruction": f"write {a} {b}", "input": "" if i % 3 else f"about {c}",
+                    "output": " ".join(WORDS[(i + k) % len(WORDS)] for k in range(4 + i % 9))})
     return out
 
 
@@ -44,14 +37,12 @@ def make_tokenizer(folder: Path):
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=400, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-    )
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=specials,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     corpus = [" ".join(WORDS)] * 4 + ["[INST] <<SYS>> <</SYS>> [/INST] ### Instruction: Response: Input:"] * 4
     tok.train_from_iterator(corpus, trainer)
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>"
-    )
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                   pad_token="<pad>")
     fast.save_pretrained(folder)
     return fast
 
@@ -62,19 +53,9 @@ def make_model(folder: Path, arch: str = "llama", vocab_size: int = 400):
     from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
     torch.manual_seed(0)
-    common = dict(
-        vocab_size=vocab_size,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=3,
-        tie_word_embeddings=False,
-    )
+    common = dict(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                  bos_token_id=1, eos_token_id=2, pad_token_id=3, tie_word_embeddings=False)
     if arch == "qwen2":
         model = Qwen2ForCausalLM(Qwen2Config(**common))
     else:

@@ -27,22 +27,10 @@ def assets(tmp_path_factory):
 
 
 def options(model_dir, data, **extra) -> list[str]:
-    values = dict(
-        pretrained_model_name_or_path=model_dir,
-        data_path=data,
-        max_length=64,
-        batch_size=2,
-        accumulative_counts=2,
-        max_steps=4,
-        save_steps=2,
-        save_total_limit=-1,
-        evaluation_inputs="[]",
-        export_hf=False,
-        log_interval=1,
-        lr=1e-3,
-        seed=3,
-        warmup_ratio=0.0,
-    )
+    values = dict(pretrained_model_name_or_path=model_dir, data_path=data, max_length=64, batch_size=2,
+                  accumulative_counts=2, max_steps=4, save_steps=2, save_total_limit=-1,
+                  evaluation_inputs="[]",
+                  export_hf=False, log_interval=1, lr=1e-3, seed=3, warmup_ratio=0.0)
     values.update(extra)
     return [f"{k}={v}" for k, v in values.items()]
 
@@ -64,11 +52,8 @@ def cli(*args) -> list[str]:
 
 def clean_env() -> dict:
     """This process's environment without the torch.distributed variables an in-process DeepSpeed run set."""
-    return {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
-    }
+    return {k: v for k, v in os.environ.items()
+            if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
 
 
 def test_lora_run_writes_checkpoints_logs_and_plot(assets, tmp_path):
@@ -92,18 +77,9 @@ def test_lora_run_writes_checkpoints_logs_and_plot(assets, tmp_path):
 def test_unpacked_run_with_limit_sample_chat_and_validation(assets, tmp_path):
     """Length-grouped unpacked batches, save_total_limit, sample chats and a held-out validation loss."""
     wd = tmp_path / "wd"
-    opts = options(
-        *assets,
-        max_steps=3,
-        save_steps=1,
-        save_total_limit=2,
-        accumulative_counts=1,
-        pack_to_max_length=False,
-        evaluation_inputs="['hello']",
-        evaluation_freq=2,
-        val_ratio=0.25,
-        **{"evaluate_chat.max_new_tokens": 3},
-    )
+    opts = options(*assets, max_steps=3, save_steps=1, save_total_limit=2, accumulative_counts=1,
+                   pack_to_max_length=False, evaluation_inputs="['hello']", evaluation_freq=2, val_ratio=0.25,
+                   **{"evaluate_chat.max_new_tokens": 3})
     assert train(wd, opts) == 0
     assert sorted(p.name for p in wd.glob("iter_*.pth")) == ["iter_2.pth", "iter_3.pth"]
     log = "\n".join(p.read_text() for p in wd.glob("*/*.log"))
@@ -119,12 +95,8 @@ def kill_and_resume(assets, tmp_path, *args) -> tuple[list[float], list[float]]:
     full = tmp_path / "full"
     assert train(full, opts, *args) == 0
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(
-        cli("train", RECIPE, "--work-dir", str(killed), *args, "--cfg-options", *opts),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=clean_env(),
-    )
+    proc = subprocess.Popen(cli("train", RECIPE, "--work-dir", str(killed), *args, "--cfg-options", *opts),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=clean_env())
     try:
         deadline = time.time() + 300
         while not (killed / "iter_2.pth").exists() and proc.poll() is None and time.time() < deadline:
@@ -206,16 +178,11 @@ def test_packed_loss_equals_unpacked(assets):
     model_dir, _ = assets
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = CausalLMModel(AutoModelForCausalLM.from_pretrained(model_dir, attn_implementation="sdpa")).eval()
-    docs = [
-        tok("<s>" + t, add_special_tokens=False)["input_ids"]
-        for t in ("the cat sat on a mat", "dog ran in the park while birds sang", "one two three")
-    ]
+    docs = [tok("<s>" + t, add_special_tokens=False)["input_ids"] for t in
+            ("the cat sat on a mat", "dog ran in the park while birds sang", "one two three")]
     rows = [{"input_ids": d, "labels": [-100] + d[1:]} for d in docs]
-    packed = {
-        "input_ids": sum(docs, []),
-        "labels": sum((r["labels"] for r in rows), []),
-        "position_ids": sum((list(range(len(d))) for d in docs), []),
-    }
+    packed = {"input_ids": sum(docs, []), "labels": sum((r["labels"] for r in rows), []),
+              "position_ids": sum((list(range(len(d))) for d in docs), [])}
     with torch.no_grad():
         total = sum(float(model(**Collator(3, False)([r]))["loss"]) * (len(r["input_ids"]) - 1) for r in rows)
         separate = total / sum(len(r["input_ids"]) - 1 for r in rows)
@@ -229,16 +196,9 @@ def test_lora_loss_falls_on_real_data(tmp_path):
     model_dir = shared_path("reference", "models", "llama2_tiny_random", "hf_converted_DERIVED")
     data = shared_path("data", "alpaca", "llamafactory_alpaca_en_demo.json")
     wd = tmp_path / "wd"
-    opts = options(
-        model_dir,
-        data,
-        max_length=128,
-        max_steps=12,
-        save_steps=0,
-        accumulative_counts=1,
-        lr=2e-2,
-        **{"method_cfg.r": 8, "method_cfg.lora_alpha": 16},
-    )
+    opts = options(model_dir, data, max_length=128, max_steps=12, save_steps=0, accumulative_counts=1,
+                   lr=2e-2,
+                   **{"method_cfg.r": 8, "method_cfg.lora_alpha": 16})
     assert train(wd, opts) == 0
     losses = history(wd)
     # a random 513k model starts at ln(32000) = 10.37; LoRA moves it slowly but steadily
@@ -249,19 +209,8 @@ def test_lora_loss_falls_on_real_data(tmp_path):
 def test_two_process_ddp(assets, tmp_path):
     wd = tmp_path / "ddp"
     env = dict(clean_env(), NPROC_PER_NODE="2", PORT="29517")
-    proc = subprocess.run(
-        cli(
-            "train",
-            RECIPE,
-            "--work-dir",
-            str(wd),
-            "--cfg-options",
-            *options(*assets, max_steps=2, save_steps=2),
-        ),
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    proc = subprocess.run(cli("train", RECIPE, "--work-dir", str(wd), "--cfg-options",
+                              *options(*assets, max_steps=2, save_steps=2)),
+                          env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (wd / "iter_2.pth").exists() and len(history(wd)) == 2

@@ -32,9 +32,8 @@ def run(tmp_path_factory):
     model = trained_lora_model(base)
     ckpt = save_engine_checkpoint(model, root / "iter_3.pth")
     adapter = root / "adapter"
-    code = main(
-        ["convert", "pth_to_hf", RECIPE, str(ckpt), str(adapter), "--cfg-options", *recipe_options(base)]
-    )
+    code = main(["convert", "pth_to_hf", RECIPE, str(ckpt), str(adapter), "--cfg-options",
+                 *recipe_options(base)])
     assert code == 0
     return {"root": root, "base": base, "model": model, "ckpt": ckpt, "adapter": adapter}
 
@@ -54,22 +53,13 @@ def _logits(model):
 
 def test_pth_to_hf_writes_a_peft_folder_in_safetensors(run):
     names = {p.name for p in run["adapter"].iterdir()}
-    assert {
-        "adapter_config.json",
-        "adapter_model.safetensors",
-        "README.md",
-        "chat_template.jinja",
-        "tokenizer.json",
-        "tokenizer_config.json",
-    } <= names
+    assert {"adapter_config.json", "adapter_model.safetensors", "README.md", "chat_template.jinja",
+            "tokenizer.json", "tokenizer_config.json"} <= names
     assert not any(n.endswith((".bin", ".pth", ".pt")) for n in names)
     assert not list(run["root"].glob(".adapter.partial-*"))
     config = json.loads((run["adapter"] / "adapter_config.json").read_text())
-    assert (
-        config["peft_type"] == "LORA"
-        and config["r"] == 64
-        and config["base_model_name_or_path"] == str(run["base"])
-    )
+    assert config[
+        "peft_type"] == "LORA" and config["r"] == 64 and config["base_model_name_or_path"] == str(run["base"])
 
 
 def test_adapter_loaded_by_plain_peft_gives_the_training_logits(run):
@@ -89,12 +79,9 @@ def test_saved_chat_template_renders_like_the_recipe_template(run):
     from xtune.templates import render_text
 
     tokenizer = AutoTokenizer.from_pretrained(run["adapter"])
-    conversation = [
-        {"role": "system", "content": "Be brief."},
-        {"role": "user", "content": "Who are you?"},
-        {"role": "assistant", "content": "I am xtune assistant."},
-        {"role": "user", "content": "Hi"},
-    ]
+    conversation = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Who are you?"},
+                    {"role": "assistant", "content": "I am xtune assistant."},
+                    {"role": "user", "content": "Hi"}]
     for messages, gen in ((conversation, True), (conversation[:3], False), (conversation[1:2], True)):
         expected = render_text("smollm2_chat", messages, add_generation_prompt=gen)  # as training renders
         assert tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=gen) == expected
@@ -114,18 +101,13 @@ def test_merge_matches_base_plus_adapter_and_loads_with_plain_transformers(run):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     merged_dir = run["root"] / "merged"
-    assert (
-        main(
-            ["convert", "merge", str(run["base"]), str(run["adapter"]), str(merged_dir), "--dtype", "float32"]
-        )
-        == 0
-    )
+    assert main(["convert", "merge", str(run["base"]), str(run["adapter"]), str(merged_dir),
+                 "--dtype", "float32"]) == 0
     assert (merged_dir / "model.safetensors").is_file() and not (merged_dir / "adapter_config.json").exists()
     merged = AutoModelForCausalLM.from_pretrained(merged_dir).eval()
     assert merged.dtype == torch.float32
-    reference = PeftModel.from_pretrained(
-        AutoModelForCausalLM.from_pretrained(run["base"]), str(run["adapter"])
-    )
+    reference = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(run["base"]),
+                                          str(run["adapter"]))
     assert (_logits(merged) - _logits(reference.eval())).abs().max().item() < 1e-4
     tokenizer = AutoTokenizer.from_pretrained(merged_dir)
     assert tokenizer.chat_template == AutoTokenizer.from_pretrained(run["adapter"]).chat_template
@@ -135,12 +117,8 @@ def test_merge_matches_base_plus_adapter_and_loads_with_plain_transformers(run):
 
 def test_merge_shards_with_max_shard_size(run):
     out = run["root"] / "sharded"
-    assert (
-        main(
-            ["convert", "merge", str(run["base"]), str(run["adapter"]), str(out), "--max-shard-size", "20KB"]
-        )
-        == 0
-    )
+    assert main(["convert", "merge", str(run["base"]), str(run["adapter"]), str(out), "--max-shard-size",
+                 "20KB"]) == 0
     shards = sorted(p.name for p in out.glob("model-*.safetensors"))
     assert len(shards) > 1 and (out / "model.safetensors.index.json").is_file()
 
@@ -148,37 +126,15 @@ def test_merge_shards_with_max_shard_size(run):
 def test_existing_output_needs_force(run, capsys):
     adapter = run["adapter"]
     before = (adapter / "adapter_model.safetensors").stat().st_mtime_ns
-    code = main(
-        [
-            "convert",
-            "pth_to_hf",
-            RECIPE,
-            str(run["ckpt"]),
-            str(adapter),
-            "--cfg-options",
-            *recipe_options(run["base"]),
-        ]
-    )
+    code = main(["convert", "pth_to_hf", RECIPE, str(run["ckpt"]), str(adapter), "--cfg-options",
+                 *recipe_options(run["base"])])
     assert code == 2 and "already exists" in capsys.readouterr().err
     assert (adapter / "adapter_model.safetensors").stat().st_mtime_ns == before
     out = run["root"] / "forced"
     out.mkdir()
     (out / "stale.txt").write_text("old")
-    assert (
-        main(
-            [
-                "convert",
-                "pth_to_hf",
-                RECIPE,
-                str(run["ckpt"]),
-                str(out),
-                "--force",
-                "--cfg-options",
-                *recipe_options(run["base"]),
-            ]
-        )
-        == 0
-    )
+    assert main(["convert", "pth_to_hf", RECIPE, str(run["ckpt"]), str(out), "--force", "--cfg-options",
+                 *recipe_options(run["base"])]) == 0
     assert (out / "adapter_model.safetensors").is_file() and not (out / "stale.txt").exists()
 
 
@@ -190,24 +146,15 @@ def test_interrupted_convert_leaves_no_partial_output(run, monkeypatch, capsys):
 
     monkeypatch.setattr(pth_to_hf, "save_tokenizer", interrupted)  # after the adapter weights are written
     out = run["root"] / "interrupted"
-    code = main(
-        [
-            "convert",
-            "pth_to_hf",
-            RECIPE,
-            str(run["ckpt"]),
-            str(out),
-            "--cfg-options",
-            *recipe_options(run["base"]),
-        ]
-    )
+    code = main(["convert", "pth_to_hf", RECIPE, str(run["ckpt"]), str(out), "--cfg-options",
+                 *recipe_options(run["base"])])
     assert code == 130
     assert not out.exists() and not list(run["root"].glob(".interrupted*"))
 
 
-@pytest.mark.parametrize(
-    "case", ["unknown_recipe", "missing_ckpt", "corrupt_ckpt", "wrong_rank", "bad_option", "no_kind"]
-)
+@pytest.mark.parametrize("case",
+                         ["unknown_recipe", "missing_ckpt", "corrupt_ckpt", "wrong_rank", "bad_option",
+                                  "no_kind"])
 def test_bad_convert_inputs_exit_2(run, case, capsys):
     root, base, ckpt = run["root"], run["base"], run["ckpt"]
     out = root / f"bad-{case}"
@@ -243,8 +190,7 @@ def test_merge_refuses_a_4bit_base_and_a_foreign_adapter(run, tmp_path, capsys):
 
     quantized = tmp_path / "base-4bit"
     AutoModelForCausalLM.from_pretrained(
-        run["base"], quantization_config=BitsAndBytesConfig(load_in_4bit=True)
-    ).save_pretrained(quantized)
+        run["base"], quantization_config=BitsAndBytesConfig(load_in_4bit=True)).save_pretrained(quantized)
     assert main(["convert", "merge", str(quantized), str(run["adapter"]), str(tmp_path / "m1")]) == 2
     assert "stored quantised (bitsandbytes)" in capsys.readouterr().err
     other = tiny_model_dir(tmp_path / "other", hidden=32)  # same module names, other shapes
@@ -274,22 +220,8 @@ def test_full_tuning_converts_to_a_full_model_in_safetensors(run, tmp_path):
     ckpt = tmp_path / "iter_5.pth"
     torch.save({"meta": {}, "state_dict": {f"llm.{k}": v for k, v in model.state_dict().items()}}, ckpt)
     out = tmp_path / "full"
-    assert (
-        main(
-            [
-                "convert",
-                "pth_to_hf",
-                recipe,
-                str(ckpt),
-                str(out),
-                "--cfg-options",
-                f"pretrained_model_name_or_path={run['base']}",
-                "--max-shard-size",
-                "30KB",
-            ]
-        )
-        == 0
-    )
+    assert main(["convert", "pth_to_hf", recipe, str(ckpt), str(out), "--cfg-options",
+                 f"pretrained_model_name_or_path={run['base']}", "--max-shard-size", "30KB"]) == 0
     assert (out / "model.safetensors.index.json").is_file() and not (out / "adapter_config.json").exists()
     reloaded = AutoModelForCausalLM.from_pretrained(out).eval()
     assert reloaded.config.use_cache is True

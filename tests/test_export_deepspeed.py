@@ -76,9 +76,8 @@ def zero_checkpoints(tmp_path_factory):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    script = _SCRIPT.format(
-        tests=str(__import__("pathlib").Path(__file__).parent), port=port, base=str(base), work_dir=str(root)
-    )
+    script = _SCRIPT.format(tests=str(__import__("pathlib").Path(__file__).parent), port=port, base=str(base),
+                            work_dir=str(root))
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     moved = dict(line.split(" moved ") for line in result.stdout.splitlines() if " moved " in line)
@@ -96,9 +95,9 @@ def test_zero_checkpoint_folder_converts_to_the_trained_adapter(zero_checkpoints
     assert folder.is_dir()
     out = root / f"adapter{stage}"
     assert (
-        main(["convert", "pth_to_hf", RECIPE, str(folder), str(out), "--cfg-options", *recipe_options(base)])
-        == 0
-    )
+        main(
+            ["convert", "pth_to_hf", RECIPE, str(folder), str(out), "--cfg-options",
+             *recipe_options(base)]) == 0)
     saved = load_file(out / "adapter_model.safetensors")
     expected = torch.load(root / f"zero{stage}" / "expected.pt")
     assert len(saved) == len(expected)
@@ -112,16 +111,6 @@ def test_a_folder_that_is_not_a_deepspeed_checkpoint_exits_2(zero_checkpoints, c
     root, base = zero_checkpoints
     assert (
         main(
-            [
-                "convert",
-                "pth_to_hf",
-                RECIPE,
-                str(base),
-                str(root / "nope"),
-                "--cfg-options",
-                *recipe_options(base),
-            ]
-        )
-        == 2
-    )
+            ["convert", "pth_to_hf", RECIPE, str(base), str(root / "nope"), "--cfg-options",
+             *recipe_options(base)]) == 2)
     assert "not a DeepSpeed checkpoint" in capsys.readouterr().err

@@ -15,13 +15,9 @@ from pathlib import Path
 RECIPE = "smollm2_135m_instruct_lora_self_cognition_e3"
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 _CORPUS = [
-    "Hello! How can I help you today?",
-    "Who are you? I am a helpful assistant.",
-    "The capital of France is Paris.",
-    "system user assistant",
-    "Tell me a joke about cats.",
-    "xtune fine-tunes language models from recipes.",
-    "0123456789 abcdefghijklmnopqrstuvwxyz",
+    "Hello! How can I help you today?", "Who are you? I am a helpful assistant.",
+    "The capital of France is Paris.", "system user assistant", "Tell me a joke about cats.",
+    "xtune fine-tunes language models from recipes.", "0123456789 abcdefghijklmnopqrstuvwxyz",
 ]
 
 
@@ -32,17 +28,11 @@ def build_tokenizer():
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=400, special_tokens=SPECIALS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-    )
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=SPECIALS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(_CORPUS * 4, trainer)
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token="<|im_start|>",
-        eos_token="<|im_end|>",
-        unk_token="<|endoftext|>",
-        pad_token="<|endoftext|>",
-    )
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<|im_end|>",
+                                   unk_token="<|endoftext|>", pad_token="<|endoftext|>")
     from xtune.templates.export import export_jinja
 
     fast.chat_template = export_jinja("smollm2_chat")
@@ -54,19 +44,10 @@ def build_model(vocab_size: int, hidden: int = 16, seed: int = 0, layers: int = 
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=hidden,
-        intermediate_size=2 * hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=0,
-        tie_word_embeddings=False,
-    )
+    config = LlamaConfig(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden,
+                         num_hidden_layers=layers, num_attention_heads=2, num_key_value_heads=2,
+                         max_position_embeddings=256, bos_token_id=1, eos_token_id=2, pad_token_id=0,
+                         tie_word_embeddings=False)
     return LlamaForCausalLM(config).eval()
 
 
@@ -128,12 +109,8 @@ def save_engine_checkpoint(model, path: Path, losses=(2.5, 2.0, 1.5)) -> Path:
     for loss in losses:
         hub.update_scalar("train/loss", loss)
     state = {f"llm.{n}": p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-    checkpoint = {
-        "meta": {"xtune_trainable_only": True, "iter": len(losses)},
-        "state_dict": state,
-        "message_hub": hub.state_dict(),
-        "optimizer": {},
-    }
+    checkpoint = {"meta": {"xtune_trainable_only": True, "iter": len(losses)}, "state_dict": state,
+                  "message_hub": hub.state_dict(), "optimizer": {}}
     torch.save(checkpoint, path)
     return path
 
@@ -142,9 +119,8 @@ def test_tiny_tokenizer_has_the_chat_tokens(tmp_path):
     tokenizer = build_tokenizer()
     for token in SPECIALS:
         assert len(tokenizer.encode(token, add_special_tokens=False)) == 1
-    text = tokenizer.apply_chat_template(
-        [{"role": "user", "content": "Hello"}], tokenize=False, add_generation_prompt=True
-    )
+    text = tokenizer.apply_chat_template([{"role": "user", "content": "Hello"}], tokenize=False,
+                                         add_generation_prompt=True)
     assert text.endswith("<|im_start|>assistant\n") and "<|im_start|>user\nHello<|im_end|>" in text
 
 

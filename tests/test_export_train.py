@@ -22,16 +22,8 @@ def trained(tmp_path_factory):
     base = shared_path("reference", "models", "llama2_tiny_random", "hf_converted_DERIVED")
     data = shared_path("data", "alpaca", "llamafactory_alpaca_en_demo.json")
     root = tmp_path_factory.mktemp("train")
-    options = [
-        f"pretrained_model_name_or_path={base}",
-        f"data_path={data}",
-        "max_steps=2",
-        "max_length=128",
-        "accumulative_counts=1",
-        "evaluation_inputs=[]",
-        "save_steps=1",
-        "lr=0.01",
-    ]
+    options = [f"pretrained_model_name_or_path={base}", f"data_path={data}", "max_steps=2", "max_length=128",
+               "accumulative_counts=1", "evaluation_inputs=[]", "save_steps=1", "lr=0.01"]
     assert main(["train", RECIPE, "--work-dir", str(root / "wd"), "--cfg-options", *options]) == 0
     return root, base, options
 
@@ -44,24 +36,10 @@ def test_train_exports_hf_and_pth_to_hf_agrees(trained):
     auto = root / "wd" / "hf"
     assert (auto / "adapter_config.json").is_file() and (auto / "chat_template.jinja").is_file()
     out = root / "adapter"
-    assert (
-        main(
-            [
-                "convert",
-                "pth_to_hf",
-                RECIPE,
-                str(root / "wd" / "iter_2.pth"),
-                str(out),
-                "--cfg-options",
-                *options,
-            ]
-        )
-        == 0
-    )
-    exported, converted = (
-        load_file(auto / "adapter_model.safetensors"),
-        load_file(out / "adapter_model.safetensors"),
-    )
+    assert main(["convert", "pth_to_hf", RECIPE, str(root / "wd" / "iter_2.pth"), str(out),
+                 "--cfg-options", *options]) == 0
+    exported, converted = load_file(
+        auto / "adapter_model.safetensors"), load_file(out / "adapter_model.safetensors")
     assert exported.keys() == converted.keys()
     assert all(torch.equal(exported[k], converted[k]) for k in exported)
     assert any(v.abs().max() > 0 for k, v in converted.items() if "lora_B" in k)  # trained, not the zero init
@@ -80,31 +58,12 @@ def test_merge_then_chat_with_the_merged_and_the_4bit_adapter(trained, capsys):
     ids = torch.tensor([[1, 450, 4996, 17354, 1701, 29916, 432, 17204]])
     with torch.no_grad():
         got = AutoModelForCausalLM.from_pretrained(merged)(input_ids=ids).logits
-        ref = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), str(adapter))(
-            input_ids=ids
-        ).logits
+        ref = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base),
+                                        str(adapter))(input_ids=ids).logits
     assert (got - ref).abs().max().item() < 1e-4
     capsys.readouterr()
-    assert (
-        main(["chat", str(merged), "--prompt", "Hello", "--max-new-tokens", "4", "--temperature", "0"]) == 0
-    )
-    assert (
-        main(
-            [
-                "chat",
-                str(base),
-                "--adapter",
-                str(adapter),
-                "--bits",
-                "4",
-                "--prompt",
-                "Hello",
-                "--max-new-tokens",
-                "4",
-                "--temperature",
-                "0",
-            ]
-        )
-        == 0
-    )
+    assert main(["chat", str(merged), "--prompt", "Hello", "--max-new-tokens", "4", "--temperature",
+                 "0"]) == 0
+    assert main(["chat", str(base), "--adapter", str(adapter), "--bits", "4", "--prompt", "Hello",
+                 "--max-new-tokens", "4", "--temperature", "0"]) == 0
     assert capsys.readouterr().out.count("\n") >= 2

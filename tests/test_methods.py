@@ -18,12 +18,8 @@ from xtune.methods.common import (
 from xtune.models.loading import load_model  # noqa: E402
 from xtune.plugins import get_registry  # noqa: E402
 
-QLORA = dict(
-    load_in_4bit=True,
-    bnb_4bit_quant_type="nf4",
-    bnb_4bit_use_double_quant=True,
-    bnb_4bit_compute_dtype="auto",
-)
+QLORA = dict(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+             bnb_4bit_compute_dtype="auto")
 
 
 @pytest.fixture(scope="module")
@@ -41,11 +37,9 @@ def build(folder, method: str, arch: str = "llama", **settings):
     registry = get_registry()
     entry = registry.tuning_methods.get(method)
     adapter = registry.model_adapters.get("llama2" if arch == "llama" else "qwen2")
-    model = load_model(
-        dict(pretrained_model_name_or_path=str(folder), quantization=QLORA if entry.load_in_bits else None),
-        adapter=adapter,
-        load_in_bits=entry.load_in_bits,
-    )
+    model = load_model(dict(pretrained_model_name_or_path=str(folder),
+                            quantization=QLORA if entry.load_in_bits else None),
+                       adapter=adapter, load_in_bits=entry.load_in_bits)
     return apply_method(model, dict(type=method, **settings), registry, adapter)
 
 
@@ -69,18 +63,12 @@ def train_steps(model, steps: int = 3):
 
 
 CASES = [
-    ("full", "llama", {}),
-    ("freeze", "llama", {"trainable_layers": 1}),
-    ("lora", "llama", {"r": 4}),
-    ("lora", "qwen2", {"r": 4}),
-    ("dora", "llama", {"r": 4}),
-    ("qlora", "llama", {"r": 4}),
-    ("qlora", "qwen2", {"r": 4}),
-    ("prefix_tuning", "llama", {"num_virtual_tokens": 4}),
+    ("full", "llama", {}), ("freeze", "llama", {"trainable_layers": 1}), ("lora", "llama", {"r": 4}),
+    ("lora", "qwen2", {"r": 4}), ("dora", "llama", {"r": 4}), ("qlora", "llama", {"r": 4}),
+    ("qlora", "qwen2", {"r": 4}), ("prefix_tuning", "llama", {"num_virtual_tokens": 4}),
     ("prompt_tuning", "llama", {"num_virtual_tokens": 4}),
     ("p_tuning", "llama", {"num_virtual_tokens": 4, "encoder_hidden_size": 16}),
-    ("ia3", "llama", {}),
-    ("bitfit", "qwen2", {}),
+    ("ia3", "llama", {}), ("bitfit", "qwen2", {}),
 ]
 
 
@@ -94,9 +82,8 @@ def test_method_trains_only_its_parameters(tiny_dirs, method, arch, settings):
     before = {n: p.detach().clone() for n, p in model.named_parameters() if p.dtype.is_floating_point}
     losses = train_steps(model)
     assert all(torch.isfinite(torch.tensor(losses)))
-    changed = {
-        n for n, p in model.named_parameters() if n in before and not torch.equal(before[n], p.detach())
-    }
+    changed = {n for n,
+               p in model.named_parameters() if n in before and not torch.equal(before[n], p.detach())}
     requires = {n for n, p in model.named_parameters() if p.requires_grad}
     assert changed, "no parameter changed"
     assert changed <= requires, f"frozen parameters changed: {sorted(changed - requires)[:3]}"
@@ -116,15 +103,8 @@ def test_freeze_by_module_pattern(tiny_dirs):
 def test_lora_target_modules_come_from_the_adapter(tiny_dirs):
     model = build(tiny_dirs["llama"], "lora", r=4)
     targets = model.peft_config["default"].target_modules  # peft expands 'all-linear' to module names
-    assert {t.rsplit(".", 1)[-1] for t in targets} == {
-        "q_proj",
-        "k_proj",
-        "v_proj",
-        "o_proj",
-        "gate_proj",
-        "up_proj",
-        "down_proj",
-    }
+    assert {t.rsplit(".", 1)[-1] for t in targets} == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+                                                       "up_proj", "down_proj"}
 
 
 def test_dora_sets_use_dora(tiny_dirs):

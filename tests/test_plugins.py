@@ -28,9 +28,8 @@ from xtune.registry import (
 )
 
 REPO = Path(__file__).resolve().parent.parent
-HOOKS = sorted(
-    name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction) if name.startswith("register_")
-)
+HOOKS = sorted(name for name,
+               fn in inspect.getmembers(hookspecs, inspect.isfunction) if name.startswith("register_"))
 
 
 @pytest.fixture
@@ -51,15 +50,8 @@ def plugin_module(name: str, **hooks) -> types.ModuleType:
 def test_builtins_register_every_kind(system):
     reg = system.registry
     assert not system.failures()
-    for kind in (
-        "model_adapters",
-        "models",
-        "dataset_maps",
-        "chat_templates",
-        "tuning_methods",
-        "deepspeed_presets",
-        "recipes",
-    ):
+    for kind in ("model_adapters", "models", "dataset_maps", "chat_templates", "tuning_methods",
+                 "deepspeed_presets", "recipes"):
         assert len(reg.tables[kind]) > 0, kind
     assert reg.recipes.get("llama2_7b_lora_alpaca_e3").plugin == "xtune"
     assert reg.model_adapters.get("internlm2").module == "xtune.default_plugins.models"
@@ -69,9 +61,8 @@ def test_hook_register_model_adapters(system):
     def register_model_adapters(register):
         register(ModelAdapter(name="falcon", model_types=("falcon",), default_template="chatml"))
 
-    system.add(
-        plugin_module("p", register_model_adapters=register_model_adapters), "p", "xtune-falcon", "1.0"
-    )
+    system.add(plugin_module("p", register_model_adapters=register_model_adapters), "p", "xtune-falcon",
+               "1.0")
     entry = system.registry.model_adapters.get("falcon")
     assert (entry.plugin, entry.module, entry.model_types) == ("xtune-falcon", "p", ("falcon",))
     assert system.info["p"].registered == {"model_adapters": ["falcon"]}
@@ -80,16 +71,8 @@ def test_hook_register_model_adapters(system):
 def test_hook_register_models(system):
     def register_models(register):
         register(
-            Model(
-                name="falcon_7b",
-                family="falcon",
-                hub_id="tiiuae/falcon-7b",
-                params_b=7,
-                chat=False,
-                hidden_size=4544,
-                num_layers=32,
-            )
-        )
+            Model(name="falcon_7b", family="falcon", hub_id="tiiuae/falcon-7b", params_b=7, chat=False,
+                  hidden_size=4544, num_layers=32))
 
     system.add(plugin_module("p", register_models=register_models), "p", "xtune-falcon", "1.0")
     entry = system.registry.models.get("falcon_7b")
@@ -116,14 +99,8 @@ def test_hook_register_dataset_maps(system):
 def test_hook_register_chat_templates(system):
     def register_chat_templates(register):
         register(
-            ChatTemplate(
-                name="my_chat",
-                stop_words=("</s>",),
-                user="<u>{content}</u>",
-                assistant="{content}",
-                assistant_end="</s>",
-            )
-        )
+            ChatTemplate(name="my_chat", stop_words=("</s>",), user="<u>{content}</u>", assistant="{content}",
+                         assistant_end="</s>"))
 
     system.add(plugin_module("p", register_chat_templates=register_chat_templates), "p", "xtune-chat", "1.0")
     assert system.registry.chat_templates.get("my_chat").stop_words == ("</s>",)
@@ -141,9 +118,8 @@ def test_hook_register_deepspeed_presets(system):
     def register_deepspeed_presets(register):
         register(DeepSpeedPreset(name="zero2_big", config=(("zero_optimization", {"stage": 2}),)))
 
-    system.add(
-        plugin_module("p", register_deepspeed_presets=register_deepspeed_presets), "p", "xtune-ds", "1.0"
-    )
+    system.add(plugin_module("p", register_deepspeed_presets=register_deepspeed_presets), "p", "xtune-ds",
+               "1.0")
     preset = system.registry.deepspeed_presets.get("zero2_big")
     cfg = preset.as_dict()
     cfg["zero_optimization"]["stage"] = 3  # a copy: the registry entry is not changed by a caller
@@ -153,8 +129,7 @@ def test_hook_register_deepspeed_presets(system):
 def test_hook_register_recipes(system, tmp_path):
     recipe_file = tmp_path / "my_model_lora_my_data_e2.py"
     recipe_file.write_text(
-        "model_adapter = 'llama2'\nmethod = 'lora'\ndataset_map = 'alpaca'\nmax_epochs = 2\n"
-    )
+        "model_adapter = 'llama2'\nmethod = 'lora'\ndataset_map = 'alpaca'\nmax_epochs = 2\n")
 
     def register_recipes(register):
         from xtune.recipe_files import recipes_in_dir
@@ -164,13 +139,8 @@ def test_hook_register_recipes(system, tmp_path):
 
     system.add(plugin_module("p", register_recipes=register_recipes), "p", "xtune-mine", "0.1")
     recipe = system.registry.recipes.get("my_model_lora_my_data_e2")
-    assert (recipe.plugin, recipe.model, recipe.method, recipe.dataset, recipe.epochs) == (
-        "xtune-mine",
-        "my_model",
-        "lora",
-        "alpaca",
-        2,
-    )
+    assert (recipe.plugin, recipe.model, recipe.method, recipe.dataset, recipe.epochs) == ("xtune-mine",
+        "my_model", "lora", "alpaca", 2)
 
 
 def test_hook_register_commands(system, capsys):
@@ -224,9 +194,8 @@ def test_invalid_entry_is_a_plugin_failure(system):
     def register_tuning_methods(register):
         register(TuningMethod(name="broken", builder="no_colon_here"))
 
-    system.add(
-        plugin_module("bad", register_tuning_methods=register_tuning_methods), "bad", "xtune-bad", "1.0"
-    )
+    system.add(plugin_module("bad", register_tuning_methods=register_tuning_methods), "bad", "xtune-bad",
+               "1.0")
     system.get_registry()
     assert "builder must be 'module:function'" in system.info["bad"].error
 
@@ -274,11 +243,9 @@ def fake_entry_points(monkeypatch):
         register(ModelAdapter(name="good_family", model_types=("good",)))
 
     eps = [
-        _FakeEntryPoint(
-            "good", "xtune-good", plugin_module("good_mod", register_model_adapters=register_model_adapters)
-        ),
-        _FakeEntryPoint("broken", "xtune-broken", ImportError("No module named 'missing_dependency'")),
-    ]
+        _FakeEntryPoint("good", "xtune-good",
+                        plugin_module("good_mod", register_model_adapters=register_model_adapters)),
+           _FakeEntryPoint("broken", "xtune-broken", ImportError("No module named 'missing_dependency'"))]
     monkeypatch.setattr(plugins.metadata, "entry_points", lambda group: eps if group == "xtune" else [])
     return eps
 
@@ -292,16 +259,9 @@ def test_entry_points_load_and_import_failures_are_reported(fake_entry_points):
     assert s.info["broken"].package == "xtune-broken"
 
 
-@pytest.mark.parametrize(
-    "selection, loaded",
-    [
-        (None, {"good", "broken"}),
-        ("", set()),
-        ("good", {"good"}),
-        ("xtune-broken", {"broken"}),
-        ("good, broken", {"good", "broken"}),
-    ],
-)
+@pytest.mark.parametrize("selection, loaded",
+                         [(None, {"good", "broken"}), ("", set()), ("good", {"good"}),
+                          ("xtune-broken", {"broken"}), ("good, broken", {"good", "broken"})])
 def test_xtune_load_plugins_selects_entry_points(fake_entry_points, selection, loaded):
     s = plugins.PluginSystem()
     s.load_entry_points(selection)

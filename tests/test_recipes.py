@@ -15,40 +15,13 @@ from xtune.plugins import PluginSystem
 from xtune.recipe_files import builtin_recipe_dir, read_metadata
 
 REPO = Path(__file__).resolve().parent.parent
-REQUIRED = [
-    "internlm_7b_qlora_oasst1_e3",
-    "internlm2_chat_7b_qlora_oasst1_e3",
-    "llama2_7b_qlora_alpaca_e3",
-    "llama2_7b_lora_alpaca_e3",
-    "smollm2_135m_instruct_lora_self_cognition_e3",
-]
-SETTINGS = [
-    "pretrained_model_name_or_path",
-    "data_path",
-    "prompt_template",
-    "max_length",
-    "pack_to_max_length",
-    "batch_size",
-    "accumulative_counts",
-    "dataloader_num_workers",
-    "max_epochs",
-    "optim_type",
-    "lr",
-    "betas",
-    "weight_decay",
-    "max_norm",
-    "warmup_ratio",
-    "save_steps",
-    "save_total_limit",
-    "evaluation_freq",
-    "SYSTEM",
-    "evaluation_inputs",
-    "max_steps",
-    "seed",
-    "model_adapter",
-    "dataset_map",
-    "method",
-]
+REQUIRED = ["internlm_7b_qlora_oasst1_e3", "internlm2_chat_7b_qlora_oasst1_e3", "llama2_7b_qlora_alpaca_e3",
+            "llama2_7b_lora_alpaca_e3", "smollm2_135m_instruct_lora_self_cognition_e3"]
+SETTINGS = ["pretrained_model_name_or_path", "data_path", "prompt_template", "max_length",
+            "pack_to_max_length", "batch_size", "accumulative_counts", "dataloader_num_workers", "max_epochs",
+            "optim_type", "lr", "betas", "weight_decay", "max_norm", "warmup_ratio", "save_steps",
+            "save_total_limit", "evaluation_freq", "SYSTEM", "evaluation_inputs", "max_steps", "seed",
+            "model_adapter", "dataset_map", "method"]
 
 
 @pytest.fixture(scope="module")
@@ -75,25 +48,9 @@ def test_index_matches_files(registry):
     """index.json (what list-cfg reads) says what the files say."""
     for recipe in builtin_recipes(registry):
         meta = read_metadata(Path(recipe.path))
-        assert (
-            meta.name,
-            meta.family,
-            meta.method,
-            meta.dataset,
-            meta.epochs,
-            meta.template,
-            meta.hub_id,
-            meta.model,
-        ) == (
-            recipe.name,
-            recipe.family,
-            recipe.method,
-            recipe.dataset,
-            recipe.epochs,
-            recipe.template,
-            recipe.hub_id,
-            recipe.model,
-        ), recipe.name
+        assert (meta.name, meta.family, meta.method, meta.dataset, meta.epochs, meta.template, meta.hub_id,
+                meta.model) == (recipe.name, recipe.family, recipe.method, recipe.dataset, recipe.epochs,
+                                recipe.template, recipe.hub_id, recipe.model), recipe.name
         assert recipe.name == f"{recipe.model}_{recipe.method}_{recipe.dataset}_e{recipe.epochs}"
 
 
@@ -106,11 +63,8 @@ def test_generator_reads_the_registry(registry):
     for recipe in recipes:
         model = models[recipe.model]
         adapter = registry.model_adapters.get(model.family)
-        assert (recipe.family, recipe.hub_id, recipe.template) == (
-            model.family,
-            model.hub_id,
-            adapter.default_template,
-        )
+        assert (recipe.family, recipe.hub_id, recipe.template) == (model.family, model.hub_id,
+                                                                   adapter.default_template)
     text = Path(registry.recipes.get("internlm2_chat_7b_qlora_oasst1_e3").path).read_text(encoding="utf-8")
     assert "trust_remote_code = True" in text and "use_varlen_attn" not in text
     assert "bnb_4bit_quant_type='nf4'" in text and "lora_alpha=16" in text
@@ -125,20 +79,15 @@ def test_every_recipe_loads_with_mmengine_and_names_registered_entries(registry)
         missing = [key for key in SETTINGS if key not in cfg]
         if missing:
             problems.append(f"{recipe.name}: missing settings {missing}")
-        for table, value in [
-            ("model_adapters", cfg.model_adapter),
-            ("dataset_maps", cfg.dataset_map),
-            ("chat_templates", cfg.prompt_template),
-            ("tuning_methods", cfg.method),
-        ]:
+        for table, value in [("model_adapters", cfg.model_adapter), ("dataset_maps", cfg.dataset_map),
+                             ("chat_templates", cfg.prompt_template), ("tuning_methods", cfg.method)]:
             if value not in registry.tables[table]:
                 problems.append(f"{recipe.name}: {table} has no {value!r}")
         if cfg.model.quantization and registry.tuning_methods.get(cfg.method).load_in_bits != 4:
             problems.append(f"{recipe.name}: quantised model for a method that does not load in 4 bits")
         if cfg.dataset_map == "self_cognition" and (
-            cfg.train_dataset.self_cognition_name != cfg.self_cognition_name
-            or cfg.train_dataset.self_cognition_author != cfg.self_cognition_author
-        ):
+                cfg.train_dataset.self_cognition_name != cfg.self_cognition_name
+                or cfg.train_dataset.self_cognition_author != cfg.self_cognition_author):
             problems.append(f"{recipe.name}: self-cognition names do not reach train_dataset")
         if cfg.train_dataset.max_length != cfg.max_length or cfg.optim_wrapper.optimizer.lr != cfg.lr:
             problems.append(f"{recipe.name}: a section does not use the top-level setting")
@@ -153,9 +102,8 @@ def test_header_gives_train_command_and_override_example(registry):
 
 
 def test_generator_check_passes():
-    result = subprocess.run(
-        [sys.executable, "tools/gen_recipes.py", "--check"], cwd=REPO, capture_output=True, text=True
-    )
+    result = subprocess.run([sys.executable, "tools/gen_recipes.py", "--check"], cwd=REPO,
+                            capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
 
 

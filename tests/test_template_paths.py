@@ -39,11 +39,8 @@ def conversations(template, registry):
     from xtune.templates import render_text
 
     system = [{"role": "system", "content": "Be brief."}]
-    turns = [
-        {"role": "user", "content": "Name a colour."},
-        {"role": "assistant", "content": "Blue."},
-        {"role": "user", "content": "And another?"},
-    ]
+    turns = [{"role": "user", "content": "Name a colour."}, {"role": "assistant", "content": "Blue."},
+             {"role": "user", "content": "And another?"}]
     try:
         render_text(template, system + turns, True, registry=registry)
     except UsageError:
@@ -81,15 +78,9 @@ def test_every_path_renders_the_same_tokens(registry, tokenizer):
         jinja_prompt = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
         assert ids(session.render(prompt)) == ids(jinja_prompt), entry.name
         # the sample chats during training: one user turn (after the system text when there is one)
-        hook = EvaluateChatHook(
-            tokenizer,
-            ["Name a colour."],
-            every=0,
-            schedule=Schedule(1, 1),
-            template=entry.name,
-            registry=registry,
-            system=prompt[0]["content"] if prompt[0]["role"] == "system" else "",
-        )
+        hook = EvaluateChatHook(tokenizer, ["Name a colour."], every=0, schedule=Schedule(1, 1),
+                                template=entry.name, registry=registry,
+                                system=prompt[0]["content"] if prompt[0]["role"] == "system" else "")
         single = ([prompt[0]] if prompt[0]["role"] == "system" else []) + [prompt[-3]]
         expected = tokenizer.apply_chat_template(single, tokenize=False, add_generation_prompt=True)
         assert hook.prompt_ids("Name a colour.") == ids(expected), entry.name

@@ -26,52 +26,17 @@ jinja2 = pytest.importorskip("jinja2")
 chat_template_utils = pytest.importorskip("transformers.utils.chat_template_utils")
 
 TEMPLATES = sorted(t.name for t in get_registry().chat_templates if t.plugin == "xtune")
-REQUIRED = [
-    "default",
-    "alpaca",
-    "chatml",
-    "qwen_chat",
-    "qwen2_5_chat",
-    "qwen3_chat",
-    "yi_chat",
-    "smollm2_chat",
-    "internlm2_chat",
-    "internlm_chat",
-    "llama2_chat",
-    "llama3_chat",
-    "llama3_1_chat",
-    "llama3_2_chat",
-    "chatglm3",
-    "baichuan2_chat",
-    "mistral",
-    "mistral_nemo",
-    "gemma",
-    "phi3_chat",
-    "deepseek_chat",
-    "deepseek_v3",
-    "deepseek_coder",
-    "zephyr",
-    "vicuna",
-]
+REQUIRED = ["default", "alpaca", "chatml", "qwen_chat", "qwen2_5_chat", "qwen3_chat", "yi_chat",
+            "smollm2_chat",
+            "internlm2_chat", "internlm_chat", "llama2_chat", "llama3_chat", "llama3_1_chat", "llama3_2_chat",
+            "chatglm3", "baichuan2_chat", "mistral", "mistral_nemo", "gemma", "phi3_chat", "deepseek_chat",
+            "deepseek_v3", "deepseek_coder", "zephyr", "vicuna"]
 
 SYSTEMS = [None, "You are a helpful assistant.", "  Answer briefly.\n", "你是一个乐于助人的助手。", ""]
-USERS = [
-    "Hello",
-    "  What is 2+2?  \n",
-    "请用中文介绍一下你自己。",
-    "",
-    "Line one\nLine two",
-    "Keep {content} and {bos_token} as they are.",
-]
-ANSWERS = [
-    "Hi there!",
-    "\n  4  \n",
-    "我是一个语言模型。",
-    "",
-    "First.\n\nSecond.",
-    " leading space",
-    "<think>\nLet me add.\n</think>\n\n4",
-]
+USERS = ["Hello", "  What is 2+2?  \n", "请用中文介绍一下你自己。", "", "Line one\nLine two",
+         "Keep {content} and {bos_token} as they are."]
+ANSWERS = ["Hi there!", "\n  4  \n", "我是一个语言模型。", "", "First.\n\nSecond.", " leading space",
+           "<think>\nLet me add.\n</think>\n\n4"]
 
 
 def regular_conversations():
@@ -81,18 +46,15 @@ def regular_conversations():
         for turn in range(turns):
             messages.append({"role": "user", "content": USERS[(s + turn * 5 + end_on_user) % len(USERS)]})
             if turn < turns - 1 or not end_on_user:
-                messages.append(
-                    {"role": "assistant", "content": ANSWERS[(s * 3 + turn + turns) % len(ANSWERS)]}
-                )
+                messages.append({"role": "assistant",
+                                 "content": ANSWERS[(s * 3 + turn + turns) % len(ANSWERS)]})
         yield messages
 
 
 def irregular_conversations():
     """Role orders some references refuse and others render: xtune must follow each reference."""
-    u, a, s = (
-        {"role": r, "content": c}
-        for r, c in (("user", "Question?"), ("assistant", "Answer."), ("system", "Be terse."))
-    )
+    u, a, s = ({"role": r, "content": c} for r, c in (("user", "Question?"), ("assistant", "Answer."),
+                                                        ("system", "Be terse.")))
     yield [u, u]
     yield [a, u]
     yield [u, a, a]
@@ -101,25 +63,16 @@ def irregular_conversations():
     yield [u, s, a, u]
     yield [s, s, u]
     yield [u, a, s]
-    yield [
-        {"role": "user", "content": "What is 6*7?"},
-        {"role": "assistant", "content": "42", "reasoning_content": "\nsix times seven\n"},
-    ]
-    yield [
-        {"role": "user", "content": "a"},
-        {"role": "assistant", "content": "<think>r1</think>b"},
-        {"role": "user", "content": "c"},
-        {"role": "assistant", "content": "d", "reasoning_content": "r2"},
-    ]
-    yield [
-        {"role": "user", "content": "<tool_response>x</tool_response>"},
-        {"role": "assistant", "content": "y"},
-    ]
+    yield [{"role": "user", "content": "What is 6*7?"},
+           {"role": "assistant", "content": "42", "reasoning_content": "\nsix times seven\n"}]
+    yield [{"role": "user", "content": "a"}, {"role": "assistant", "content": "<think>r1</think>b"},
+           {"role": "user", "content": "c"}, {"role": "assistant", "content": "d", "reasoning_content": "r2"}]
+    yield [{"role": "user", "content": "<tool_response>x</tool_response>"},
+           {"role": "assistant", "content": "y"}]
 
 
-CASES = [
-    (m, g) for m in itertools.chain(regular_conversations(), irregular_conversations()) for g in (False, True)
-]
+CASES = [(m, g) for m in itertools.chain(regular_conversations(), irregular_conversations()) for g in (False,
+        True)]
 
 
 def _reference_source(template) -> str | None:
@@ -145,13 +98,8 @@ def _jinja(source, messages, add_generation_prompt, template, **kwargs):
     """Render with transformers' jinja environment; None when the template raises."""
     try:
         rendered, _ = chat_template_utils.render_jinja_template(
-            [messages],
-            chat_template=source,
-            add_generation_prompt=add_generation_prompt,
-            bos_token=template.bos_token,
-            eos_token=template.eos_token,
-            **kwargs,
-        )
+            [messages], chat_template=source, add_generation_prompt=add_generation_prompt,
+            bos_token=template.bos_token, eos_token=template.eos_token, **kwargs)
     except jinja2.exceptions.TemplateError:
         return None
     return rendered[0]
@@ -208,11 +156,8 @@ def test_template_matches_reference_and_export(name):
     template = get_registry().chat_templates.get(name)
     exported = export_jinja(template)
     if template.reference.startswith("xtuner:"):
-        table = json.loads(
-            shared_path("reference", "chat_templates", "xtuner_v0.1.23_PROMPT_TEMPLATE.json").read_text(
-                encoding="utf-8"
-            )
-        )["PROMPT_TEMPLATE"]
+        table = json.loads(shared_path("reference", "chat_templates", "xtuner_v0.1.23_PROMPT_TEMPLATE.json")
+                           .read_text(encoding="utf-8"))["PROMPT_TEMPLATE"]
         row, source = table[template.reference.split(":", 1)[1]], "xtuner"
         reference = lambda m, g: _xtuner(row, m, g, template)  # noqa: E731
     elif (source := _reference_source(template)) is not None:
@@ -261,6 +206,5 @@ def test_reference_tokens_can_be_overridden(name):
     messages = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
     ours = render_text(name, messages, bos_token="<B>", eos_token="<E>")
     reference = chat_template_utils.render_jinja_template(
-        [messages], chat_template=_reference_source(template), bos_token="<B>", eos_token="<E>"
-    )[0][0]
+        [messages], chat_template=_reference_source(template), bos_token="<B>", eos_token="<E>")[0][0]
     assert ours == reference

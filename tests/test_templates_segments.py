@@ -17,12 +17,8 @@ from xtune.templates import Segment, get_template, render_segments, render_text
 from xtune.templates.export import export_jinja
 
 TEMPLATES = sorted(t.name for t in get_registry().chat_templates if t.plugin == "xtune")
-CONVERSATION = [
-    {"role": "user", "content": "Q-one"},
-    {"role": "assistant", "content": "A-one"},
-    {"role": "user", "content": "Q-two"},
-    {"role": "assistant", "content": "A-two"},
-]
+CONVERSATION = [{"role": "user", "content": "Q-one"}, {"role": "assistant", "content": "A-one"},
+                {"role": "user", "content": "Q-two"}, {"role": "assistant", "content": "A-two"}]
 
 
 def trained(segments: list[Segment]) -> list[str]:
@@ -42,22 +38,17 @@ def test_qwen2_5_segments():
     ]
 
 
-@pytest.mark.parametrize(
-    ("name", "answers"),
-    [
-        ("llama2_chat", [" A-one </s>", " A-two </s>"]),
-        ("mistral", [" A-one</s>", " A-two</s>"]),
-        ("mistral_nemo", ["A-one</s>", "A-two</s>"]),
-        ("llama3_1_chat", ["A-one<|eot_id|>", "A-two<|eot_id|>"]),
-        ("gemma", ["A-one<end_of_turn>", "A-two<end_of_turn>"]),
-        ("phi3_chat", ["A-one<|end|>", "A-two<|end|>"]),
-        ("chatglm3", ["\n A-one", "\n A-two"]),
-        ("vicuna", [" A-one</s>", " A-two</s>"]),
-        ("default", ["A-one</s>", "A-two</s>"]),
-        ("internlm_chat", ["A-one<eoa>", "A-two<eoa>"]),
-        ("deepseek_v3", ["A-one<｜end▁of▁sentence｜>", "A-two<｜end▁of▁sentence｜>"]),
-    ],
-)
+@pytest.mark.parametrize(("name", "answers"),
+                         [("llama2_chat", [" A-one </s>", " A-two </s>"]),
+                          ("mistral", [" A-one</s>", " A-two</s>"]),
+                          ("mistral_nemo", ["A-one</s>", "A-two</s>"]),
+                          ("llama3_1_chat", ["A-one<|eot_id|>", "A-two<|eot_id|>"]),
+                          ("gemma", ["A-one<end_of_turn>", "A-two<end_of_turn>"]),
+                          ("phi3_chat", ["A-one<|end|>", "A-two<|end|>"]),
+                          ("chatglm3", ["\n A-one", "\n A-two"]), ("vicuna", [" A-one</s>", " A-two</s>"]),
+                          ("default", ["A-one</s>", "A-two</s>"]),
+                          ("internlm_chat", ["A-one<eoa>", "A-two<eoa>"]),
+                          ("deepseek_v3", ["A-one<｜end▁of▁sentence｜>", "A-two<｜end▁of▁sentence｜>"])])
 def test_trained_text_is_answers_with_end_of_turn(name, answers):
     assert trained(render_segments(name, CONVERSATION)) == answers
 
@@ -90,15 +81,13 @@ def test_qwen3_think_block_goes_with_the_flag():
     assert trained(render_segments("qwen3_chat", messages)) == ["<think>\n\n</think>\n\nA-one<|im_end|>"]
     assert trained(render_segments("qwen3_chat", messages, enable_thinking=False)) == ["A-one<|im_end|>"]
     with_reasoning = [messages[0], {**messages[1], "reasoning_content": "because"}]
-    assert trained(render_segments("qwen3_chat", with_reasoning, enable_thinking=False)) == [
-        "<think>\nbecause\n</think>\n\nA-one<|im_end|>"
-    ]
+    assert trained(
+        render_segments("qwen3_chat", with_reasoning, enable_thinking=False)) == [
+            "<think>\nbecause\n</think>\n\nA-one<|im_end|>"]
     # Answers before the last question lose their reasoning, as in Qwen3's template.
     history = [messages[0], {"role": "assistant", "content": "<think>old</think>A-one"}, *CONVERSATION[2:]]
-    assert trained(render_segments("qwen3_chat", history)) == [
-        "A-one<|im_end|>",
-        "<think>\n\n</think>\n\nA-two<|im_end|>",
-    ]
+    assert trained(render_segments("qwen3_chat", history)) == ["A-one<|im_end|>",
+                                                               "<think>\n\n</think>\n\nA-two<|im_end|>"]
 
 
 def test_generation_prompt_is_never_trained():
@@ -113,18 +102,13 @@ def test_generation_prompt_is_never_trained():
 def test_export_generation_tags_give_the_same_mask(name):
     utils = pytest.importorskip("transformers.utils.chat_template_utils")
     template = get_template(name)
-    messages = (
-        [{"role": "system", "content": "Sys"}, *CONVERSATION]
-        if template.system_placement != "refuse"
-        else CONVERSATION
-    )
-    rendered, indices = utils.render_jinja_template(
-        [messages],
-        chat_template=export_jinja(name, generation_tags=True),
-        return_assistant_tokens_mask=True,
-        bos_token=template.bos_token,
-        eos_token=template.eos_token,
-    )
+    messages = ([{"role": "system", "content": "Sys"}, *CONVERSATION]
+                if template.system_placement != "refuse" else CONVERSATION)
+    rendered, indices = utils.render_jinja_template([messages],
+                                                    chat_template=export_jinja(name, generation_tags=True),
+                                                    return_assistant_tokens_mask=True,
+                                                    bos_token=template.bos_token,
+                                                    eos_token=template.eos_token)
     segments = render_segments(name, messages)
     assert rendered[0] == "".join(s.text for s in segments)
     spans, pos = [], 0
@@ -141,23 +125,19 @@ def test_export_generation_tags_give_the_same_mask(name):
     assert merged == spans
 
 
-@pytest.mark.parametrize(
-    ("name", "messages", "fragment"),
-    [
-        ("gemma", [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}], "system message"),
-        ("mistral", [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}], "alternate"),
-        ("llama2_chat", [{"role": "assistant", "content": "a"}], "alternate"),
-        (
-            "mistral_nemo",
-            [{"role": "user", "content": "a"}, {"role": "system", "content": "s"}],
-            "system message after the start",
-        ),
-        ("qwen2_5_chat", [{"role": "tool", "content": "{}"}], "role 'tool'"),
-        ("qwen2_5_chat", [{"role": "user", "content": None}], "'content' must be a string"),
-        ("qwen2_5_chat", [], "non-empty list"),
-        ("qwen2_5_chat", ["hello"], "message 0"),
-    ],
-)
+@pytest.mark.parametrize(("name", "messages", "fragment"),
+                         [
+                             ("gemma", [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}],
+                              "system message"),
+                          ("mistral", [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}],
+                           "alternate"),
+                          ("llama2_chat", [{"role": "assistant", "content": "a"}], "alternate"),
+                          ("mistral_nemo",
+                           [{"role": "user", "content": "a"}, {"role": "system", "content": "s"}],
+                           "system message after the start"),
+                          ("qwen2_5_chat", [{"role": "tool", "content": "{}"}], "role 'tool'"),
+                          ("qwen2_5_chat", [{"role": "user", "content": None}], "'content' must be a string"),
+                          ("qwen2_5_chat", [], "non-empty list"), ("qwen2_5_chat", ["hello"], "message 0")])
 def test_refusals_name_the_problem(name, messages, fragment):
     with pytest.raises(UsageError, match=fragment):
         render_segments(name, messages)
@@ -184,8 +164,8 @@ def test_cli_render_text_and_json(tmp_path, capsys):
     path = tmp_path / "m.json"
     path.write_text(json.dumps(CONVERSATION[:3], ensure_ascii=False), encoding="utf-8")
     assert (
-        main(["template", "render", "llama3_1_chat", "--messages", str(path), "--add-generation-prompt"]) == 0
-    )
+        main(
+            ["template", "render", "llama3_1_chat", "--messages", str(path), "--add-generation-prompt"]) == 0)
     out = capsys.readouterr().out
     assert out == render_text("llama3_1_chat", CONVERSATION[:3], add_generation_prompt=True)
     assert main(["template", "render", "llama3_1_chat", "--messages", str(path), "--json"]) == 0
@@ -199,17 +179,13 @@ def test_cli_export_prints_the_jinja(capsys):
     assert capsys.readouterr().out == export_jinja("gemma")
 
 
-@pytest.mark.parametrize(
-    ("content", "fragment"),
-    [
-        (
-            json.dumps([{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]),
-            "system message",
-        ),
-        ('[{"role": "user",\n "content": "u"', "line 2"),
-        ('{"role": "user"}', "JSON list"),
-    ],
-)
+@pytest.mark.parametrize(("content", "fragment"),
+                         [
+                             (
+                                 json.dumps(
+                                     [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]),
+                              "system message"), ('[{"role": "user",\n "content": "u"', "line 2"),
+                          ('{"role": "user"}', "JSON list")])
 def test_cli_render_refusal_is_one_error_line(tmp_path, capsys, content, fragment):
     path = tmp_path / "m.json"
     path.write_text(content, encoding="utf-8")

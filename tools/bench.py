@@ -50,11 +50,8 @@ def time_command(argv: list[str], runs: int, env: dict | None = None) -> dict:
     return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "runs": runs}
 
 
-CLI_COMMANDS = {
-    "xtune --help": ["--help"],
-    "xtune list-cfg": ["list-cfg"],
-    "xtune list-cfg --json": ["list-cfg", "--json"],
-}
+CLI_COMMANDS = {"xtune --help": ["--help"], "xtune list-cfg": ["list-cfg"],
+                "xtune list-cfg --json": ["list-cfg", "--json"]}
 CLI_GOAL_S = 0.3
 
 
@@ -64,11 +61,8 @@ def bench_cli(args) -> dict:
     baseline = time_command([sys.executable, "-c", "pass"], runs)
     figures = {name: time_command(exe + argv, runs) for name, argv in CLI_COMMANDS.items()}
     result = bench_report.header("cli", {"runs": runs, "executable": " ".join(exe)})
-    result.update(
-        python_startup=baseline,
-        commands=figures,
-        list_cfg_under_goal=figures["xtune list-cfg"]["median_s"] < CLI_GOAL_S,
-    )
+    result.update(python_startup=baseline, commands=figures,
+                  list_cfg_under_goal=figures["xtune list-cfg"]["median_s"] < CLI_GOAL_S)
     return result
 
 
@@ -77,18 +71,9 @@ def cli_markdown(result: dict) -> str:
     rows = [["python -c pass (interpreter alone)", *(result["python_startup"][k] for k in keys)]]
     rows += [[name, *(f[k] for k in keys)] for name, f in result["commands"].items()]
     goal = "met" if result["list_cfg_under_goal"] else "NOT met"
-    return "\n".join(
-        [
-            "## CLI start-up",
-            "",
-            *bench_report.context_lines(result),
-            "",
-            bench_report.table(["command", "median s", "min s", "max s"], rows),
-            "",
-            f"Goal `xtune list-cfg` under {CLI_GOAL_S} s: {goal}.",
-            "",
-        ]
-    )
+    return "\n".join(["## CLI start-up", "", *bench_report.context_lines(result), "",
+                      bench_report.table(["command", "median s", "min s", "max s"], rows), "",
+                      f"Goal `xtune list-cfg` under {CLI_GOAL_S} s: {goal}.", ""])
 
 
 def bench_train(args) -> dict:
@@ -150,11 +135,8 @@ def _data_markdown(result: dict) -> str:
 
 SUBCOMMANDS = {
     "train": (bench_train, _train_markdown, "training throughput, memory and held-out loss: xtune vs TRL"),
-    "data": (
-        bench_data,
-        _data_markdown,
-        "preprocessing rate: xtune's data pipeline vs TRL's dataset preparation",
-    ),
+    "data": (bench_data, _data_markdown,
+             "preprocessing rate: xtune's data pipeline vs TRL's dataset preparation"),
     "cli": (bench_cli, cli_markdown, "start-up time of `xtune --help` and `xtune list-cfg`"),
 }
 
@@ -166,22 +148,19 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.add_argument("--quick", action="store_true", help="the few-minute version (CPU: tiny model)")
         p.add_argument("--json", metavar="FILE", help="write the result here")
-        p.add_argument(
-            "--doc", default=str(bench_report.DOC), help="Markdown file whose section is rewritten"
-        )
+        p.add_argument("--doc", default=str(bench_report.DOC),
+                       help="Markdown file whose section is rewritten")
         p.add_argument("--no-doc", action="store_true", help="leave docs/benchmarks.md alone")
         p.add_argument("--out", metavar="DIR", help="working folder (default: a new temporary folder)")
-        p.add_argument(
-            "--from-json", metavar="FILE", help="render a saved --json result instead of measuring"
-        )
+        p.add_argument("--from-json", metavar="FILE",
+                       help="render a saved --json result instead of measuring")
         if name == "cli":
             p.add_argument("--runs", type=int, help="measured runs per command (default 5 quick, 15 full)")
         if name == "train":
             p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
             p.add_argument("--only", nargs="+", metavar="PROFILE", help="run only these profiles")
-            p.add_argument(
-                "--records", type=int, metavar="N", help="train on N records (default: the profile's)"
-            )
+            p.add_argument("--records", type=int, metavar="N",
+                           help="train on N records (default: the profile's)")
     worker = sub.add_parser("_worker", help=argparse.SUPPRESS)
     worker.add_argument("spec")
     return parser
@@ -194,10 +173,8 @@ def missing_requirements(command: str) -> str | None:
     if command not in ("train", "data"):
         return None
     if importlib.util.find_spec("trl") is None:
-        return (
-            "TRL is not installed: `pip install -e '.[bench]' -c constraints.txt` "
-            "(or XTUNE_EXTRAS=test,bench bash tools/setup.sh)"
-        )
+        return ("TRL is not installed: `pip install -e '.[bench]' -c constraints.txt` "
+                "(or XTUNE_EXTRAS=test,bench bash tools/setup.sh)")
     import bench_train
 
     if not (bench_train.shared_dir() / "data").is_dir():

@@ -39,28 +39,17 @@ def run(quick: bool, out: Path, log=print) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     data_file = out / "records.json"
     data_file.write_text(json.dumps(records, ensure_ascii=False), encoding="utf-8")
-    spec = dict(
-        kind="data",
-        data=str(data_file),
-        model=str(tiny_model()),
-        template=TEMPLATE,
-        max_length=MAX_LENGTH,
-        procs=[1, 2],
-    )
+    spec = dict(kind="data", data=str(data_file), model=str(tiny_model()), template=TEMPLATE,
+                max_length=MAX_LENGTH,
+                procs=[1, 2])
     tools = {}
     for tool in ("xtune", "trl"):
         log(f"[data] {tool} ...")
         tools[tool] = run_arm(dict(spec, arm=tool, cache=str(out / f"{tool}-cache")), out / tool)
         log(f"[data]   {tools[tool]['figures']}")
-    settings = {
-        "mode": "quick" if quick else "full",
-        "file": source.name,
-        "records": len(records),
-        "tokenizer": "Llama-2 (tiny model's)",
-        "template": TEMPLATE,
-        "max_length": MAX_LENGTH,
-        "packing": True,
-    }
+    settings = {"mode": "quick" if quick else "full", "file": source.name, "records": len(records),
+                "tokenizer": "Llama-2 (tiny model's)", "template": TEMPLATE, "max_length": MAX_LENGTH,
+                "packing": True}
     result = bench_report.header("data", settings)
     result["tools"] = {k: v["figures"] for k, v in tools.items()}
     result["ratios"] = ratios(result["tools"])
@@ -92,31 +81,18 @@ def worker(spec: dict) -> dict:
             seconds = time.perf_counter() - start
             tokens = sum(len(x) for x in rows["input_ids"])
             trained = sum(sum(1 for t in labels if t != -100) for labels in rows["labels"])
-            figures[f"{procs}proc_{state}"] = {
-                "seconds": seconds,
-                "records": n,
-                "rows": len(rows),
-                "tokens": tokens,
-                "trained_tokens": trained,
-                "records_per_s": n / seconds,
-                "tokens_per_s": tokens / seconds,
-            }
+            figures[f"{procs}proc_{state}"] = {"seconds": seconds, "records": n, "rows": len(rows),
+                                               "tokens": tokens, "trained_tokens": trained,
+                                               "records_per_s": n / seconds, "tokens_per_s": tokens / seconds}
     return {"arm": spec["arm"], "figures": figures}
 
 
 def _xtune(spec: dict, tokenizer, procs: int, cache: Path):
     from xtune.data import build_train_dataset
 
-    cfg = dict(
-        dataset_map="alpaca",
-        data_path=spec["data"],
-        prompt_template=spec["template"],
-        max_length=spec["max_length"],
-        pack_to_max_length=True,
-        num_proc=procs,
-        seed=0,
-        cache_dir=str(cache),
-    )
+    cfg = dict(dataset_map="alpaca", data_path=spec["data"], prompt_template=spec["template"],
+               max_length=spec["max_length"], pack_to_max_length=True, num_proc=procs, seed=0,
+               cache_dir=str(cache))
     return build_train_dataset(cfg, tokenizer, progress=False)
 
 
@@ -125,10 +101,8 @@ def to_prompt_completion(record: dict) -> dict:
     prompt = record["instruction"]
     if (record.get("input") or "").strip():
         prompt = f"{prompt}\n{record['input']}"
-    return {
-        "prompt": [{"role": "user", "content": prompt}],
-        "completion": [{"role": "assistant", "content": record["output"]}],
-    }
+    return {"prompt": [{"role": "user", "content": prompt}],
+            "completion": [{"role": "assistant", "content": record["output"]}]}
 
 
 def _trl_preparer(spec: dict, tokenizer):
@@ -139,23 +113,17 @@ def _trl_preparer(spec: dict, tokenizer):
 
     tokenizer.chat_template = export_jinja(spec["template"])
     datasets.disable_progress_bars()
-    args = SFTConfig(
-        output_dir=str(Path(spec["cache"]) / "trainer"),
-        packing=True,
-        max_length=spec["max_length"],
-        report_to="none",
-        use_cpu=True,
-    )
-    seed_rows = datasets.Dataset.from_list(
-        [to_prompt_completion({"instruction": "Say hi.", "input": "", "output": "Hi."})] * 2
-    )
+    args = SFTConfig(output_dir=str(Path(spec["cache"]) / "trainer"), packing=True,
+                     max_length=spec["max_length"],
+                     report_to="none", use_cpu=True)
+    seed_rows = datasets.Dataset.from_list([to_prompt_completion(
+        {"instruction": "Say hi.", "input": "", "output": "Hi."})] * 2)
     trainer = SFTTrainer(model=spec["model"], args=args, train_dataset=seed_rows, processing_class=tokenizer)
 
     def prepare(spec: dict, tokenizer, procs: int, cache: Path):
         raw = datasets.load_dataset("json", data_files=spec["data"], split="train", cache_dir=str(cache))
-        conversational = raw.map(
-            to_prompt_completion, remove_columns=raw.column_names, num_proc=procs if procs > 1 else None
-        )
+        conversational = raw.map(to_prompt_completion, remove_columns=raw.column_names,
+                                 num_proc=procs if procs > 1 else None)
         args.dataset_num_proc = procs if procs > 1 else None
         return trainer._prepare_dataset(conversational, tokenizer, args, True, None, "train")
 
@@ -171,49 +139,11 @@ def markdown(result: dict) -> str:
         for tool in ("xtune", "trl"):
             f = result["tools"].get(tool, {}).get(key)
             if f:
-                rows.append(
-                    [
-                        tool,
-                        procs.replace("proc", ""),
-                        state,
-                        f["records_per_s"],
-                        f["tokens_per_s"],
-                        f["seconds"],
-                        f["rows"],
-                        f["trained_tokens"],
-                    ]
-                )
-        rows.append(
-            [
-                "**ratio xtune ÷ TRL** (records/s)",
-                procs.replace("proc", ""),
-                state,
-                result["ratios"].get(key),
-                None,
-                None,
-                None,
-                None,
-            ]
-        )
-    return "\n".join(
-        [
-            "## Preprocessing: xtune data pipeline vs TRL dataset preparation",
-            "",
-            *context_lines(result),
-            "",
-            table(
-                [
-                    "tool",
-                    "processes",
-                    "cache",
-                    "records/s",
-                    "tokens/s",
-                    "seconds",
-                    "packed rows",
-                    "trained tokens",
-                ],
-                rows,
-            ),
-            "",
-        ]
-    )
+                rows.append([tool, procs.replace("proc", ""), state, f["records_per_s"], f["tokens_per_s"],
+                             f["seconds"], f["rows"], f["trained_tokens"]])
+        rows.append(["**ratio xtune ÷ TRL** (records/s)", procs.replace("proc", ""), state,
+                     result["ratios"].get(key), None, None, None, None])
+    return "\n".join(["## Preprocessing: xtune data pipeline vs TRL dataset preparation", "",
+                      *context_lines(result), "",
+                      table(["tool", "processes", "cache", "records/s", "tokens/s", "seconds", "packed rows",
+                             "trained tokens"], rows), ""])

@@ -20,36 +20,15 @@ import tempfile
 from pathlib import Path
 
 # Published config.json values (Qwen/Qwen2.5-0.5B-Instruct, meta-llama/Llama-2-7b-hf); weights are random.
-QWEN2_5_0_5B = dict(
-    model_type="qwen2",
-    hidden_size=896,
-    intermediate_size=4864,
-    num_hidden_layers=24,
-    num_attention_heads=14,
-    num_key_value_heads=2,
-    vocab_size=151936,
-    max_position_embeddings=32768,
-    rms_norm_eps=1e-6,
-    rope_theta=1000000.0,
-    tie_word_embeddings=True,
-    bos_token_id=151643,
-    eos_token_id=151645,
-)
-LLAMA2_7B = dict(
-    model_type="llama",
-    hidden_size=4096,
-    intermediate_size=11008,
-    num_hidden_layers=32,
-    num_attention_heads=32,
-    num_key_value_heads=32,
-    vocab_size=32000,
-    max_position_embeddings=4096,
-    rms_norm_eps=1e-5,
-    rope_theta=10000.0,
-    tie_word_embeddings=False,
-    bos_token_id=1,
-    eos_token_id=2,
-)
+QWEN2_5_0_5B = dict(model_type="qwen2", hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+                    num_attention_heads=14, num_key_value_heads=2, vocab_size=151936,
+                    max_position_embeddings=32768, rms_norm_eps=1e-6, rope_theta=1000000.0,
+                    tie_word_embeddings=True, bos_token_id=151643, eos_token_id=151645)
+LLAMA2_7B = dict(model_type="llama", hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+                 num_attention_heads=32, num_key_value_heads=32, vocab_size=32000,
+                 max_position_embeddings=4096,
+                 rms_norm_eps=1e-5, rope_theta=10000.0, tie_word_embeddings=False, bos_token_id=1,
+                 eos_token_id=2)
 LORA = dict(r=64, lora_alpha=16, lora_dropout=0.1)  # xtune's generated LoRA/QLoRA recipes
 
 
@@ -92,9 +71,9 @@ def random_model(name: str, config: dict, tokenizer_dir: Path) -> Path:
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}."))
     model.save_pretrained(tmp)
     AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(tmp)
-    (tmp / "bench_params.json").write_text(
-        json.dumps({"n_params": sum(p.numel() for p in model.parameters())})
-    )
+    (
+        tmp / "bench_params.json").write_text(
+            json.dumps({"n_params": sum(p.numel() for p in model.parameters())}))
     del model
     torch.cuda.empty_cache()
     os.replace(tmp, out)
@@ -108,50 +87,21 @@ def gpu_profiles(quick: bool, alpaca: Path) -> list[dict]:
     qwen = random_model("qwen2.5-0.5b-random", QWEN2_5_0_5B, tokenizers / "hf_qwen2_5")
     fa2 = flash_attention_available()
     model_kwargs = {"dtype": "bfloat16", **({"attn_implementation": "flash_attention_2"} if fa2 else {})}
-    common = dict(
-        model=str(qwen),
-        template="qwen2_5_chat",
-        data=str(alpaca / "llamafactory_alpaca_en_demo.json"),
-        train_records=512 if quick else 935,
-        heldout_records=64,
-        max_length=2048,
-        lr=2e-4,
-        seed=0,
-        epochs=1,
-        device="cuda",
-        n_params=_n_params(qwen),
-        flash_attention=fa2,
-        xtune_options=[f"model.attn_implementation={'flash_attention_2' if fa2 else 'sdpa'}"],
-    )
-    runs = [
-        dict(
-            common,
-            name=f"qwen2.5-0.5b-{method}",
-            method=method,
-            trl_args={"model_init_kwargs": model_kwargs},
-            recipe=f"qwen2_5_0_5b_instruct_{method}_alpaca_e3",
-        )
-        for method in ("lora", "qlora")
-    ]
+    common = dict(model=str(qwen), template="qwen2_5_chat",
+                  data=str(alpaca / "llamafactory_alpaca_en_demo.json"),
+                  train_records=512 if quick else 935, heldout_records=64, max_length=2048, lr=2e-4, seed=0,
+                  epochs=1, device="cuda", n_params=_n_params(qwen), flash_attention=fa2,
+                  xtune_options=[f"model.attn_implementation={'flash_attention_2' if fa2 else 'sdpa'}"])
+    runs = [dict(common, name=f"qwen2.5-0.5b-{method}", method=method,
+                 trl_args={"model_init_kwargs": model_kwargs},
+                 recipe=f"qwen2_5_0_5b_instruct_{method}_alpaca_e3") for method in ("lora", "qlora")]
     if not quick:
-        llama = random_model(
-            "llama2-7b-random",
-            LLAMA2_7B,
-            shared_dir() / "reference" / "models" / "llama2_tiny_random" / "hf_converted_DERIVED",
-        )
-        runs.append(
-            dict(
-                common,
-                name="llama2-7b-qlora",
-                model=str(llama),
-                method="qlora",
-                template="llama2_chat",
-                recipe="llama2_7b_qlora_alpaca_e3",
-                train_records=128,
-                n_params=_n_params(llama),
-                trl_args={"model_init_kwargs": model_kwargs},
-            )
-        )
+        llama = random_model("llama2-7b-random", LLAMA2_7B, shared_dir() / "reference" / "models" /
+                             "llama2_tiny_random" / "hf_converted_DERIVED")
+        runs.append(dict(common, name="llama2-7b-qlora", model=str(llama), method="qlora",
+                         template="llama2_chat",
+                         recipe="llama2_7b_qlora_alpaca_e3", train_records=128, n_params=_n_params(llama),
+                         trl_args={"model_init_kwargs": model_kwargs}))
     return runs
 
 
@@ -164,11 +114,8 @@ def trl_model_kwargs(spec: dict) -> dict:
 
         # The recipes' quantization: NF4 with double quantization, bf16 compute.
         kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.bfloat16,
-        )
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16)
     return kwargs
 
 
@@ -222,21 +169,9 @@ def mfu_markdown(result: dict) -> str:
     for run in result["runs"]:
         for name, arm in run["arms"].items():
             if "mfu" in arm:
-                rows.append(
-                    [
-                        run["profile"],
-                        name,
-                        arm.get("input_tokens_per_s"),
-                        arm["tflops"],
-                        arm["mfu"],
-                        arm.get("peak_memory_mib"),
-                    ]
-                )
+                rows.append([run["profile"], name, arm.get("input_tokens_per_s"), arm["tflops"], arm["mfu"],
+                             arm.get("peak_memory_mib")])
     return "\n".join(
-        [
-            f"### MFU (bf16 matmul peak measured: {result.get('bf16_matmul_peak_tflops', 0):.0f} TFLOP/s)",
-            "",
-            table(["run", "arm", "tokens/s (all non-pad)", "TFLOP/s", "MFU", "peak MiB"], rows),
-            "",
-        ]
-    )
+        [f"### MFU (bf16 matmul peak measured: {result.get('bf16_matmul_peak_tflops', 0):.0f} TFLOP/s)",
+                      "", table(["run", "arm", "tokens/s (all non-pad)", "TFLOP/s", "MFU", "peak MiB"], rows),
+                      ""])

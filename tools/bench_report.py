@@ -19,18 +19,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 DOC = REPO / "docs" / "benchmarks.md"
-PACKAGES = (
-    "torch",
-    "transformers",
-    "trl",
-    "peft",
-    "datasets",
-    "tokenizers",
-    "mmengine",
-    "accelerate",
-    "bitsandbytes",
-    "flash-attn",
-)
+PACKAGES = ("torch", "transformers", "trl", "peft", "datasets", "tokenizers", "mmengine", "accelerate",
+            "bitsandbytes", "flash-attn")
 
 
 def versions() -> dict[str, str]:
@@ -47,12 +37,8 @@ def versions() -> dict[str, str]:
 
 def _git_commit() -> str | None:
     try:
-        done = subprocess.run(
-            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
+        done = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired):
         return None
     return f"git {done.stdout.strip()}" if done.returncode == 0 and done.stdout.strip() else None
@@ -89,14 +75,8 @@ def machine(gpu: str | None = None) -> dict:
     """The machine in words and numbers; `loaded` is True when other work kept the cores busy."""
     cores = os.cpu_count() or 1
     load = load_average()
-    info = {
-        "cpu": cpu_model(),
-        "cores": cores,
-        "memory_gib": memory_gib(),
-        "os": platform.platform(),
-        "load_average": load,
-        "loaded": bool(load and load[0] > 0.5 * cores),
-    }
+    info = {"cpu": cpu_model(), "cores": cores, "memory_gib": memory_gib(), "os": platform.platform(),
+            "load_average": load, "loaded": bool(load and load[0] > 0.5 * cores)}
     if gpu:
         info["gpu"] = gpu
     return info
@@ -104,14 +84,9 @@ def machine(gpu: str | None = None) -> dict:
 
 def header(command: str, settings: dict, gpu: str | None = None) -> dict:
     """The common part of every JSON result."""
-    return {
-        "benchmark": command,
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "machine": machine(gpu),
-        "versions": versions(),
-        "settings": settings,
-    }
+    return {"benchmark": command, "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "command": " ".join([Path(sys.executable).name, *sys.argv]), "machine": machine(gpu),
+            "versions": versions(), "settings": settings}
 
 
 def write_json(result: dict, path: str | Path) -> Path:
@@ -132,7 +107,7 @@ def fmt(value, digits: int = 3) -> str:
     if isinstance(value, float):
         if value != value:  # NaN
             return "nan"
-        if abs(value) >= 10**digits:
+        if abs(value) >= 10 ** digits:
             return f"{value:,.0f}"
         return f"{value:.{digits}g}"
     return str(value)
@@ -148,25 +123,15 @@ def context_lines(result: dict) -> list[str]:
     """The machine / versions / date / settings lines that head every Markdown section."""
     m, v = result["machine"], result["versions"]
     load = m.get("load_average")
-    loaded = (
-        (
-            f"; **loaded** by other work (load average {load[0]} on {m['cores']} cores): compare ratios, "
-            "not absolute figures"
-        )
-        if m.get("loaded")
-        else (f"; load average {load[0]}" if load else "")
-    )
-    lines = [
-        f"- date: {result['date']}; command: `{result['command']}`",
-        f"- machine: {m['cpu']}, {m['cores']} cores, {m.get('memory_gib')} GiB"
-        + (f", GPU {m['gpu']}" if m.get("gpu") else ", no GPU")
-        + loaded,
-        "- versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
-    ]
+    loaded = (f"; **loaded** by other work (load average {load[0]} on {m['cores']} cores): compare ratios, "
+              "not absolute figures") if m.get("loaded") else (f"; load average {load[0]}" if load else "")
+    lines = [f"- date: {result['date']}; command: `{result['command']}`",
+             f"- machine: {m['cpu']}, {m['cores']} cores, {m.get('memory_gib')} GiB"
+             + (f", GPU {m['gpu']}" if m.get("gpu") else ", no GPU") + loaded,
+             "- versions: " + ", ".join(f"{k} {val}" for k, val in v.items())]
     if result.get("settings"):
-        lines.append(
-            "- settings: " + ", ".join(f"{k}={_setting(val)}" for k, val in result["settings"].items())
-        )
+        lines.append("- settings: " + ", ".join(f"{k}={_setting(val)}" for k,
+                                                val in result["settings"].items()))
     return lines
 
 
@@ -189,7 +154,7 @@ def replace_section(text: str, name: str, body: str) -> str:
         stop = text.find(end, start)
         if stop < 0:
             raise ValueError(f"{begin} has no matching {end}")
-        return text[:start] + block + text[stop + len(end) :]
+        return text[:start] + block + text[stop + len(end):]
     return text.rstrip() + "\n\n" + block + "\n"
 
 

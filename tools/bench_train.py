@@ -31,12 +31,8 @@ from pathlib import Path
 TOOLS = Path(__file__).resolve().parent
 REPO = TOOLS.parent
 ARMS = ("xtune", "trl", "trl_packed")
-ARM_LABELS = {
-    "base": "untrained model",
-    "xtune": "xtune (recipe defaults, packing)",
-    "trl": "TRL SFTTrainer defaults",
-    "trl_packed": "TRL SFTTrainer packing=True",
-}
+ARM_LABELS = {"base": "untrained model", "xtune": "xtune (recipe defaults, packing)",
+              "trl": "TRL SFTTrainer defaults", "trl_packed": "TRL SFTTrainer packing=True"}
 SEQUENCES_PER_STEP = 8  # TRL's default per_device_train_batch_size
 
 
@@ -57,49 +53,20 @@ def profiles(quick: bool, device: str) -> list[dict]:
         return gpu_profiles(quick, alpaca)
     # Full fine-tuning: almost all of the tiny model's weights are its embedding and output layers, which
     # LoRA leaves frozen, so LoRA would leave the held-out loss flat and the quality check empty.
-    runs = [
-        dict(
-            name="llama2-tiny",
-            model=str(tiny_model()),
-            recipe="llama2_7b_chat_full_alpaca_e3",
-            template="llama2_chat",
-            method="full",
-            data=str(alpaca / "llamafactory_alpaca_en_demo.json"),
-            train_records=128 if quick else 935,
-            heldout_records=32 if quick else 64,
-            max_length=1024,
-            lr=1e-3,
-            seed=0,
-            epochs=1,
-        )
-    ]
+    runs = [dict(name="llama2-tiny", model=str(tiny_model()), recipe="llama2_7b_chat_full_alpaca_e3",
+                 template="llama2_chat", method="full", data=str(alpaca / "llamafactory_alpaca_en_demo.json"),
+                 train_records=128 if quick else 935, heldout_records=32 if quick else 64, max_length=1024,
+                 lr=1e-3, seed=0, epochs=1)]
     if not quick:
-        runs.append(
-            dict(
-                runs[0],
-                name="llama2-tiny-gsm8k",
-                data=str(alpaca / "gururise_gsm_8k_train_alpaca_format.json"),
-                train_records=2000,
-            )
-        )
+        runs.append(dict(runs[0], name="llama2-tiny-gsm8k",
+                         data=str(alpaca / "gururise_gsm_8k_train_alpaca_format.json"), train_records=2000))
         smollm2 = smollm2_dir()
         if smollm2 is not None:
-            runs.append(
-                dict(
-                    name="smollm2-135m",
-                    model=str(smollm2),
-                    recipe="smollm2_135m_instruct_full_alpaca_e3",
-                    template="smollm2_chat",
-                    method="full",
-                    data=str(alpaca / "llamafactory_alpaca_en_demo.json"),
-                    train_records=192,
-                    heldout_records=32,
-                    max_length=512,
-                    lr=2e-5,
-                    seed=0,
-                    epochs=1,
-                )
-            )
+            runs.append(dict(name="smollm2-135m", model=str(smollm2),
+                             recipe="smollm2_135m_instruct_full_alpaca_e3",
+                             template="smollm2_chat", method="full",
+                             data=str(alpaca / "llamafactory_alpaca_en_demo.json"), train_records=192,
+                             heldout_records=32, max_length=512, lr=2e-5, seed=0, epochs=1))
     return runs
 
 
@@ -116,11 +83,8 @@ def smollm2_dir() -> Path | None:
     lines = [x.strip() for x in out.stdout.splitlines() if x.strip()]
     if out.returncode == 0 and lines and (Path(lines[-1]) / "config.json").is_file():
         return Path(lines[-1])
-    print(
-        f"SmolLM2-135M unavailable (tools/get_smollm2.py exited {out.returncode}): "
-        f"{out.stderr.strip()[-300:]}",
-        file=sys.stderr,
-    )
+    print(f"SmolLM2-135M unavailable (tools/get_smollm2.py exited {out.returncode}): "
+          f"{out.stderr.strip()[-300:]}", file=sys.stderr)
     return None
 
 
@@ -139,7 +103,7 @@ def split_records(src: str, n_train: int, n_heldout: int, out_dir: Path) -> tupl
     records = json.loads(Path(src).read_text(encoding="utf-8"))
     if n_train + n_heldout > len(records):
         n_train = len(records) - n_heldout
-    train, heldout = records[:n_train], records[len(records) - n_heldout :]
+    train, heldout = records[:n_train], records[len(records) - n_heldout:]
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = out_dir / "train.json", out_dir / "heldout.json"
     for path, part in zip(paths, (train, heldout), strict=True):
@@ -156,13 +120,8 @@ def run_arm(spec: dict, out_dir: Path, timeout: float | None = None) -> dict:
     log = out_dir / "log.txt"
     start = time.perf_counter()
     with open(log, "w", encoding="utf-8") as fh:
-        proc = subprocess.run(
-            [sys.executable, str(TOOLS / "bench.py"), "_worker", str(spec_path)],
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            env=offline_env(spec.get("env")),
-            timeout=timeout,
-        )
+        proc = subprocess.run([sys.executable, str(TOOLS / "bench.py"), "_worker", str(spec_path)], stdout=fh,
+                              stderr=subprocess.STDOUT, env=offline_env(spec.get("env")), timeout=timeout)
     wall = time.perf_counter() - start
     if proc.returncode != 0 or not result_path.is_file():
         tail = log.read_text(encoding="utf-8", errors="replace")[-3000:]
@@ -206,13 +165,8 @@ def heldout_rows(spec: dict, tokenizer) -> list[dict]:
     """The held-out records tokenized by xtune's pipeline (unpacked; labels on the answers only)."""
     from xtune.data import build_train_dataset
 
-    cfg = dict(
-        dataset_map="alpaca",
-        data_path=spec["heldout"],
-        prompt_template=spec["template"],
-        max_length=spec["max_length"],
-        pack_to_max_length=False,
-    )
+    cfg = dict(dataset_map="alpaca", data_path=spec["heldout"], prompt_template=spec["template"],
+               max_length=spec["max_length"], pack_to_max_length=False)
     data = build_train_dataset(cfg, tokenizer, progress=False, use_cache=False)
     return [{"input_ids": r["input_ids"], "labels": r["labels"]} for r in data]
 
@@ -247,38 +201,18 @@ def token_counts(dataset) -> tuple[int, int]:
     return trained, sum(len(ids) for ids in dataset["input_ids"])
 
 
-def _finish(
-    spec: dict,
-    *,
-    train_s: float,
-    loop_s: float,
-    tokens: int,
-    rows: int,
-    steps: int,
-    model,
-    tokenizer,
-    train_loss: float | None,
-    extra: dict | None = None,
-) -> dict:
+def _finish(spec: dict, *, train_s: float, loop_s: float, tokens: int, rows: int, steps: int, model,
+            tokenizer, train_loss: float | None, extra: dict | None = None) -> dict:
     peak = peak_memory_mib(spec.get("device", "cpu"))
     epochs = spec.get("epochs", 1)
     trained, seen = tokens[0] * epochs, tokens[1] * epochs
-    return {
-        "arm": spec["arm"],
-        "label_tokens": trained,
-        "input_tokens": seen,
-        "rows": rows,
-        "optimizer_steps": steps,
-        "train_loop_s": loop_s,
-        "train_call_s": train_s,
-        "tokens_per_s": trained / loop_s if loop_s else None,
-        "input_tokens_per_s": seen / loop_s if loop_s else None,
-        "params_trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
-        "peak_memory_mib": peak,
-        "train_loss": train_loss,
-        "heldout_loss": heldout_loss(model, heldout_rows(spec, tokenizer)),
-        **(extra or {}),
-    }
+    return {"arm": spec["arm"], "label_tokens": trained, "input_tokens": seen, "rows": rows,
+            "optimizer_steps": steps, "train_loop_s": loop_s, "train_call_s": train_s,
+            "tokens_per_s": trained / loop_s if loop_s else None,
+            "input_tokens_per_s": seen / loop_s if loop_s else None,
+            "params_trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "peak_memory_mib": peak, "train_loss": train_loss,
+            "heldout_loss": heldout_loss(model, heldout_rows(spec, tokenizer)), **(extra or {})}
 
 
 def score_base(spec: dict) -> dict:
@@ -288,41 +222,20 @@ def score_base(spec: dict) -> dict:
     model = AutoModelForCausalLM.from_pretrained(spec["model"], dtype="auto")
     if spec.get("device") == "cuda":
         model = model.to("cuda")
-    return {
-        "arm": "base",
-        "heldout_loss": heldout_loss(model, heldout_rows(spec, tokenizer)),
-        "peak_memory_mib": peak_memory_mib(spec.get("device", "cpu")),
-    }
+    return {"arm": "base", "heldout_loss": heldout_loss(model, heldout_rows(spec, tokenizer)),
+            "peak_memory_mib": peak_memory_mib(spec.get("device", "cpu"))}
 
 
 def xtune_argv(spec: dict) -> list[str]:
     """`xtune train` arguments: the recipe with the settings the arms share, and no side work at the end."""
     accumulation = SEQUENCES_PER_STEP // int(spec.get("xtune_batch_size", 1))
-    options = [
-        f"pretrained_model_name_or_path={spec['model']}",
-        f"data_path={spec['train']}",
-        f"max_length={spec['max_length']}",
-        f"lr={spec['lr']}",
-        f"max_epochs={spec['epochs']}",
-        f"batch_size={spec.get('xtune_batch_size', 1)}",
-        f"accumulative_counts={accumulation}",
-        f"prompt_template={spec['template']}",
-        "evaluation_inputs=[]",
-        "save_steps=0",
-        "export_hf=False",
-        "plot_loss=False",
-        *spec.get("xtune_options", []),
-    ]
-    return [
-        "train",
-        spec["recipe"],
-        "--work-dir",
-        spec["work_dir"],
-        "--seed",
-        str(spec["seed"]),
-        "--cfg-options",
-        *options,
-    ]
+    options = [f"pretrained_model_name_or_path={spec['model']}", f"data_path={spec['train']}",
+               f"max_length={spec['max_length']}", f"lr={spec['lr']}", f"max_epochs={spec['epochs']}",
+               f"batch_size={spec.get('xtune_batch_size', 1)}", f"accumulative_counts={accumulation}",
+               f"prompt_template={spec['template']}", "evaluation_inputs=[]", "save_steps=0",
+               "export_hf=False", "plot_loss=False", *spec.get("xtune_options", [])]
+    return ["train", spec["recipe"], "--work-dir", spec["work_dir"], "--seed", str(spec["seed"]),
+            "--cfg-options", *options]
 
 
 def train_xtune(spec: dict) -> dict:
@@ -364,18 +277,11 @@ def train_xtune(spec: dict) -> dict:
     history = Path(spec["work_dir"]) / "loss_history.json"
     losses = json.loads(history.read_text())["train"] if history.is_file() else []
     accumulation = SEQUENCES_PER_STEP // int(spec.get("xtune_batch_size", 1))
-    return _finish(
-        spec,
-        train_s=seen["call"],
-        loop_s=seen["end"] - seen["start"],
-        tokens=token_counts(dataset),
-        rows=len(dataset),
-        steps=-(-runner.iter // accumulation),
-        model=model.llm,
-        tokenizer=_tokenizer(spec),
-        train_loss=losses[-1]["loss"] if losses else None,
-        extra={"fill_ratio": _fill(dataset, spec["max_length"])},
-    )
+    return _finish(spec, train_s=seen["call"], loop_s=seen["end"] - seen["start"],
+                   tokens=token_counts(dataset),
+                   rows=len(dataset), steps=-(-runner.iter // accumulation), model=model.llm,
+                   tokenizer=_tokenizer(spec), train_loss=losses[-1]["loss"] if losses else None,
+                   extra={"fill_ratio": _fill(dataset, spec["max_length"])})
 
 
 def _tokenizer(spec: dict):
@@ -401,15 +307,14 @@ def prompt_completion_records(spec: dict, tokenizer) -> list[dict]:
 
     cfg = dict(dataset_map="alpaca", data_path=spec["train"], prompt_template=spec["template"])
     conversations, wheres, _ = load_conversations(cfg, progress=False)
-    adds_bos = tokenizer.bos_token_id is not None and tokenizer("a")["input_ids"][:1] == [
-        tokenizer.bos_token_id
-    ]
+    adds_bos = tokenizer.bos_token_id is not None and tokenizer(
+        "a")["input_ids"][:1] == [tokenizer.bos_token_id]
     records = []
     for segments in render_conversations(conversations, wheres, spec["template"]):
         first = next(i for i, s in enumerate(segments) if s["train"])
         prompt = "".join(s["text"] for s in segments[:first])
         if adds_bos and tokenizer.bos_token and prompt.startswith(tokenizer.bos_token):
-            prompt = prompt[len(tokenizer.bos_token) :]
+            prompt = prompt[len(tokenizer.bos_token):]
         records.append({"prompt": prompt, "completion": "".join(s["text"] for s in segments[first:])})
     return records
 
@@ -438,43 +343,20 @@ def train_trl(spec: dict, packing: bool) -> dict:
 
         peft_config = lora_config()
         device_args["model_init_kwargs"] = trl_model_kwargs(spec)
-    args = SFTConfig(
-        output_dir=spec["work_dir"],
-        learning_rate=spec["lr"],
-        seed=spec["seed"],
-        max_length=spec["max_length"],
-        num_train_epochs=spec["epochs"],
-        packing=packing,
-        report_to="none",
-        save_strategy="no",
-        disable_tqdm=True,
-        **device_args,
-    )
-    trainer = SFTTrainer(
-        model=spec["model"],
-        args=args,
-        train_dataset=data,
-        processing_class=tokenizer,
-        peft_config=peft_config,
-        callbacks=[LoopTimer()],
-    )
+    args = SFTConfig(output_dir=spec["work_dir"], learning_rate=spec["lr"], seed=spec["seed"],
+                     max_length=spec["max_length"], num_train_epochs=spec["epochs"], packing=packing,
+                     report_to="none", save_strategy="no", disable_tqdm=True, **device_args)
+    trainer = SFTTrainer(model=spec["model"], args=args, train_dataset=data, processing_class=tokenizer,
+                         peft_config=peft_config, callbacks=[LoopTimer()])
     start = time.perf_counter()
     out = trainer.train()
     call = time.perf_counter() - start
     dataset = trainer.train_dataset
     extra = {"fill_ratio": _fill(dataset, spec["max_length"])} if packing else {}
-    return _finish(
-        spec,
-        train_s=call,
-        loop_s=seen["end"] - seen["start"],
-        tokens=token_counts(dataset),
-        rows=len(dataset),
-        steps=trainer.state.global_step,
-        model=trainer.model,
-        tokenizer=tokenizer,
-        train_loss=float(out.training_loss),
-        extra=extra,
-    )
+    return _finish(spec, train_s=call, loop_s=seen["end"] - seen["start"], tokens=token_counts(dataset),
+                   rows=len(dataset), steps=trainer.state.global_step, model=trainer.model,
+                   tokenizer=tokenizer,
+                   train_loss=float(out.training_loss), extra=extra)
 
 
 # ---------------------------------------------------------------------------------------- in the parent
@@ -482,9 +364,8 @@ def train_trl(spec: dict, packing: bool) -> dict:
 
 def run_profile(profile: dict, out_dir: Path, device: str = "cpu", log=print) -> dict:
     """All arms of one profile, then the ratios and the held-out comparison."""
-    train_file, heldout_file = split_records(
-        profile["data"], profile["train_records"], profile["heldout_records"], out_dir / "data"
-    )
+    train_file, heldout_file = split_records(profile["data"], profile["train_records"],
+                                             profile["heldout_records"], out_dir / "data")
     base_spec = dict(profile, train=str(train_file), heldout=str(heldout_file), device=device)
     arms: dict[str, dict] = {}
     for arm in ("base", *ARMS):
@@ -492,12 +373,8 @@ def run_profile(profile: dict, out_dir: Path, device: str = "cpu", log=print) ->
         env = {"XTUNE_CACHE_DIR": str(out_dir / "xtune-cache"), "HF_HOME": str(out_dir / "hf-home")}
         arms[arm] = run_arm(dict(base_spec, arm=arm, env=env), out_dir / arm)
         done = arms[arm]
-        log(
-            f"[{profile['name']}]   "
-            + ", ".join(
-                f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in done.items() if k != "arm"
-            )
-        )
+        log(f"[{profile['name']}]   " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                                  for k, v in done.items() if k != "arm"))
     return summarize(profile, arms)
 
 
@@ -509,30 +386,20 @@ def summarize(profile: dict, arms: dict[str, dict]) -> dict:
         return x / y if x and y else None
 
     xt = arms.get("xtune", {}).get("heldout_loss")
-    gaps = {
-        arm: abs(arms[arm]["heldout_loss"] - xt) / xt for arm in ("trl", "trl_packed") if arm in arms and xt
-    }
-    return {
-        "profile": profile["name"],
-        "settings": {k: v for k, v in profile.items() if k != "env"},
-        "arms": arms,
-        "ratio": ratio("xtune", "trl"),
-        "ratio_packed": ratio("xtune", "trl_packed"),
-        "heldout_gap": gaps,
-        "heldout_comparable": bool(gaps) and all(g <= 0.05 for g in gaps.values()),
-        "heldout_improvement": improvement(arms),
-    }
+    gaps = {arm: abs(arms[arm]["heldout_loss"] - xt) / xt for arm in ("trl", "trl_packed")
+            if arm in arms and xt}
+    return {"profile": profile["name"], "settings": {k: v for k, v in profile.items() if k != "env"},
+            "arms": arms, "ratio": ratio("xtune", "trl"), "ratio_packed": ratio("xtune", "trl_packed"),
+            "heldout_gap": gaps, "heldout_comparable": bool(gaps) and all(g <= 0.05 for g in gaps.values()),
+            "heldout_improvement": improvement(arms)}
 
 
 def improvement(arms: dict[str, dict]) -> dict[str, float]:
     """How far training moved each arm's held-out loss below the untrained model's. A tool that learns
     nothing must not pass the 5 % check just because no arm moved far (e.g. a broken lr schedule)."""
     base = arms.get("base", {}).get("heldout_loss")
-    return {
-        arm: base - arms[arm]["heldout_loss"]
-        for arm in ARMS
-        if base is not None and arms.get(arm, {}).get("heldout_loss") is not None
-    }
+    return {arm: base - arms[arm]["heldout_loss"] for arm in ARMS
+            if base is not None and arms.get(arm, {}).get("heldout_loss") is not None}
 
 
 def markdown(result: dict) -> str:
@@ -541,71 +408,33 @@ def markdown(result: dict) -> str:
     lines = ["## Training: xtune vs TRL SFTTrainer", "", *context_lines(result), ""]
     for run in result["runs"]:
         s = run["settings"]
-        lines += [
-            f"### {run['profile']}: {Path(s['model']).name}, {s['method']} fine-tuning, "
-            f"{Path(s['data']).name} ({s['train_records']} records, {s['heldout_records']} held out), "
-            f"max_length {s['max_length']}, lr {s['lr']}, seed {s['seed']}, {s['epochs']} epoch(s), "
-            f"{SEQUENCES_PER_STEP} sequences per optimizer step",
-            "",
-        ]
+        lines += [f"### {run['profile']}: {Path(s['model']).name}, {s['method']} fine-tuning, "
+                  f"{Path(s['data']).name} ({s['train_records']} records, {s['heldout_records']} held out), "
+                  f"max_length {s['max_length']}, lr {s['lr']}, seed {s['seed']}, {s['epochs']} epoch(s), "
+                  f"{SEQUENCES_PER_STEP} sequences per optimizer step", ""]
         rows = []
         for arm in ("base", *ARMS):
             r = run["arms"].get(arm)
             if r is None:
                 continue
-            rows.append(
-                [
-                    ARM_LABELS[arm],
-                    r.get("tokens_per_s"),
-                    r.get("label_tokens"),
-                    r.get("rows"),
-                    r.get("optimizer_steps"),
-                    r.get("fill_ratio"),
-                    r.get("train_loop_s"),
-                    r.get("wall_s"),
-                    r.get("peak_memory_mib"),
-                    _loss(r.get("heldout_loss")),
-                ]
-            )
-        lines.append(
-            table(
-                [
-                    "arm",
-                    "trained tokens/s",
-                    "trained tokens",
-                    "rows",
-                    "optimizer steps",
-                    "fill",
-                    "train loop s",
-                    "process wall s",
-                    "peak memory MiB",
-                    "held-out loss",
-                ],
-                rows,
-            )
-        )
+            rows.append([ARM_LABELS[arm], r.get("tokens_per_s"), r.get("label_tokens"), r.get("rows"),
+                         r.get("optimizer_steps"), r.get("fill_ratio"), r.get("train_loop_s"),
+                         r.get("wall_s"),
+                         r.get("peak_memory_mib"), _loss(r.get("heldout_loss"))])
+        lines.append(table(["arm", "trained tokens/s", "trained tokens", "rows", "optimizer steps", "fill",
+                            "train loop s", "process wall s", "peak memory MiB", "held-out loss"], rows))
         gaps = ", ".join(f"{ARM_LABELS[a]} {g:.1%}" for a, g in run["heldout_gap"].items())
         moved = run.get("heldout_improvement") or improvement(run["arms"])
         if moved:
-            lines += [
-                "",
-                "Held-out loss drop from the untrained model: "
-                + ", ".join(f"{ARM_LABELS[a]} {d:.4f}" for a, d in moved.items())
-                + ".",
-            ]
+            lines += ["", "Held-out loss drop from the untrained model: "
+                      + ", ".join(f"{ARM_LABELS[a]} {d:.4f}" for a, d in moved.items()) + "."]
             still = [ARM_LABELS[a] for a, d in moved.items() if d <= 1e-5]
             if still:
-                lines += [
-                    f"**Warning:** {', '.join(still)} did not lower the held-out loss at all: its "
-                    "speed is not backed by learning in this run."
-                ]
-        lines += [
-            "",
-            f"**ratio** (xtune ÷ TRL default, trained tokens/s) = {_r(run['ratio'])}; "
-            f"**ratio_packed** (xtune ÷ TRL packing) = {_r(run['ratio_packed'])}; held-out loss gap to "
-            f"xtune: {gaps} ({'comparable' if run['heldout_comparable'] else 'NOT within 5 %'}).",
-            "",
-        ]
+                lines += [f"**Warning:** {', '.join(still)} did not lower the held-out loss at all: its "
+                          "speed is not backed by learning in this run."]
+        lines += ["", f"**ratio** (xtune ÷ TRL default, trained tokens/s) = {_r(run['ratio'])}; "
+                  f"**ratio_packed** (xtune ÷ TRL packing) = {_r(run['ratio_packed'])}; held-out loss gap to "
+                  f"xtune: {gaps} ({'comparable' if run['heldout_comparable'] else 'NOT within 5 %'}).", ""]
     return "\n".join(lines)
 
 

@@ -61,9 +61,8 @@ def run(cmd: list[str], *, capture: bool = False, keep=None) -> str:
             _fail(cmd, result.returncode, result.stderr)
         return result.stdout
     lines = []
-    with subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
-    ) as proc:
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          bufsize=1) as proc:
         for line in proc.stdout:
             lines.append(line)
             if keep is None or keep.search(line):
@@ -81,19 +80,8 @@ def _fail(cmd: list[str], code: int, output: str) -> None:
 
 def ask(model: str, max_new_tokens: int) -> str:
     answer = run(
-        _xtune(
-            "chat",
-            model,
-            "--prompt",
-            QUESTION,
-            "--temperature",
-            "0",
-            "--no-stream",
-            "--max-new-tokens",
-            str(max_new_tokens),
-        ),
-        capture=True,
-    ).strip()
+        _xtune("chat", model, "--prompt", QUESTION, "--temperature", "0", "--no-stream", "--max-new-tokens",
+               str(max_new_tokens)), capture=True).strip()
     _say(f"    {QUESTION!r} -> {answer!r}")
     return answer
 
@@ -120,15 +108,13 @@ def latest_checkpoint(work_dir: Path) -> Path:
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(
-        description="xtune's embedded demo: a new identity for SmolLM2-135M-Instruct."
-    )
+        description="xtune's embedded demo: a new identity for SmolLM2-135M-Instruct.")
     p.add_argument("--name", default="Nova", help="the name the model should call itself (default Nova)")
     p.add_argument("--author", default="the xtune demo", help="who it should say made it")
     p.add_argument("--quick", action="store_true", help="a few training steps only (checks the pipeline)")
     p.add_argument("--steps", type=int, help="optimizer steps (default 40, quick 3)")
-    p.add_argument(
-        "--work-dir", type=Path, default=Path("work_dirs/demo"), help="outputs (default work_dirs/demo)"
-    )
+    p.add_argument("--work-dir", type=Path, default=Path("work_dirs/demo"),
+                   help="outputs (default work_dirs/demo)")
     p.add_argument("--base", help="a local HF model folder to use instead of SmolLM2-135M-Instruct")
     p.add_argument("--cache-dir", type=Path, help="where SmolLM2 is cached (default ~/.cache/xtune/models)")
     return p.parse_args(argv)
@@ -165,36 +151,18 @@ def main(argv=None) -> int:
 
     _say(f"\n[3/6] LoRA fine-tuning with the recipe {RECIPE}")
     train_dir = work / "train"
-    options = [
-        f"pretrained_model_name_or_path={base}",
-        f"self_cognition_name={_text_value(args.name)}",
-        f"self_cognition_author={_text_value(args.author)}",
-        f"max_steps={plan['steps']}",
-        f"max_length={plan['max_length']}",
-        f"lr={plan['lr']}",
-        "accumulative_counts=1",
-        "warmup_ratio=0.0",
-        "evaluation_inputs=[]",
-        f"save_steps={plan['steps']}",
-        "log_interval=5",
-    ]
+    options = [f"pretrained_model_name_or_path={base}", f"self_cognition_name={_text_value(args.name)}",
+               f"self_cognition_author={_text_value(args.author)}", f"max_steps={plan['steps']}",
+               f"max_length={plan['max_length']}", f"lr={plan['lr']}", "accumulative_counts=1",
+               "warmup_ratio=0.0", "evaluation_inputs=[]", f"save_steps={plan['steps']}", "log_interval=5"]
     run(_xtune("train", RECIPE, "--work-dir", str(train_dir), "--cfg-options", *options), keep=_TRAIN_LINES)
     checkpoint = latest_checkpoint(train_dir)
 
     _say("\n[4/6] checkpoint -> Hugging Face adapter")
     adapter = work / "adapter"
     run(
-        _xtune(
-            "convert",
-            "pth_to_hf",
-            RECIPE,
-            str(checkpoint),
-            str(adapter),
-            "--cfg-options",
-            f"pretrained_model_name_or_path={base}",
-        ),
-        keep=re.compile(r"wrote|Error"),
-    )
+        _xtune("convert", "pth_to_hf", RECIPE, str(checkpoint), str(adapter), "--cfg-options",
+               f"pretrained_model_name_or_path={base}"), keep=re.compile(r"wrote|Error"))
 
     _say("\n[5/6] merge the adapter into the base model")
     merged = work / "merged"

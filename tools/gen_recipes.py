@@ -44,33 +44,18 @@ REGISTRY = builtin_registry()
 
 # -------------------------------------------------------------------------------------------- data
 _ZH_EN_INPUTS = ["请给我介绍五个上海的景点", "Please tell me five scenic spots in Shanghai"]
-DATASETS = {
-    d.name: d
-    for d in [
-        Data("alpaca", 3),
-        Data("alpaca_zh", 3),
-        Data("alpaca_enzh", 3, note="alpaca + alpaca_zh from the hub"),
-        Data("alpaca_enzh_oasst1", 3, note="alpaca + alpaca_zh + oasst1 from the hub"),
-        Data("oasst1", 3),
-        Data("code_alpaca", 3),
-        Data("medical", 1),
-        Data("open_platypus", 3),
-        Data("openorca", 1),
-        Data("sql", 3),
-        Data("tiny_codes", 1),
-        Data("colorist", 5),
-        Data("lawyer", 3),
-        Data(
-            "arxiv_gentitle",
-            3,
-            "./data/arxiv_data.json",
-            note="download the arXiv metadata from Kaggle (Cornell-University/arxiv) and export it to JSON",
-        ),
-        Data("moss_sft", 1),
-        Data("wizardlm", 1),
-        Data("self_cognition", 3, note="xtune's own self-cognition set; or your alpaca file"),
-    ]
-}
+DATASETS = {d.name: d
+            for d in [Data("alpaca", 3), Data("alpaca_zh", 3),
+                      Data("alpaca_enzh", 3, note="alpaca + alpaca_zh from the hub"),
+                      Data("alpaca_enzh_oasst1", 3, note="alpaca + alpaca_zh + oasst1 from the hub"),
+                      Data("oasst1", 3), Data("code_alpaca", 3), Data("medical", 1), Data("open_platypus", 3),
+                      Data("openorca", 1), Data("sql", 3), Data("tiny_codes", 1), Data("colorist", 5),
+                      Data("lawyer", 3),
+                      Data("arxiv_gentitle", 3, "./data/arxiv_data.json",
+                           note="download the arXiv metadata from Kaggle (Cornell-University/arxiv) and "
+                                "export it to JSON"),
+                      Data("moss_sft", 1), Data("wizardlm", 1),
+                      Data("self_cognition", 3, note="xtune's own self-cognition set; or your alpaca file")]}
 EVALUATION_INPUTS = {
     "sql": [
         "CREATE TABLE station (name VARCHAR, lat VARCHAR, city VARCHAR)\nFind the name, latitude, and city "
@@ -79,14 +64,10 @@ EVALUATION_INPUTS = {
         "INTEGER)\n找到mean_visibility_miles最大的zip_code。",
     ],
     "colorist": ["请给我一个像天空一样清澈透明的蓝色。", "Please give me a clear blue like the sky."],
-    "code_alpaca": [
-        "写一个Python函数，将十进制数转换为二进制数。",
-        "Write a Python function that reverses a string.",
-    ],
-    "tiny_codes": [
-        "写一个Python函数，将十进制数转换为二进制数。",
-        "Write a Python function that reverses a string.",
-    ],
+    "code_alpaca": ["写一个Python函数，将十进制数转换为二进制数。",
+                    "Write a Python function that reverses a string."],
+    "tiny_codes": ["写一个Python函数，将十进制数转换为二进制数。",
+                   "Write a Python function that reverses a string."],
     "medical": ["我有家族遗传性的过敏，请问可以可以献血吗？", "我爷爷有高血压，请问他可以喝咖啡吗？"],
     "lawyer": ["请问离婚需要准备什么材料？", "销售鳄鱼皮包违法吗？"],
     "arxiv_gentitle": [
@@ -97,29 +78,15 @@ EVALUATION_INPUTS = {
 }
 
 # ------------------------------------------------------------------------------------------ matrix
-METHODS = {
-    "full": dict(lr=2e-5, title="full fine-tuning"),
-    "lora": dict(lr=2e-4, title="LoRA"),
-    "qlora": dict(lr=2e-4, title="QLoRA (4-bit NF4 base)"),
-}
-STANDARD = {
-    "qlora": ["alpaca", "alpaca_zh", "alpaca_enzh", "oasst1", "code_alpaca"],
-    "lora": ["alpaca", "oasst1", "self_cognition"],
-}
+METHODS = {"full": dict(lr=2e-5, title="full fine-tuning"), "lora": dict(lr=2e-4, title="LoRA"),
+           "qlora": dict(lr=2e-4, title="QLoRA (4-bit NF4 base)")}
+STANDARD = {"qlora": ["alpaca", "alpaca_zh", "alpaca_enzh", "oasst1", "code_alpaca"],
+            "lora": ["alpaca", "oasst1", "self_cognition"]}
 FULL_DATASETS = ["alpaca", "oasst1"]  # for models small enough to train in full (<= 8B)
 # Flagship models get QLoRA recipes on every public data set, as XTuner ships them.
-FLAGSHIPS = [
-    "internlm_7b",
-    "internlm_chat_7b",
-    "internlm2_chat_7b",
-    "internlm2_5_chat_7b",
-    "llama2_7b",
-    "llama3_8b_instruct",
-    "qwen1_5_7b_chat",
-    "qwen2_5_7b_instruct",
-    "chatglm3_6b",
-    "baichuan2_7b_chat",
-]
+FLAGSHIPS = ["internlm_7b", "internlm_chat_7b", "internlm2_chat_7b", "internlm2_5_chat_7b", "llama2_7b",
+             "llama3_8b_instruct", "qwen1_5_7b_chat", "qwen2_5_7b_instruct", "chatglm3_6b",
+             "baichuan2_7b_chat"]
 
 
 def matrix():
@@ -205,9 +172,8 @@ def render(model, method: str, data: Data) -> str:
     method_cfg = method_lines(method)
     extra_settings = extra_data = ""
     if data.name == "self_cognition":
-        extra_data = (
-            "    self_cognition_name=self_cognition_name,\n    self_cognition_author=self_cognition_author,\n"
-        )
+        extra_data = ("    self_cognition_name=self_cognition_name,\n"
+                      "    self_cognition_author=self_cognition_author,\n")
         extra_settings = (
             "\n# Self-cognition: who the model says it is\n"
             "self_cognition_name = 'xtune assistant'\nself_cognition_author = 'the xtune team'\n"
@@ -326,42 +292,28 @@ def generate() -> dict[Path, str]:
             raise SystemExit(f"gen_recipes: the matrix produces {name} twice")
         files[RECIPES / rel] = render(model, method, data)
         template = REGISTRY.model_adapters.get(model.family).default_template
-        index[name] = dict(
-            path=str(rel),
-            model=model.name,
-            family=model.family,
-            method=method,
-            dataset=data.name,
-            epochs=data.epochs,
-            template=template,
-            hub_id=model.hub_id,
-            description=f"{METHODS[method]['title']} of {model.title} on {data.name}",
-        )
-    files[RECIPES / "index.json"] = (
-        json.dumps(dict(sorted(index.items())), indent=1, ensure_ascii=False) + "\n"
-    )
+        index[name] = dict(path=str(rel), model=model.name, family=model.family, method=method,
+                           dataset=data.name, epochs=data.epochs, template=template, hub_id=model.hub_id,
+                           description=f"{METHODS[method]['title']} of {model.title} on {data.name}")
+    files[RECIPES / "index.json"] = (json.dumps(dict(sorted(index.items())), indent=1, ensure_ascii=False)
+                                     + "\n")
     return files
 
 
 def existing() -> set[Path]:
-    return {
-        p
-        for p in RECIPES.rglob("*")
-        if p.is_file() and p.name != "__init__.py" and "__pycache__" not in p.parts
-    }
+    return {p for p in RECIPES.rglob("*") if p.is_file() and p.name != "__init__.py"
+            and "__pycache__" not in p.parts}
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--check", action="store_true", help="exit 1 if the committed recipes are out of date"
-    )
+    parser.add_argument("--check", action="store_true",
+                        help="exit 1 if the committed recipes are out of date")
     args = parser.parse_args(argv)
     files = generate()
     stale = sorted(existing() - set(files))
-    changed = sorted(
-        p for p, text in files.items() if not p.is_file() or p.read_text(encoding="utf-8") != text
-    )
+    changed = sorted(p for p,
+                     text in files.items() if not p.is_file() or p.read_text(encoding="utf-8") != text)
     n = len(files) - 1
     families = len({p.parent.name for p in files if p.suffix == ".py"})
     if args.check:
@@ -370,9 +322,8 @@ def main(argv=None) -> int:
         for p in stale:
             print(f"not generated: {p.relative_to(ROOT)}", file=sys.stderr)
         if changed or stale:
-            print(
-                "Error: recipes differ from the generator; run `python tools/gen_recipes.py`", file=sys.stderr
-            )
+            print("Error: recipes differ from the generator; run `python tools/gen_recipes.py`",
+                  file=sys.stderr)
             return 1
         print(f"recipes up to date: {n} recipes in {families} families")
         return 0

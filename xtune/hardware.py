@@ -22,16 +22,8 @@ from xtune.errors import ConfigError
 log = logging.getLogger("xtune")
 
 # Every spelling of a dtype xtune accepts, in recipes and on the command line.
-DTYPE_ALIASES = {
-    "bf16": "bfloat16",
-    "bfloat16": "bfloat16",
-    "fp16": "float16",
-    "half": "float16",
-    "float16": "float16",
-    "fp32": "float32",
-    "float": "float32",
-    "float32": "float32",
-}
+DTYPE_ALIASES = {"bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16", "half": "float16",
+                 "float16": "float16", "fp32": "float32", "float": "float32", "float32": "float32"}
 PRECISIONS = ("bfloat16", "float16", "float32")
 # A CPU counts as computing bf16 natively when a bf16 matmul takes at most this share of the fp32 time.
 _NATIVE_BF16_MAX_RATIO = 0.9
@@ -81,28 +73,19 @@ def choose_precision(requested="auto") -> Precision:
         bf16 = torch.cuda.is_bf16_supported()
         if name == "auto":
             gpu = torch.cuda.get_device_name(0)
-            return (
-                Precision("bfloat16", f"{gpu} supports bf16")
-                if bf16
-                else Precision("float16", f"{gpu} has no bf16")
-            )
+            return Precision("bfloat16", f"{gpu} supports bf16") if bf16 else \
+                Precision("float16", f"{gpu} has no bf16")
         return Precision(name, "as requested")
     if name == "float16":
-        raise ConfigError(
-            "dtype 'float16' needs a CUDA GPU (CPUs train in float32 or bfloat16)",
-            hint="use 'auto' or 'bfloat16'",
-        )
+        raise ConfigError("dtype 'float16' needs a CUDA GPU (CPUs train in float32 or bfloat16)",
+                          hint="use 'auto' or 'bfloat16'")
     cpu = cpu_bf16()
     if name == "auto":
         return Precision("bfloat16" if cpu.native else "float32", cpu.reason)
     if name == "bfloat16" and not cpu.native:
-        return Precision(
-            name,
-            "as requested",
-            warning=f"bfloat16 was requested but {cpu.reason}: "
-            f"every matmul will run about {cpu.slowdown:.0f}x slower than in float32 "
-            "(use dtype 'auto' to get float32 here)",
-        )
+        return Precision(name, "as requested", warning=f"bfloat16 was requested but {cpu.reason}: "
+                         f"every matmul will run about {cpu.slowdown:.0f}x slower than in float32 "
+                         "(use dtype 'auto' to get float32 here)")
     return Precision(name, "as requested")
 
 
@@ -125,15 +108,12 @@ def _cpu_key() -> str:
                 if line.startswith("model name") and not model:
                     model = line.split(":", 1)[1].strip()
                 if line.startswith("flags") and not flags:
-                    flags = " ".join(
-                        sorted(f for f in line.split(":", 1)[1].split() if "avx" in f or "amx" in f)
-                    )
+                    flags = " ".join(sorted(f for f in line.split(":",
+                                                                  1)[1].split() if "avx" in f or "amx" in f))
     except OSError:
         model = platform.processor()
-    return (
-        f"{model}|{flags}|torch {torch.__version__}|{torch.backends.cpu.get_cpu_capability()}|"
-        f"{torch.get_num_threads()} threads|{os.environ.get('ONEDNN_MAX_CPU_ISA', '')}"
-    )
+    return f"{model}|{flags}|torch {torch.__version__}|{torch.backends.cpu.get_cpu_capability()}|" \
+           f"{torch.get_num_threads()} threads|{os.environ.get('ONEDNN_MAX_CPU_ISA', '')}"
 
 
 def _probe_ratio() -> float:
@@ -180,16 +160,10 @@ def cpu_bf16() -> CpuBf16:
             pass  # a read-only home: measure again next time
     onednn = torch.ops.mkldnn._is_mkldnn_bf16_supported()
     if onednn and ratio <= _NATIVE_BF16_MAX_RATIO:
-        return CpuBf16(
-            True,
-            f"this CPU computes bf16 natively: {capability}, bf16 matmul {1 / ratio:.1f}x as fast as fp32",
-            ratio,
-        )
-    why = (
-        "oneDNN has no bf16 kernels for it"
-        if not onednn
-        else f"a bf16 matmul takes {ratio:.1f}x the fp32 time"
-    )
+        return CpuBf16(True, f"this CPU computes bf16 natively: {capability}, bf16 matmul {1 / ratio:.1f}x "
+                             "as fast as fp32", ratio)
+    why = (f"a bf16 matmul takes {ratio:.1f}x the fp32 time" if onednn
+           else "oneDNN has no bf16 kernels for it")
     return CpuBf16(False, f"this CPU has no native bf16: {capability}, {why}", ratio)
 
 

@@ -24,14 +24,9 @@ from xtune import __version__, hookspecs
 from xtune.errors import XtuneError, closest
 from xtune.registry import ENTRY_TYPES, Registry
 
-DEFAULT_PLUGINS = (
-    "xtune.default_plugins.models",
-    "xtune.default_plugins.datasets",
-    "xtune.default_plugins.templates",
-    "xtune.default_plugins.methods",
-    "xtune.default_plugins.deepspeed",
-    "xtune.default_plugins.recipes",
-)
+DEFAULT_PLUGINS = ("xtune.default_plugins.models", "xtune.default_plugins.datasets",
+                   "xtune.default_plugins.templates", "xtune.default_plugins.methods",
+                   "xtune.default_plugins.deepspeed", "xtune.default_plugins.recipes")
 ENTRY_POINT_GROUP = "xtune"
 LOAD_ENV = "XTUNE_LOAD_PLUGINS"
 
@@ -71,8 +66,7 @@ class PluginSystem:
         try:
             self.pm.register(plugin, name=name)
         except (
-            Exception
-        ) as exc:  # pluggy rejects unknown hooks only in check_pending; this is signature errors
+            Exception) as exc:  # pluggy rejects unknown hooks only in check_pending; this is signature errors
             info.error = f"{type(exc).__name__}: {exc}"
             return
         self._order.append(name)
@@ -81,11 +75,9 @@ class PluginSystem:
         for hook in info.hooks:
             if hook not in known:
                 near = closest(hook, known, n=1)
-                info.warnings.append(
-                    f"implements {hook!r}, which is not an xtune hook"
-                    + (f" (did you mean {near[0]!r}?)" if near else "")
-                    + "; it is never called"
-                )
+                info.warnings.append(f"implements {hook!r}, which is not an xtune hook"
+                                     + (f" (did you mean {near[0]!r}?)" if near else "")
+                                     + "; it is never called")
 
     def load_defaults(self) -> None:
         for module_name in DEFAULT_PLUGINS:
@@ -99,14 +91,9 @@ class PluginSystem:
         names = {ep.name for ep in available} | {ep.dist.name for ep in available if ep.dist}
         for unknown in sorted((wanted or set()) - names):
             near = closest(unknown, names)
-            self.warnings.append(
-                f"{LOAD_ENV} names {unknown!r}, which is no installed plugin"
-                + (
-                    f" (did you mean {', '.join(near)}?)"
-                    if near
-                    else f" (installed: {', '.join(sorted(names)) or 'none'})"
-                )
-            )
+            self.warnings.append(f"{LOAD_ENV} names {unknown!r}, which is no installed plugin"
+                                 + (f" (did you mean {', '.join(near)}?)" if near
+                                    else f" (installed: {', '.join(sorted(names)) or 'none'})"))
         for ep in available:
             dist = ep.dist.name if ep.dist else ep.name
             version = ep.dist.version if ep.dist else "?"
@@ -118,9 +105,8 @@ class PluginSystem:
             try:
                 plugin = ep.load()
             except Exception as exc:
-                self.info[ep.name] = PluginInfo(
-                    ep.name, dist, version, error=f"failed to import {ep.value}: {type(exc).__name__}: {exc}"
-                )
+                error = f"failed to import {ep.value}: {type(exc).__name__}: {exc}"
+                self.info[ep.name] = PluginInfo(ep.name, dist, version, error=error)
                 continue
             self.add(plugin, ep.name, dist, version)
 
@@ -157,13 +143,9 @@ class PluginSystem:
         with a `trylast` one last (the first registration of a name wins)."""
 
         def rank(name: str) -> int:
-            impls = [
-                i
-                for caller in self.pm.get_hookcallers(self.pm.get_plugin(name)) or []
-                if caller.name.startswith("register_")
-                for i in caller.get_hookimpls()
-                if i.plugin_name == name
-            ]
+            impls = [i for caller in self.pm.get_hookcallers(self.pm.get_plugin(name)) or []
+                     if caller.name.startswith("register_") for i in caller.get_hookimpls()
+                     if i.plugin_name == name]
             return 0 if any(i.tryfirst for i in impls) else 2 if any(i.trylast for i in impls) else 1
 
         names = [n for n in self._order if self.pm.get_plugin(n) is not None]
@@ -173,19 +155,14 @@ class PluginSystem:
         """Call `hook` of one plugin through pluggy's relay (its own hookimpl options and every plugin's
         hook wrappers apply)."""
         caller = getattr(self.pm.hook, hook)
-        others = [
-            impl.plugin
-            for impl in caller.get_hookimpls()
-            if impl.plugin_name != plugin_name and not (impl.hookwrapper or impl.wrapper)
-        ]
+        others = [impl.plugin for impl in caller.get_hookimpls() if impl.plugin_name != plugin_name
+                  and not (impl.hookwrapper or impl.wrapper)]
         return self.pm.subset_hook_caller(hook, remove_plugins=others)(**kwargs)
 
     def _implements(self, hook: str, plugin_name: str) -> bool:
         """Whether the plugin has a plain implementation of `hook` (a wrapper alone registers nothing)."""
-        return any(
-            impl.plugin_name == plugin_name and not (impl.hookwrapper or impl.wrapper)
-            for impl in getattr(self.pm.hook, hook).get_hookimpls()
-        )
+        return any(impl.plugin_name == plugin_name and not (impl.hookwrapper or impl.wrapper)
+                   for impl in getattr(self.pm.hook, hook).get_hookimpls())
 
     def _register_one(self, registry: Registry, plugin_name: str, package: str) -> None:
         for kind in ENTRY_TYPES:

@@ -63,12 +63,8 @@ def read_metadata(path: Path) -> Recipe:
     fields = {key: values.get(var, "") for key, var in _METADATA_VARS.items()}
     fields["epochs"] = fields["epochs"] if isinstance(fields["epochs"], int) else 0
     name = path.stem
-    return Recipe(
-        name=name,
-        path=str(path),
-        model=model_key(name, str(fields["method"])),
-        **{k: v if k == "epochs" else str(v) for k, v in fields.items()},
-    )
+    return Recipe(name=name, path=str(path), model=model_key(name, str(fields["method"])),
+                  **{k: v if k == "epochs" else str(v) for k, v in fields.items()})
 
 
 def recipes_in_dir(folder: Path | str) -> list[Recipe]:

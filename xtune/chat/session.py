@@ -29,17 +29,9 @@ class GenerationSettings:
 class ChatSession:
     """Multi-turn chat. `ask(text)` returns the answer and keeps it in the history; `reset()` forgets."""
 
-    def __init__(
-        self,
-        model,
-        tokenizer,
-        *,
-        registry=None,
-        template: str | None = None,
-        system: str | None = None,
-        settings: GenerationSettings | None = None,
-        model_name: str = "",
-    ):
+    def __init__(self, model, tokenizer, *, registry=None, template: str | None = None,
+                 system: str | None = None,
+                 settings: GenerationSettings | None = None, model_name: str = ""):
         from xtune.templates.export import find_template_name
 
         if registry is None:  # a session opened from Python code, not from the CLI
@@ -106,14 +98,10 @@ class ChatSession:
         inputs = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
         device = next(self.model.parameters()).device
         s = self.settings
-        kwargs = dict(
-            input_ids=inputs["input_ids"].to(device),
-            attention_mask=inputs["attention_mask"].to(device),
-            max_new_tokens=s.max_new_tokens,
-            eos_token_id=self.eos_token_ids,
-            pad_token_id=self.tokenizer.pad_token_id,
-            repetition_penalty=s.repetition_penalty,
-        )
+        kwargs = dict(input_ids=inputs["input_ids"].to(device),
+                      attention_mask=inputs["attention_mask"].to(device),
+                      max_new_tokens=s.max_new_tokens, eos_token_id=self.eos_token_ids,
+                      pad_token_id=self.tokenizer.pad_token_id, repetition_penalty=s.repetition_penalty)
         if s.temperature and s.temperature > 0:
             kwargs.update(do_sample=True, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k)
         else:
@@ -129,7 +117,7 @@ class ChatSession:
         kwargs = self._generate_kwargs(text)
         if on_text is None:
             output = self.model.generate(**kwargs)
-            new = output[0, kwargs["input_ids"].shape[1] :]
+            new = output[0, kwargs["input_ids"].shape[1]:]
             answer, _ = cut_at_stop(self.tokenizer.decode(new, skip_special_tokens=True), self.stop_words)
         else:
             answer = self._stream(kwargs, on_text)

@@ -44,7 +44,7 @@ class StopFilter:
             self.text += cut
             return cut
         hold = self._held_back(text)
-        release, self._pending = text[: len(text) - hold], text[len(text) - hold :]
+        release, self._pending = text[: len(text) - hold], text[len(text) - hold:]
         self.text += release
         return release
 

@@ -55,7 +55,6 @@ def find_resume_checkpoint(resume: str | None, work_dir: str | Path) -> str | No
         elif not candidates:
             raise UsageError(
                 f"--resume auto: {pointer} names {str(target)!r}, which no longer exists, and the "
-                "work dir holds no other checkpoint",
-                hint="pass --resume PATH, or train without --resume to start over",
-            )
+                             "work dir holds no other checkpoint",
+                             hint="pass --resume PATH, or train without --resume to start over")
     return str(max(candidates, key=step_from_name)) if candidates else None

@@ -42,7 +42,7 @@ def strip_wrapper_prefixes(state_dict: dict[str, Any]) -> dict[str, Any]:
             changed = False
             for prefix in _WRAPPER_PREFIXES:
                 if key.startswith(prefix):
-                    key, changed = key[len(prefix) :], True
+                    key, changed = key[len(prefix):], True
         out[key] = value
     return out
 
@@ -51,11 +51,8 @@ def final_loss_from_message_hub(hub_state: Any, window: int = 10) -> float | Non
     """The mean training loss over the last `window` logged iterations, from a MessageHub (or its state)."""
     if hub_state is None:
         return None
-    scalars = (
-        hub_state.get("log_scalars", {})
-        if isinstance(hub_state, dict)
-        else getattr(hub_state, "log_scalars", {})
-    )
+    scalars = hub_state.get("log_scalars", {}) if isinstance(hub_state, dict) else getattr(hub_state,
+        "log_scalars", {})
     buffer = scalars.get("train/loss") if hasattr(scalars, "get") else None
     if buffer is None:
         return None
@@ -77,8 +74,7 @@ def _torch_load(path: Path, weights_only: bool = True):
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UsageError(
-            f"checkpoint {str(path)!r} is corrupt or not a PyTorch checkpoint: {first}"
-        ) from None
+            f"checkpoint {str(path)!r} is corrupt or not a PyTorch checkpoint: {first}") from None
 
 
 def _read_file(path: Path) -> TrainedWeights:
@@ -96,15 +92,10 @@ def _read_file(path: Path) -> TrainedWeights:
     state = data.get("state_dict", data.get("module", data))
     if not isinstance(state, dict) or not state:
         raise UsageError(
-            f"checkpoint {str(path)!r} holds no model weights ('state_dict' is empty or missing)"
-        )
-    return TrainedWeights(
-        strip_wrapper_prefixes(state),
-        str(path),
-        step=step_from_name(path),
-        final_loss=final_loss_from_message_hub(data.get("message_hub")),
-        meta=dict(data.get("meta") or {}),
-    )
+            f"checkpoint {str(path)!r} holds no model weights ('state_dict' is empty or missing)")
+    return TrainedWeights(strip_wrapper_prefixes(state), str(path), step=step_from_name(path),
+                          final_loss=final_loss_from_message_hub(data.get("message_hub")),
+                          meta=dict(data.get("meta") or {}))
 
 
 def _read_deepspeed_folder(path: Path) -> TrainedWeights:
@@ -114,26 +105,20 @@ def _read_deepspeed_folder(path: Path) -> TrainedWeights:
     if not model_states:
         raise UsageError(
             f"checkpoint folder {str(path)!r} is not a DeepSpeed checkpoint (no *model_states.pt)",
-            hint="pass an iter_N.pth file or folder written by `xtune train`",
-        )
+                         hint="pass an iter_N.pth file or folder written by `xtune train`")
     main = path / "mp_rank_00_model_states.pt"
     client = _torch_load(main if main.exists() else model_states[0], weights_only=False)
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
     try:
         # Frozen weights may be stored there as low-precision copies; they come from the base model instead.
-        state = get_fp32_state_dict_from_zero_checkpoint(
-            str(path.parent), tag=path.name, exclude_frozen_parameters=True
-        )
+        state = get_fp32_state_dict_from_zero_checkpoint(str(path.parent), tag=path.name,
+                                                         exclude_frozen_parameters=True)
     except (FileNotFoundError, ValueError, KeyError, RuntimeError, AssertionError) as exc:
         raise UsageError(f"DeepSpeed checkpoint {str(path)!r} cannot be consolidated: {exc}") from None
-    return TrainedWeights(
-        strip_wrapper_prefixes(dict(state)),
-        str(path),
-        step=step_from_name(path),
-        final_loss=final_loss_from_message_hub(client.get("message_hub")),
-        meta=dict(client.get("meta") or {}),
-    )
+    return TrainedWeights(strip_wrapper_prefixes(dict(state)), str(path), step=step_from_name(path),
+                          final_loss=final_loss_from_message_hub(client.get("message_hub")),
+                          meta=dict(client.get("meta") or {}))
 
 
 def read_checkpoint(path: str | Path) -> TrainedWeights:

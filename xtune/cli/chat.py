@@ -10,29 +10,20 @@ import sys
 
 
 def add_parser(subparsers, common):
-    p = subparsers.add_parser(
-        "chat",
-        parents=[common],
-        help="chat with a model (optionally adapter, 4/8-bit)",
-        description="Chat with a model: a local folder, a hub id, modelscope://ID or a GGUF "
-        "file. Interactive unless --prompt is given or stdin is piped.",
-    )
+    p = subparsers.add_parser("chat", parents=[common],
+                              help="chat with a model (optionally adapter, 4/8-bit)",
+                              description="Chat with a model: a local folder, a hub id, modelscope://ID or "
+                                          "a GGUF file. Interactive unless --prompt is given or stdin is "
+                                          "piped.")
     p.add_argument("model", metavar="MODEL", help="folder, hub id, modelscope://ID, or path/to/model.gguf")
     p.add_argument("--adapter", metavar="DIR", help="PEFT adapter folder to apply (e.g. WORK_DIR/hf)")
-    p.add_argument(
-        "--bits", type=int, choices=[4, 8], help="load the model in 4-bit NF4 or 8-bit (bitsandbytes)"
-    )
-    p.add_argument(
-        "--dtype",
-        default="auto",
-        help="precision: auto (bf16 where the GPU or CPU computes it natively, else fp16 on GPU / "
-        "fp32 on CPU), bfloat16, float16, float32",
-    )
-    p.add_argument(
-        "--prompt-template",
-        metavar="NAME",
-        help="xtune chat template (default: the model's own chat_template, else its family's)",
-    )
+    p.add_argument("--bits", type=int, choices=[4, 8],
+                   help="load the model in 4-bit NF4 or 8-bit (bitsandbytes)")
+    p.add_argument("--dtype", default="auto",
+                   help="precision: auto (bf16 where the GPU or CPU computes it natively, else fp16 on GPU / "
+                                         "fp32 on CPU), bfloat16, float16, float32")
+    p.add_argument("--prompt-template", metavar="NAME",
+                   help="xtune chat template (default: the model's own chat_template, else its family's)")
     p.add_argument("--system", metavar="TEXT", help="system prompt")
     p.add_argument("--prompt", metavar="TEXT", help="answer this one message and exit")
     p.add_argument("--max-new-tokens", type=int, default=512, metavar="N")
@@ -42,12 +33,8 @@ def add_parser(subparsers, common):
     p.add_argument("--repetition-penalty", type=float, default=1.0, metavar="R")
     p.add_argument("--seed", type=int, metavar="N", help="random seed for sampling")
     p.add_argument("--no-stream", action="store_true", help="print each answer when it is complete")
-    p.add_argument(
-        "--source",
-        default="auto",
-        choices=["auto", "hf", "modelscope", "local"],
-        help="where MODEL lives (auto: a local path, else the Hugging Face hub)",
-    )
+    p.add_argument("--source", default="auto", choices=["auto", "hf", "modelscope", "local"],
+                   help="where MODEL lives (auto: a local path, else the Hugging Face hub)")
     p.set_defaults(func=run)
 
 
@@ -93,26 +80,14 @@ def run(args) -> int:
     from xtune.models.build import load_for_inference
     from xtune.plugins import get_registry
 
-    model, tokenizer = load_for_inference(
-        args.model, adapter=args.adapter, bits=args.bits, dtype=args.dtype, source=args.source
-    )
-    settings = GenerationSettings(
-        max_new_tokens=args.max_new_tokens,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        top_k=args.top_k,
-        repetition_penalty=args.repetition_penalty,
-        seed=args.seed,
-    )
-    session = ChatSession(
-        model,
-        tokenizer,
-        registry=get_registry(),
-        template=args.prompt_template,
-        system=args.system,
-        settings=settings,
-        model_name=args.model,
-    )
+    model, tokenizer = load_for_inference(args.model, adapter=args.adapter, bits=args.bits, dtype=args.dtype,
+                                          source=args.source)
+    settings = GenerationSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                                  top_p=args.top_p, top_k=args.top_k,
+                                  repetition_penalty=args.repetition_penalty,
+                                  seed=args.seed)
+    session = ChatSession(model, tokenizer, registry=get_registry(), template=args.prompt_template,
+                          system=args.system, settings=settings, model_name=args.model)
     stream = not args.no_stream
     text = args.prompt if args.prompt is not None else piped
     if text is not None:

@@ -26,9 +26,8 @@ def add_parser(subparsers, common):
     p.add_argument("--template", metavar="NAME", help="chat template to render with (--data form)")
     p.add_argument("--tokenizer", metavar="PATH", help="tokenizer folder for token counts (--data form)")
     p.add_argument("--max-length", type=int, default=2048, help="truncation length (--data form)")
-    p.add_argument(
-        "--cfg-options", nargs="+", default=[], metavar="KEY=VALUE", help="override recipe settings"
-    )
+    p.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="override recipe settings")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=run)
 
@@ -37,10 +36,8 @@ def run(args) -> int:
     from xtune.errors import UsageError
 
     if bool(args.recipe) == bool(args.data):
-        raise UsageError(
-            "give either RECIPE_OR_PATH or --data FILE --format FORMAT",
-            hint="e.g. xtune check-custom-dataset --data my.jsonl --format alpaca",
-        )
+        raise UsageError("give either RECIPE_OR_PATH or --data FILE --format FORMAT",
+                         hint="e.g. xtune check-custom-dataset --data my.jsonl --format alpaca")
     if args.data:
         if not args.format:
             raise UsageError("--data needs --format", hint="e.g. --format alpaca (see `xtune plugins`)")
@@ -52,36 +49,19 @@ def run(args) -> int:
 
 
 def _check_recipe(args) -> dict:
-    from xtune.data.from_recipe import dataset_cfg, load_recipe_cfg
+    from xtune.cli.recipe_data import recipe_dataset
     from xtune.data.inspect import dataset_stats
-    from xtune.data.pipeline import build_train_dataset
-    from xtune.plugins import get_registry
 
-    registry = get_registry()
-    recipe = load_recipe_cfg(args.recipe, registry, args.cfg_options)
-    cfg = dataset_cfg(recipe)
-    from xtune.models.build import recipe_tokenizer
-
-    tokenizer = recipe_tokenizer(recipe, registry)
-    dataset = build_train_dataset(cfg, tokenizer, registry=registry)
-    return {
-        "source": cfg.get("data_path") or cfg.get("dataset_map"),
-        "format": cfg.get("dataset_map"),
-        "template": cfg.get("prompt_template"),
-        **dataset_stats(dataset),
-    }
+    cfg, _, dataset = recipe_dataset(args.recipe, args.cfg_options)
+    return {"source": cfg.get("data_path") or cfg.get("dataset_map"), "format": cfg.get("dataset_map"),
+            "template": cfg.get("prompt_template"), **dataset_stats(dataset)}
 
 
 def _check_file(args) -> dict:
     from xtune.data.pipeline import load_conversations, render_conversations
 
-    cfg = {
-        "dataset_map": args.format,
-        "data_path": args.data,
-        "prompt_template": args.template,
-        "max_length": args.max_length,
-        "pack_to_max_length": False,
-    }
+    cfg = {"dataset_map": args.format, "data_path": args.data, "prompt_template": args.template,
+           "max_length": args.max_length, "pack_to_max_length": False}
     conversations, wheres, _ = load_conversations(cfg)
     summary = {"source": args.data, "format": args.format, "template": args.template}
     if args.tokenizer:
@@ -104,15 +84,10 @@ def _check_file(args) -> dict:
         trained = [sum(len(m["content"]) for m in conv if m["loss"]) for conv in conversations]
     from xtune.data.inspect import length_histogram
 
-    return {
-        **summary,
-        "records": len(conversations),
-        "messages": sum(map(len, conversations)),
-        "characters": sum(chars),
-        "trained_characters": sum(trained),
-        "length_histogram_chars": length_histogram(chars),
-        "note": "pass --tokenizer PATH (and --template) for token counts, truncation and drops",
-    }
+    return {**summary, "records": len(conversations), "messages": sum(map(len, conversations)),
+            "characters": sum(chars), "trained_characters": sum(trained),
+            "length_histogram_chars": length_histogram(chars),
+            "note": "pass --tokenizer PATH (and --template) for token counts, truncation and drops"}
 
 
 def _print(summary: dict, as_json: bool) -> None:
@@ -121,11 +96,8 @@ def _print(summary: dict, as_json: bool) -> None:
     if as_json:
         print(json.dumps(summary, ensure_ascii=False, indent=1))
         return
-    print(
-        f"OK: every record of {summary['source']} is valid ({summary['format']}"
-        + (f", template {summary['template']}" if summary.get("template") else "")
-        + ")"
-    )
+    print(f"OK: every record of {summary['source']} is valid ({summary['format']}"
+          + (f", template {summary['template']}" if summary.get("template") else "") + ")")
     if "tokens" in summary:
         print(format_stats(summary))
         return

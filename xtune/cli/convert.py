@@ -10,12 +10,9 @@ _DTYPES = ["auto", "float32", "bfloat16", "float16"]
 
 
 def add_parser(subparsers, common):
-    p = subparsers.add_parser(
-        "convert",
-        parents=[common],
-        help="checkpoint -> HF adapter/model; merge; GGUF -> HF",
-        description="Turn training output into Hugging Face folders (safetensors).",
-    )
+    p = subparsers.add_parser("convert", parents=[common],
+                              help="checkpoint -> HF adapter/model; merge; GGUF -> HF",
+                              description="Turn training output into Hugging Face folders (safetensors).")
     sub = p.add_subparsers(title="conversions", metavar="KIND")
     p.set_defaults(func=lambda args: _missing_kind(p))
     _add_pth_to_hf(sub, common)
@@ -24,70 +21,46 @@ def add_parser(subparsers, common):
 
 
 def _add_pth_to_hf(sub, common) -> None:
-    pth = sub.add_parser(
-        "pth_to_hf",
-        parents=[common],
-        help="a training checkpoint -> adapter or full model",
-        description="Convert an `xtune train` checkpoint (iter_N.pth file or DeepSpeed folder) "
-        "into a PEFT adapter folder, or a full model for full / freeze tuning, "
-        "with the tokenizer, the recipe's chat template and a model card.",
-    )
+    pth = sub.add_parser("pth_to_hf", parents=[common], help="a training checkpoint -> adapter or full model",
+                         description="Convert an `xtune train` checkpoint (iter_N.pth file or DeepSpeed "
+                                     "folder) into a PEFT adapter folder, or a full model for full / freeze "
+                                     "tuning, with the tokenizer, the recipe's chat template and a model "
+                                     "card.")
     pth.add_argument("recipe", metavar="RECIPE_OR_PATH", help="the recipe the checkpoint was trained with")
-    pth.add_argument(
-        "checkpoint", metavar="CHECKPOINT", help="WORK_DIR/iter_N.pth (file or DeepSpeed folder)"
-    )
+    pth.add_argument("checkpoint", metavar="CHECKPOINT",
+                     help="WORK_DIR/iter_N.pth (file or DeepSpeed folder)")
     pth.add_argument("out", metavar="OUT", help="output folder")
-    pth.add_argument(
-        "--cfg-options",
-        nargs="+",
-        default=[],
-        metavar="KEY=VALUE",
-        help="the same overrides as the training run (e.g. pretrained_model_name_or_path=DIR)",
-    )
+    pth.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE",
+                     help="the same overrides as the training run (e.g. pretrained_model_name_or_path=DIR)")
     pth.add_argument("--dtype", choices=_DTYPES[1:], help="cast a full model to this precision before saving")
     _common_out(pth)
     pth.set_defaults(func=_run_pth_to_hf)
 
 
 def _add_merge(sub, common) -> None:
-    merge = sub.add_parser(
-        "merge",
-        parents=[common],
-        help="fold an adapter into its base model",
-        description="Merge a PEFT adapter into a full- or half-precision base model and save "
-        "a standalone model (sharded safetensors) with tokenizer and chat template.",
-    )
+    merge = sub.add_parser("merge", parents=[common], help="fold an adapter into its base model",
+                           description="Merge a PEFT adapter into a full- or half-precision base model and "
+                                       "save a standalone model (sharded safetensors) with tokenizer and "
+                                       "chat template.")
     merge.add_argument("base", metavar="BASE", help="base model: folder, hub id or modelscope://ID")
     merge.add_argument("adapter", metavar="ADAPTER", help="adapter folder (from pth_to_hf or WORK_DIR/hf)")
     merge.add_argument("out", metavar="OUT", help="output folder")
-    merge.add_argument(
-        "--dtype",
-        default="auto",
-        choices=_DTYPES,
-        help="precision to load the base and save the result in (auto: the base's own)",
-    )
-    merge.add_argument(
-        "--prompt-template",
-        metavar="NAME",
-        help="store this xtune template as the chat template (default: the adapter's)",
-    )
+    merge.add_argument("--dtype", default="auto", choices=_DTYPES,
+                       help="precision to load the base and save the result in (auto: the base's own)")
+    merge.add_argument("--prompt-template", metavar="NAME",
+                       help="store this xtune template as the chat template (default: the adapter's)")
     _common_out(merge)
     merge.set_defaults(func=_run_merge)
 
 
 def _add_gguf_to_hf(sub, common) -> None:
-    gguf = sub.add_parser(
-        "gguf_to_hf",
-        parents=[common],
-        help="a GGUF file -> plain HF folder",
-        description="Dequantise a GGUF model into a Hugging Face folder (config, safetensors, "
-        "tokenizer with its chat template).",
-    )
+    gguf = sub.add_parser("gguf_to_hf", parents=[common], help="a GGUF file -> plain HF folder",
+                          description="Dequantise a GGUF model into a Hugging Face folder (config, "
+                                      "safetensors, tokenizer with its chat template).")
     gguf.add_argument("gguf", metavar="GGUF", help="path to a .gguf file")
     gguf.add_argument("out", metavar="OUT", help="output folder")
-    gguf.add_argument(
-        "--dtype", default="bfloat16", choices=_DTYPES[1:], help="precision of the saved weights"
-    )
+    gguf.add_argument("--dtype", default="bfloat16", choices=_DTYPES[1:],
+                      help="precision of the saved weights")
     _common_out(gguf)
     gguf.set_defaults(func=_run_gguf)
 
@@ -100,10 +73,8 @@ def _common_out(p) -> None:
 def _missing_kind(parser) -> int:
     from xtune.errors import UsageError
 
-    raise UsageError(
-        "xtune convert: say what to convert: pth_to_hf, merge or gguf_to_hf",
-        hint="see 'xtune convert --help'",
-    )
+    raise UsageError("xtune convert: say what to convert: pth_to_hf, merge or gguf_to_hf",
+                     hint="see 'xtune convert --help'")
 
 
 def _setup_logging() -> None:
@@ -117,16 +88,9 @@ def _run_pth_to_hf(args) -> int:
     from xtune.export.pth_to_hf import pth_to_hf
     from xtune.plugins import get_registry
 
-    out = pth_to_hf(
-        args.recipe,
-        args.checkpoint,
-        args.out,
-        registry=get_registry(),
-        cfg_options=args.cfg_options,
-        force=args.force,
-        max_shard_size=args.max_shard_size,
-        dtype=args.dtype,
-    )
+    out = pth_to_hf(args.recipe, args.checkpoint, args.out, registry=get_registry(),
+                    cfg_options=args.cfg_options, force=args.force, max_shard_size=args.max_shard_size,
+                    dtype=args.dtype)
     print(f"wrote {out}")
     return 0
 
@@ -136,16 +100,8 @@ def _run_merge(args) -> int:
     from xtune.export.merge import merge
     from xtune.plugins import get_registry
 
-    out = merge(
-        args.base,
-        args.adapter,
-        args.out,
-        registry=get_registry(),
-        dtype=args.dtype,
-        max_shard_size=args.max_shard_size,
-        force=args.force,
-        prompt_template=args.prompt_template,
-    )
+    out = merge(args.base, args.adapter, args.out, registry=get_registry(), dtype=args.dtype,
+                max_shard_size=args.max_shard_size, force=args.force, prompt_template=args.prompt_template)
     print(f"wrote {out}")
     return 0
 
@@ -154,8 +110,7 @@ def _run_gguf(args) -> int:
     _setup_logging()
     from xtune.export.gguf import gguf_to_hf
 
-    out = gguf_to_hf(
-        args.gguf, args.out, dtype=args.dtype, force=args.force, max_shard_size=args.max_shard_size
-    )
+    out = gguf_to_hf(args.gguf, args.out, dtype=args.dtype, force=args.force,
+                     max_shard_size=args.max_shard_size)
     print(f"wrote {out}")
     return 0

@@ -9,12 +9,9 @@ from xtune.fileio import atomic_write_text
 
 
 def add_parser(subparsers, common):
-    p = subparsers.add_parser(
-        "copy-cfg",
-        parents=[common],
-        help="copy a recipe into DIR to edit it",
-        description="Copy a recipe to DIR/NAME_copy.py; `xtune train` accepts that path.",
-    )
+    p = subparsers.add_parser("copy-cfg", parents=[common], help="copy a recipe into DIR to edit it",
+                              description="Copy a recipe to DIR/NAME_copy.py; `xtune train` accepts that "
+                                          "path.")
     p.add_argument("name", metavar="NAME", help="recipe name (see `xtune list-cfg`)")
     p.add_argument("dir", metavar="DIR", help="destination folder (created if missing)")
     p.add_argument("--force", action="store_true", help="overwrite an existing copy")

@@ -12,15 +12,10 @@ import sys
 
 
 def add_parser(subparsers, common):
-    p = subparsers.add_parser(
-        "list-cfg",
-        parents=[common],
-        help="list recipes and the plugin providing each",
-        description="List every recipe with the plugin that provides it.",
-    )
-    p.add_argument(
-        "-p", "--pattern", help="case-insensitive substring or glob (e.g. 'qlora', 'llama3*_lora_*')"
-    )
+    p = subparsers.add_parser("list-cfg", parents=[common], help="list recipes and the plugin providing each",
+                              description="List every recipe with the plugin that provides it.")
+    p.add_argument("-p", "--pattern",
+                   help="case-insensitive substring or glob (e.g. 'qlora', 'llama3*_lora_*')")
     p.add_argument("--json", action="store_true", help="print a JSON list of objects")
     p.set_defaults(func=run)
 
@@ -37,25 +32,13 @@ def matches(name: str, pattern: str | None) -> bool:
 def run(args) -> int:
     from xtune.plugins import get_registry
 
-    recipes = sorted(
-        (r for r in get_registry().recipes if matches(r.name, args.pattern)), key=lambda r: r.name
-    )
+    recipes = sorted((r for r in get_registry().recipes if matches(r.name, args.pattern)),
+                     key=lambda r: r.name)
     if args.json:
-        fields = (
-            "name",
-            "plugin",
-            "model",
-            "family",
-            "method",
-            "dataset",
-            "epochs",
-            "template",
-            "hub_id",
-            "path",
-        )
-        json.dump(
-            [{f: getattr(r, f) for f in fields} for r in recipes], sys.stdout, indent=1, ensure_ascii=False
-        )
+        fields = ("name", "plugin", "model", "family", "method", "dataset", "epochs", "template", "hub_id",
+                  "path")
+        json.dump([{f: getattr(r, f) for f in fields} for r in recipes], sys.stdout, indent=1,
+                  ensure_ascii=False)
         sys.stdout.write("\n")
         return 0
     width = max((len(r.name) for r in recipes), default=0)

@@ -8,36 +8,23 @@ from __future__ import annotations
 
 
 def add_parser(subparsers, common):
-    p = subparsers.add_parser(
-        "log-dataset",
-        parents=[common],
-        help="show processed training samples",
-        description="Print the first samples of a recipe's training data, decoded, "
-        "with trained spans marked [[...]], and token counts.",
-    )
+    p = subparsers.add_parser("log-dataset", parents=[common], help="show processed training samples",
+                              description="Print the first samples of a recipe's training data, decoded, "
+                                          "with trained spans marked [[...]], and token counts.")
     p.add_argument("recipe", metavar="RECIPE", help="recipe name or .py file")
     p.add_argument("-n", "--num", type=int, default=3, help="how many samples to show (default 3)")
-    p.add_argument(
-        "--cfg-options", nargs="+", default=[], metavar="KEY=VALUE", help="override recipe settings"
-    )
+    p.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="override recipe settings")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from xtune.data.from_recipe import dataset_cfg, load_recipe_cfg
+    from xtune.cli.recipe_data import recipe_dataset
     from xtune.data.inspect import TRAIN_MARKS, dataset_stats, format_stats, render_sample
     from xtune.data.packing import sample_lengths
-    from xtune.data.pipeline import build_train_dataset
     from xtune.data.tokenize import IGNORE_INDEX
-    from xtune.plugins import get_registry
 
-    registry = get_registry()
-    recipe = load_recipe_cfg(args.recipe, registry, args.cfg_options)
-    cfg = dataset_cfg(recipe)
-    from xtune.models.build import recipe_tokenizer
-
-    tokenizer = recipe_tokenizer(recipe, registry)
-    dataset = build_train_dataset(cfg, tokenizer, registry=registry)
+    cfg, tokenizer, dataset = recipe_dataset(args.recipe, args.cfg_options)
     print(
         f"Trained text is marked {TRAIN_MARKS[0]}...{TRAIN_MARKS[1]}; template {cfg.get('prompt_template')}, "
         f"max_length {cfg.get('max_length')}, packed {bool(cfg.get('pack_to_max_length'))}."

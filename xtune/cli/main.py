@@ -16,17 +16,8 @@ from xtune import __version__
 from xtune.errors import UsageError, XtuneError
 
 # Subcommand modules in xtune.cli, in the order `xtune --help` lists them.
-COMMANDS = [
-    "list_cfg",
-    "copy_cfg",
-    "train",
-    "plugins_cmd",
-    "template",
-    "check_custom_dataset",
-    "log_dataset",
-    "convert",
-    "chat",
-]
+COMMANDS = ["list_cfg", "copy_cfg", "train", "plugins_cmd", "template", "check_custom_dataset", "log_dataset",
+            "convert", "chat"]
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -44,12 +35,8 @@ def build_parser(plugin_system=None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"xtune {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--debug",
-        action="store_true",
-        default=argparse.SUPPRESS,
-        help="show tracebacks instead of one-line errors",
-    )
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show tracebacks instead of one-line errors")
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f"xtune.cli.{name}").add_parser(subparsers, common)

@@ -7,13 +7,10 @@ import sys
 
 
 def add_parser(subparsers, common):
-    p = subparsers.add_parser(
-        "plugins",
-        parents=[common],
-        help="list installed plugins and what they provide",
-        description="List xtune's plugins (built-in and installed), their hooks, "
-        "what each registered, and plugins that failed to load.",
-    )
+    p = subparsers.add_parser("plugins", parents=[common],
+                              help="list installed plugins and what they provide",
+                              description="List xtune's plugins (built-in and installed), their hooks, "
+                                          "what each registered, and plugins that failed to load.")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run, warn_plugin_failures=False)  # failures are part of this command's output
 

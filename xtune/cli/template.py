@@ -15,50 +15,35 @@ from xtune.errors import DataError, UsageError
 
 
 def add_parser(subparsers, common):
-    p = subparsers.add_parser(
-        "template",
-        parents=[common],
-        help="list, render and export chat templates",
-        description="List, render and export chat templates.",
-    )
+    p = subparsers.add_parser("template", parents=[common], help="list, render and export chat templates",
+                              description="List, render and export chat templates.")
     sub = p.add_subparsers(title="actions", metavar="ACTION")
     p.set_defaults(func=lambda args: _missing_action(p))
 
     ls = sub.add_parser("list", parents=[common], help="one template name per line")
-    ls.add_argument(
-        "--json", action="store_true", help="a JSON list with families, stop words and references"
-    )
+    ls.add_argument("--json", action="store_true",
+                    help="a JSON list with families, stop words and references")
     ls.set_defaults(func=run_list)
 
     render = sub.add_parser("render", parents=[common], help="render a conversation (JSON list of messages)")
     render.add_argument("name", help="template name (see 'xtune template list')")
-    render.add_argument(
-        "--messages",
-        required=True,
-        metavar="FILE",
-        help='JSON file holding a list of {"role", "content"} objects ("-" reads stdin)',
-    )
-    render.add_argument(
-        "--add-generation-prompt", action="store_true", help="end with the assistant's prompt"
-    )
-    render.add_argument(
-        "--no-thinking", action="store_true", help="render with enable_thinking=False (Qwen3)"
-    )
+    render.add_argument("--messages", required=True, metavar="FILE",
+                        help='JSON file holding a list of {"role", "content"} objects ("-" reads stdin)')
+    render.add_argument("--add-generation-prompt", action="store_true",
+                        help="end with the assistant's prompt")
+    render.add_argument("--no-thinking", action="store_true",
+                        help="render with enable_thinking=False (Qwen3)")
     render.add_argument("--bos-token", help="the tokenizer's BOS text (default: the template's reference)")
     render.add_argument("--eos-token", help="the tokenizer's EOS text (default: the template's reference)")
     render.add_argument("--date-string", help="date for templates that print one (Llama-3.1 / 3.2)")
-    render.add_argument(
-        "--json", action="store_true", help="print {text, segments} with each segment's train flag"
-    )
+    render.add_argument("--json", action="store_true",
+                        help="print {text, segments} with each segment's train flag")
     render.set_defaults(func=run_render)
 
     export = sub.add_parser("export", parents=[common], help="print the equivalent jinja chat_template")
     export.add_argument("name", help="template name (see 'xtune template list')")
-    export.add_argument(
-        "--generation-tags",
-        action="store_true",
-        help="wrap trained text in {% generation %} blocks (transformers' assistant mask)",
-    )
+    export.add_argument("--generation-tags", action="store_true",
+                        help="wrap trained text in {% generation %} blocks (transformers' assistant mask)")
     export.set_defaults(func=run_export)
 
 
@@ -72,9 +57,8 @@ def run_list(args) -> int:
     templates = sorted(get_registry().chat_templates, key=lambda t: t.name)
     if args.json:
         fields = ("name", "description", "families", "stop_words", "reference", "plugin")
-        json.dump(
-            [{f: getattr(t, f) for f in fields} for t in templates], sys.stdout, indent=1, ensure_ascii=False
-        )
+        json.dump([{f: getattr(t, f) for f in fields} for t in templates], sys.stdout, indent=1,
+                  ensure_ascii=False)
         sys.stdout.write("\n")
         return 0
     for t in templates:
@@ -105,25 +89,15 @@ def run_render(args) -> int:
     template = get_template(args.name)
     messages = _read_messages(args.messages)
     try:
-        segments = render_segments(
-            template,
-            messages,
-            args.add_generation_prompt,
-            bos_token=args.bos_token,
-            eos_token=args.eos_token,
-            date_string=args.date_string,
-            enable_thinking=not args.no_thinking,
-        )
+        segments = render_segments(template, messages, args.add_generation_prompt, bos_token=args.bos_token,
+                                   eos_token=args.eos_token, date_string=args.date_string,
+                                   enable_thinking=not args.no_thinking)
     except UsageError as exc:
         raise UsageError(f"{args.messages}: {exc.message}", hint=exc.hint) from None
     text = "".join(s.text for s in segments)
     if args.json:
-        json.dump(
-            {"template": template.name, "text": text, "segments": [s.to_dict() for s in segments]},
-            sys.stdout,
-            indent=1,
-            ensure_ascii=False,
-        )
+        json.dump({"template": template.name, "text": text, "segments": [s.to_dict() for s in segments]},
+                  sys.stdout, indent=1, ensure_ascii=False)
         sys.stdout.write("\n")
     else:
         sys.stdout.write(text)  # exactly the text: no newline added, so it compares byte for byte

@@ -5,27 +5,18 @@ from __future__ import annotations
 
 
 def add_parser(subparsers, common):
-    p = subparsers.add_parser(
-        "train",
-        parents=[common],
-        help="train a recipe",
-        description="Train a recipe (a name from `xtune list-cfg` or a .py path).",
-    )
+    p = subparsers.add_parser("train", parents=[common], help="train a recipe",
+                              description="Train a recipe (a name from `xtune list-cfg` or a .py path).")
     p.add_argument("recipe", metavar="NAME_OR_PATH")
     p.add_argument("--work-dir", help="output folder (default work_dirs/<recipe>)")
     p.add_argument("--deepspeed", help="zero1|zero2|zero2_offload|zero3|zero3_offload or a JSON file")
     p.add_argument("--resume", help="'auto' for the latest checkpoint in the work dir, or a checkpoint path")
     p.add_argument("--seed", type=int, help="random seed (overrides the recipe's seed)")
-    p.add_argument(
-        "--cfg-options", nargs="+", default=[], metavar="KEY=VALUE", help="override recipe settings"
-    )
-    p.add_argument(
-        "--launcher",
-        choices=["none", "pytorch", "slurm"],
-        default="none",
-        help="several processes: torchrun sets 'pytorch'; or set NPROC_PER_NODE=N (NNODES, NODE_RANK, "
-        "ADDR, PORT) and xtune starts torchrun itself",
-    )
+    p.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="override recipe settings")
+    p.add_argument("--launcher", choices=["none", "pytorch", "slurm"], default="none",
+                   help="several processes: torchrun sets 'pytorch'; or set NPROC_PER_NODE=N (NNODES, "
+                        "NODE_RANK, ADDR, PORT) and xtune starts torchrun itself")
     p.add_argument("--local_rank", "--local-rank", type=int, default=0, help=argparse_hidden())
     p.set_defaults(func=run)
 
@@ -55,28 +46,19 @@ def run(args) -> int:
 
         from xtune.export.pth_to_hf import export_after_training
 
-        export_after_training(
-            cfg=done.cfg,
-            runner=done.runner,
-            tokenizer=done.tokenizer,
-            recipe=done.recipe,
-            out_dir=os.path.join(done.work_dir, "hf"),
-            method=done.method,
-            schedule=done.schedule,
-            registry=registry,
-        )
+        export_after_training(cfg=done.cfg, runner=done.runner, tokenizer=done.tokenizer, recipe=done.recipe,
+                              out_dir=os.path.join(done.work_dir, "hf"), method=done.method,
+                              schedule=done.schedule,
+                              registry=registry)
     return 0
 
 
 def _argv(args) -> list[str]:
     """The train command line again, for re-running it under torchrun."""
     argv = [args.recipe]
-    for flag, value in (
-        ("--work-dir", args.work_dir),
-        ("--deepspeed", args.deepspeed),
-        ("--resume", args.resume),
-        ("--seed", args.seed),
-    ):
+    for flag, value in (("--work-dir", args.work_dir), ("--deepspeed", args.deepspeed),
+                        ("--resume", args.resume),
+                        ("--seed", args.seed)):
         if value is not None:
             argv += [flag, str(value)]
     if args.cfg_options:

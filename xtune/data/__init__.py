@@ -10,23 +10,14 @@ from __future__ import annotations
 
 import importlib
 
-_EXPORTS = {
-    "build_train_dataset": "xtune.data.pipeline",
-    "build_report": "xtune.data.pipeline",
-    "load_conversations": "xtune.data.pipeline",
-    "build_collator": "xtune.data.collate",
-    "Collator": "xtune.data.collate",
-    "LengthGroupedSampler": "xtune.data.collate",
-    "pad_token_id": "xtune.data.collate",
-    "dataset_stats": "xtune.data.inspect",
-    "format_stats": "xtune.data.inspect",
-    "render_sample": "xtune.data.inspect",
-    "encode_segments": "xtune.data.tokenize",
-    "IGNORE_INDEX": "xtune.data.tokenize",
-    "pack_rows": "xtune.data.packing",
-    "cu_seqlens": "xtune.data.packing",
-    "load_source": "xtune.data.sources",
-}
+_EXPORTS = {"build_train_dataset": "xtune.data.pipeline", "build_report": "xtune.data.pipeline",
+            "load_conversations": "xtune.data.pipeline", "build_collator": "xtune.data.collate",
+            "Collator": "xtune.data.collate", "LengthGroupedSampler": "xtune.data.collate",
+            "pad_token_id": "xtune.data.collate", "dataset_stats": "xtune.data.inspect",
+            "format_stats": "xtune.data.inspect", "render_sample": "xtune.data.inspect",
+            "encode_segments": "xtune.data.tokenize", "IGNORE_INDEX": "xtune.data.tokenize",
+            "pack_rows": "xtune.data.packing", "cu_seqlens": "xtune.data.packing",
+            "load_source": "xtune.data.sources"}
 
 __all__ = sorted(_EXPORTS)
 

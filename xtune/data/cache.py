@@ -22,8 +22,7 @@ FORMAT_VERSION = 1
 
 def default_cache_dir() -> Path:
     root = os.environ.get("XTUNE_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "xtune"
-    )
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "xtune")
     return Path(root) / "datasets"
 
 
@@ -38,9 +37,8 @@ def tokenizer_fingerprint(tokenizer) -> str:
         digest.update(json.dumps(sorted(vocab.items())).encode())
     digest.update(type(tokenizer).__name__.encode())
     digest.update(json.dumps(tokenizer.special_tokens_map, sort_keys=True, default=str).encode())
-    digest.update(
-        json.dumps([tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id]).encode()
-    )
+    digest.update(json.dumps([tokenizer.bos_token_id, tokenizer.eos_token_id,
+                              tokenizer.pad_token_id]).encode())
     return digest.hexdigest()
 
 

@@ -20,10 +20,8 @@ def pad_token_id(tokenizer) -> int:
     for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id):
         if candidate is not None:
             return int(candidate)
-    raise ConfigError(
-        f"tokenizer {getattr(tokenizer, 'name_or_path', '')!r} has neither a pad nor an EOS token",
-        hint="set tokenizer.pad_token in the recipe",
-    )
+    raise ConfigError(f"tokenizer {getattr(tokenizer, 'name_or_path', '')!r} has neither a pad nor an EOS "
+                      "token", hint="set tokenizer.pad_token in the recipe")
 
 
 class Collator:
@@ -59,11 +57,8 @@ class Collator:
 
 def build_collator(cfg: dict, tokenizer) -> Collator:
     """The collator for a recipe's `train_dataset` settings."""
-    return Collator(
-        pad_token_id(tokenizer),
-        packed=bool(cfg.get("pack_to_max_length")),
-        pad_to_multiple_of=cfg.get("pad_to_multiple_of"),
-    )
+    return Collator(pad_token_id(tokenizer), packed=bool(cfg.get("pack_to_max_length")),
+                    pad_to_multiple_of=cfg.get("pad_to_multiple_of"))
 
 
 class LengthGroupedSampler:
@@ -75,16 +70,8 @@ class LengthGroupedSampler:
     batch. The engine plugs it into its DataLoader (`sampler=`); `set_epoch` reshuffles.
     """
 
-    def __init__(
-        self,
-        lengths: list[int],
-        batch_size: int,
-        *,
-        seed: int = 0,
-        mega_batch_mult: int = 50,
-        rank: int | None = None,
-        world_size: int | None = None,
-    ):
+    def __init__(self, lengths: list[int], batch_size: int, *, seed: int = 0, mega_batch_mult: int = 50,
+                 rank: int | None = None, world_size: int | None = None):
         self.lengths = list(lengths)
         self.batch_size = batch_size
         self.seed = seed
@@ -103,14 +90,14 @@ class LengthGroupedSampler:
         mega = self.batch_size * self.world_size * self.mega_batch_mult
         out = []
         for start in range(0, len(order), mega):
-            out += sorted(order[start : start + mega], key=lambda i: -self.lengths[i])
+            out += sorted(order[start:start + mega], key=lambda i: -self.lengths[i])
         return out
 
     def __iter__(self) -> Iterator[int]:
         order = self._global_order()
         step = self.batch_size * self.world_size
         for start in range(0, len(order), step):
-            yield from order[start + self.rank * self.batch_size : start + (self.rank + 1) * self.batch_size]
+            yield from order[start + self.rank * self.batch_size: start + (self.rank + 1) * self.batch_size]
 
     def __len__(self) -> int:
         full, rest = divmod(len(self.lengths), self.batch_size * self.world_size)

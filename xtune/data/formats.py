@@ -43,16 +43,9 @@ def _history(record: dict, column: str | None) -> list[dict]:
     return out
 
 
-def alpaca(
-    record: dict,
-    *,
-    instruction: str | None = "instruction",
-    input: str | None = "input",
-    output: str | None = "output",
-    system: str | None = "system",
-    history: str | None = "history",
-    **_: Any,
-) -> list[dict]:
+def alpaca(record: dict, *, instruction: str | None = "instruction", input: str | None = "input",
+           output: str | None = "output", system: str | None = "system", history: str | None = "history",
+           **_: Any) -> list[dict]:
     """instruction (+ input on the next line) -> output, after an optional system and history."""
     prompt = require_text(_get(record, instruction), instruction or "instruction")
     extra = _optional_text(record, input)
@@ -67,25 +60,12 @@ def alpaca(
 
 
 # Defaults for sharegpt; LLaMA-Factory's dataset_info.json calls these "tags".
-SHAREGPT_TAGS = dict(
-    role_tag="from",
-    content_tag="value",
-    user_tag="human",
-    assistant_tag="gpt",
-    system_tag="system",
-    function_tag="function_call",
-    observation_tag="observation",
-)
+SHAREGPT_TAGS = dict(role_tag="from", content_tag="value", user_tag="human", assistant_tag="gpt",
+                     system_tag="system", function_tag="function_call", observation_tag="observation")
 
 
-def sharegpt(
-    record: dict,
-    *,
-    messages: str | None = "conversations",
-    system: str | None = "system",
-    tools: str | None = "tools",
-    **options: Any,
-) -> list[dict]:
+def sharegpt(record: dict, *, messages: str | None = "conversations", system: str | None = "system",
+             tools: str | None = "tools", **options: Any) -> list[dict]:
     """conversations [{from, value}]: human / gpt / system / function_call / observation.
 
     A function call is an assistant turn (trained: the model must learn to emit it) and an
@@ -94,13 +74,8 @@ def sharegpt(
     dropping the schemas would train calls to functions the model was never shown.
     """
     tags = {**SHAREGPT_TAGS, **{k: v for k, v in options.items() if k in SHAREGPT_TAGS}}
-    roles = {
-        tags["user_tag"]: "user",
-        tags["assistant_tag"]: "assistant",
-        tags["system_tag"]: "system",
-        tags["function_tag"]: "assistant",
-        tags["observation_tag"]: "tool",
-    }
+    roles = {tags["user_tag"]: "user", tags["assistant_tag"]: "assistant", tags["system_tag"]: "system",
+             tags["function_tag"]: "assistant", tags["observation_tag"]: "tool"}
     for alias, role in (("user", "user"), ("assistant", "assistant"), ("tool", "tool")):
         roles.setdefault(alias, role)
     turns = _get(record, messages)
@@ -124,11 +99,9 @@ def sharegpt(
         if tag not in roles:
             raise RecordError(
                 f"turn {i} has unknown role {tag!r} (valid: {', '.join(sorted(map(str, roles)))})",
-                f"{field}[{i}].{tags['role_tag']}",
-            )
-        content = require_text(
-            turn.get(tags["content_tag"]), f"{field}[{i}].{tags['content_tag']}", allow_empty=True
-        )
+                              f"{field}[{i}].{tags['role_tag']}")
+        content = require_text(turn.get(tags["content_tag"]), f"{field}[{i}].{tags['content_tag']}",
+                               allow_empty=True)
         out.append(message(roles[tag], content))
     return out
 
@@ -175,10 +148,8 @@ def openai(record: dict, *, messages: str | None = "messages", **_: Any) -> list
         elif msg.get("loss_weight") is not None:
             weight = msg["loss_weight"]
             if isinstance(weight, bool) or weight not in (0, 1):
-                raise RecordError(
-                    f"must be 0 or 1 (a message is trained or not), got {weight!r}",
-                    f"{field}[{i}].loss_weight",
-                )
+                raise RecordError(f"must be 0 or 1 (a message is trained or not), got {weight!r}",
+                                  f"{field}[{i}].loss_weight")
             loss = weight == 1
         out.append(message(role, content, loss))
     return out
@@ -214,15 +185,14 @@ def _moss_text(turn: dict, key: str, where: str) -> str:
     value = require_text(turn.get(key), where, allow_empty=True).strip()
     prefix, suffix = _MOSS_PREFIX[key]
     if value.startswith(prefix):
-        value = value[len(prefix) :]
+        value = value[len(prefix):]
     if value.endswith(suffix):
         value = value[: -len(suffix)]
     return value.strip()
 
 
-def moss(
-    record: dict, *, chat: str | None = "chat", system: str | None = "meta_instruction", **_: Any
-) -> list[dict]:
+def moss(record: dict, *, chat: str | None = "chat", system: str | None = "meta_instruction",
+         **_: Any) -> list[dict]:
     """MOSS-003 SFT: chat {turn_1: {Human, MOSS, ...}}; plugin thoughts/commands are not trained."""
     field = chat or "chat"
     turns = _get(record, chat)
@@ -256,9 +226,8 @@ def fill_placeholders(text: str, name: str, author: str) -> str:
     return text
 
 
-def self_cognition(
-    record: dict, *, name: str = "xtune assistant", author: str = "the xtune team", **columns: Any
-) -> list[dict]:
+def self_cognition(record: dict, *, name: str = "xtune assistant", author: str = "the xtune team",
+                   **columns: Any) -> list[dict]:
     """alpaca records whose {{name}} / <NAME> / {{author}} / <AUTHOR> become the recipe's values."""
     messages = alpaca(record, **columns)
     return [{**m, "content": fill_placeholders(m["content"], name, author)} for m in messages]

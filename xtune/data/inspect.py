@@ -51,9 +51,8 @@ def dataset_stats(dataset, max_length: int | None = None) -> dict[str, Any]:
     return stats
 
 
-def length_histogram(
-    lengths: list[int], max_length: int | None = None, bins: int = 8
-) -> list[tuple[int, int, int]]:
+def length_histogram(lengths: list[int], max_length: int | None = None,
+                     bins: int = 8) -> list[tuple[int, int, int]]:
     """(low, high, count) buckets of equal width up to max_length (or the longest sample)."""
     top = max_length or max(lengths, default=1)
     width = max(1, -(-top // bins))
@@ -67,11 +66,8 @@ def format_stats(stats: dict[str, Any]) -> str:
     """A few aligned lines of text for the CLI."""
     lines = [
         f"records:          {stats['records']}"
-        + (
-            f" (and {stats['skipped_bad_records']} bad ones skipped)"
-            if stats.get("skipped_bad_records")
-            else ""
-        ),
+        + (f" (and {stats['skipped_bad_records']} bad ones skipped)" if stats.get("skipped_bad_records")
+           else ""),
         f"samples kept:     {stats['samples']} (dropped {stats['dropped']}: no trained token left after "
         f"truncation; truncated {stats['truncated']})",
         f"tokens:           {stats['tokens']} ({stats['mean_sample_tokens']:.1f} per sample, longest "
@@ -79,10 +75,8 @@ def format_stats(stats: dict[str, Any]) -> str:
         f"trained tokens:   {stats['trained_tokens']}",
     ]
     if stats.get("packed"):
-        lines.append(
-            f"packed rows:      {stats['rows']} of {stats['max_length']} tokens, fill ratio "
-            f"{stats.get('fill_ratio', 0):.4f}"
-        )
+        lines.append(f"packed rows:      {stats['rows']} of {stats['max_length']} tokens, fill ratio "
+                     f"{stats.get('fill_ratio', 0):.4f}")
     lines.append("sample length histogram (tokens):")
     peak = max((c for _, _, c in stats["length_histogram"]), default=0) or 1
     for low, high, count in stats["length_histogram"]:
@@ -102,28 +96,16 @@ def render_sample(row: dict, tokenizer, marks: tuple[str, str] = TRAIN_MARKS) ->
     out, start = [], 0
     for length in lengths:
         end = start + length
-        cuts = (
-            [start]
-            + [
-                i
-                for i in range(start + 1, end)
-                if (labels[i] != IGNORE_INDEX) != (labels[i - 1] != IGNORE_INDEX)
-            ]
-            + [end]
-        )
-        texts = [
-            tokenizer.decode(ids[start:c], skip_special_tokens=False, clean_up_tokenization_spaces=False)
-            for c in cuts
-        ]
+        cuts = [start] + [i for i in range(start + 1, end)
+                          if (labels[i] != IGNORE_INDEX) != (labels[i - 1] != IGNORE_INDEX)] + [end]
+        texts = [tokenizer.decode(ids[start:c], skip_special_tokens=False, clean_up_tokenization_spaces=False)
+                 for c in cuts]
         pieces = []
-        for (a, b), (before, after) in zip(
-            zip(cuts, cuts[1:], strict=False), zip(texts, texts[1:], strict=False), strict=True
-        ):
-            text = (
-                after[len(before) :]
-                if after.startswith(before)
-                else tokenizer.decode(ids[a:b], skip_special_tokens=False, clean_up_tokenization_spaces=False)
-            )
+        for (a, b), (before, after) in zip(zip(cuts, cuts[1:], strict=False),
+                                           zip(texts, texts[1:], strict=False),
+                                           strict=True):
+            text = after[len(before):] if after.startswith(before) else tokenizer.decode(
+                ids[a:b], skip_special_tokens=False, clean_up_tokenization_spaces=False)
             pieces.append(f"{marks[0]}{text}{marks[1]}" if labels[a] != IGNORE_INDEX else text)
         out.append("".join(pieces))
         start = end

@@ -45,9 +45,8 @@ def best_fit_decreasing(lengths: list[int], capacity: int, seed: int | None = No
     return bins
 
 
-def pack_rows(
-    input_ids: list[list[int]], labels: list[list[int]], max_length: int, seed: int | None = None
-) -> dict[str, list[list[int]]]:
+def pack_rows(input_ids: list[list[int]], labels: list[list[int]], max_length: int,
+              seed: int | None = None) -> dict[str, list[list[int]]]:
     """Columns of packed rows: input_ids, labels and position_ids (restarting per sample)."""
     bins = best_fit_decreasing([len(x) for x in input_ids], max_length, seed)
     rows: dict[str, list[list[int]]] = {"input_ids": [], "labels": [], "position_ids": []}

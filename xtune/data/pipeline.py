@@ -28,9 +28,8 @@ from xtune.errors import ConfigError, DataError, UsageError
 REPORT_PREFIX = "xtune-build-report:"
 
 
-def render_conversations(
-    conversations, wheres, template_name: str | None, tokenizer=None, registry=None
-) -> list[list[dict]]:
+def render_conversations(conversations, wheres, template_name: str | None, tokenizer=None,
+                         registry=None) -> list[list[dict]]:
     """Template segments for each conversation ({"text", "train"}); pretraining text is one trained segment.
 
     With a tokenizer, the template's {bos_token} / {eos_token} are the tokenizer's own (as in chat and the
@@ -67,12 +66,8 @@ def _tokenize_batch(batch: dict, tokenizer, max_length: int) -> dict:
     rows = batch["segments"]
     chats = [i for i, segments in enumerate(rows) if not segments[0]["pretrain"]]
     encoded = dict(
-        zip(
-            chats,
-            encode_many([[(s["text"], s["train"]) for s in rows[i]] for i in chats], tokenizer),
-            strict=True,
-        )
-    )
+        zip(chats, encode_many([[(s["text"], s["train"]) for s in rows[i]] for i in chats], tokenizer),
+            strict=True))
     out: dict[str, list] = {"input_ids": [], "labels": [], "status": []}
     for i, segments in enumerate(rows):
         ids, labels = encoded[i] if i in encoded else encode_pretrain(segments[0]["text"], tokenizer)
@@ -86,37 +81,18 @@ def _tokenize_batch(batch: dict, tokenizer, max_length: int) -> dict:
 def fingerprint_for(cfg: dict, tokenizer, source_print: str, registry=None) -> str:
     reg = registry_or_default(registry)
     template = cfg.get("prompt_template")
-    template_entry = (
-        reg.chat_templates.get(template).to_dict() if template in reg.chat_templates else template
-    )
+    template_entry = (reg.chat_templates.get(template).to_dict() if template in reg.chat_templates
+                      else template)
     map_entry = dataset_map_entry(cfg, reg)
-    keys = (
-        "dataset_map",
-        "max_length",
-        "pack_to_max_length",
-        "system",
-        "train_on",
-        "shuffle_before_pack",
-        "seed",
-        "columns",
-        "self_cognition_name",
-        "self_cognition_author",
-        "skip_bad_records",
-    )
+    keys = ("dataset_map", "max_length", "pack_to_max_length", "system", "train_on", "shuffle_before_pack",
+            "seed", "columns", "self_cognition_name", "self_cognition_author", "skip_bad_records")
     return cache.fingerprint(
-        {
-            "source": source_print,
-            "map": map_entry,
-            "template": template_entry,
-            "tokenizer": cache.tokenizer_fingerprint(tokenizer),
-            **{k: cfg.get(k) for k in keys},
-        }
-    )
+        {"source": source_print, "map": map_entry, "template": template_entry,
+         "tokenizer": cache.tokenizer_fingerprint(tokenizer), **{k: cfg.get(k) for k in keys}})
 
 
-def build_train_dataset(
-    cfg: dict, tokenizer, *, registry=None, progress: bool = True, use_cache: bool = True
-):
+def build_train_dataset(cfg: dict, tokenizer, *, registry=None, progress: bool = True,
+                        use_cache: bool = True):
     """Training rows for a recipe's `train_dataset` dict: input_ids, labels (+ position_ids when packed)."""
     cache_dir = Path(cfg.get("cache_dir") or cache.default_cache_dir())
     if use_cache:
@@ -129,9 +105,8 @@ def build_train_dataset(
             if cached is not None:
                 return cached
     skipped: list[str] = []
-    conversations, wheres, source_print = load_conversations(
-        cfg, registry, progress=progress, skipped=skipped
-    )
+    conversations, wheres, source_print = load_conversations(cfg, registry, progress=progress,
+                                                             skipped=skipped)
     key = fingerprint_for(cfg, tokenizer, source_print, registry)
     if use_cache:
         cached = cache.load(cache_dir, key)
@@ -157,16 +132,11 @@ def _tokenize(segments, cfg: dict, tokenizer, key: str, progress: bool) -> dict[
     if not progress or len(table) < 2000:
         datasets.disable_progress_bars()
     try:
-        tokenized = table.map(
-            _tokenize_batch,
-            batched=True,
-            batch_size=256,
-            remove_columns=["segments"],
-            num_proc=num_proc if num_proc > 1 and len(table) >= num_proc else None,
-            fn_kwargs={"tokenizer": tokenizer, "max_length": int(cfg.get("max_length") or 2048)},
-            new_fingerprint=f"{key}-tok",
-            desc="Tokenizing",
-        )
+        tokenized = table.map(_tokenize_batch, batched=True, batch_size=256, remove_columns=["segments"],
+                              num_proc=num_proc if num_proc > 1 and len(table) >= num_proc else None,
+                              fn_kwargs={"tokenizer": tokenizer,
+                                         "max_length": int(cfg.get("max_length") or 2048)},
+                              new_fingerprint=f"{key}-tok", desc="Tokenizing")
     finally:
         if was_enabled:
             datasets.enable_progress_bars()
@@ -179,12 +149,8 @@ def _rows(columns: dict[str, list], cfg: dict):
 
     max_length = int(cfg.get("max_length") or 2048)
     status = columns["status"]
-    report: dict[str, Any] = {
-        "dropped": status.count("dropped"),
-        "truncated": status.count("truncated"),
-        "max_length": max_length,
-        "packed": bool(cfg.get("pack_to_max_length")),
-    }
+    report: dict[str, Any] = {"dropped": status.count("dropped"), "truncated": status.count("truncated"),
+                              "max_length": max_length, "packed": bool(cfg.get("pack_to_max_length"))}
     kept = [i for i, s in enumerate(status) if s != "dropped"]
     if not kept:
         raise DataError(

@@ -25,10 +25,8 @@ def _read_text(path: Path) -> str:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
-        raise DataError(
-            f"{path}: line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})",
-            hint="re-save the file as UTF-8",
-        ) from None
+        raise DataError(f"{path}: line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
+                        f"{exc.start})", hint="re-save the file as UTF-8") from None
 
 
 def _json_error(path: Path, exc: json.JSONDecodeError, line: int | None = None) -> DataError:
@@ -159,14 +157,8 @@ def _read_txt(path: Path) -> tuple[list, list[str]]:
     return records, wheres
 
 
-_READERS = {
-    ".json": _read_json,
-    ".jsonl": _read_json,
-    ".csv": _read_csv,
-    ".parquet": _read_parquet,
-    ".xlsx": _read_xlsx,
-    ".txt": _read_txt,
-}
+_READERS = {".json": _read_json, ".jsonl": _read_json, ".csv": _read_csv, ".parquet": _read_parquet,
+            ".xlsx": _read_xlsx, ".txt": _read_txt}
 
 
 def read_file(path: str | os.PathLike, problems: list[str] | None = None) -> tuple[list, list[str]]:
@@ -178,9 +170,8 @@ def read_file(path: str | os.PathLike, problems: list[str] | None = None) -> tup
     path = Path(path)
     reader = _READERS.get(path.suffix.lower())
     if reader is None:
-        raise DataError(
-            f"{path}: unsupported file type {path.suffix!r} (supported: {', '.join(SUPPORTED_SUFFIXES)})"
-        )
+        raise DataError(f"{path}: unsupported file type {path.suffix!r} "
+                        f"(supported: {', '.join(SUPPORTED_SUFFIXES)})")
     if not path.is_file():
         raise DataError(f"data file {str(path)!r} does not exist")
     records, wheres = reader(path)

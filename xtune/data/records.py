@@ -32,8 +32,7 @@ def resolve_map(name: str, registry=None):
     table = registry_or_default(registry).dataset_maps
     if name not in table:
         raise DataError(
-            f"unknown data format / dataset map {name!r} (valid: {', '.join(sorted(table.names()))})"
-        )
+            f"unknown data format / dataset map {name!r} (valid: {', '.join(sorted(table.names()))})")
     entry = table.get(name)
     options = dict(entry.columns)
     base = entry
@@ -41,9 +40,8 @@ def resolve_map(name: str, registry=None):
         base = table.get(base.format)
         options = {**dict(base.columns), **options}
     if base.combine:
-        raise ConfigError(
-            f"dataset map {name!r} is a mixture of {', '.join(base.combine)}; it has no converter of its own"
-        )
+        raise ConfigError(f"dataset map {name!r} is a mixture of {', '.join(base.combine)}; "
+                          "it has no converter of its own")
     return import_object(base.convert), options, entry
 
 
@@ -64,10 +62,8 @@ def accepted_options(convert) -> list[str]:
 
     params = inspect.signature(convert).parameters
     names = [n for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY]
-    if (
-        any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-        and convert.__name__ == "sharegpt"
-    ):
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD
+           for p in params.values()) and convert.__name__ == "sharegpt":
         names += list(SHAREGPT_TAGS)
     return names
 
@@ -81,16 +77,13 @@ def converter_options(cfg: dict, base_options: dict, convert=None) -> dict:
     columns = cfg.get("columns") or {}
     if not isinstance(columns, dict):
         raise ConfigError(
-            f"train_dataset.columns must be a dict of field -> column, got {type(columns).__name__}"
-        )
+            f"train_dataset.columns must be a dict of field -> column, got {type(columns).__name__}")
     if convert is not None:
         valid = accepted_options(convert)
         unknown = [k for k in columns if k not in valid]
         if unknown:
-            raise ConfigError(
-                f"train_dataset.columns: {', '.join(map(repr, unknown))} is not a field of the "
-                f"{convert.__name__} format (valid: {', '.join(valid)})"
-            )
+            raise ConfigError(f"train_dataset.columns: {', '.join(map(repr, unknown))} is not a field of the "
+                              f"{convert.__name__} format (valid: {', '.join(valid)})")
     options.update(columns)
     if cfg.get("self_cognition_name"):
         options["name"] = cfg["self_cognition_name"]
@@ -99,9 +92,8 @@ def converter_options(cfg: dict, base_options: dict, convert=None) -> dict:
     return options
 
 
-def load_conversations(
-    cfg: dict, registry=None, *, progress: bool = True, skipped: list[str] | None = None
-) -> tuple[list, list[str], str]:
+def load_conversations(cfg: dict, registry=None, *, progress: bool = True,
+                       skipped: list[str] | None = None) -> tuple[list, list[str], str]:
     """Every record of the configured source as a checked conversation: (conversations, wheres, fingerprint).
 
     Raises one DataError listing every bad record (file, line, field). With the recipe switch
@@ -114,12 +106,8 @@ def load_conversations(
     for map_name, data_path in parts:
         convert, options, entry = resolve_map(map_name, registry)
         options = converter_options(cfg, options, convert)
-        source: Source = load_source(
-            data_path or default_source(entry),
-            config=entry.hub_config,
-            split=entry.split,
-            data_files=entry.data_files,
-        )
+        source: Source = load_source(data_path or default_source(entry), config=entry.hub_config,
+                                     split=entry.split, data_files=entry.data_files)
         prints.append(source.fingerprint)
         problems += source.problems
         system = cfg.get("system") or entry.system
@@ -127,9 +115,8 @@ def load_conversations(
             try:
                 messages = convert(record, **options)
                 if messages and messages[0]["role"] != "text":
-                    messages = validate(
-                        apply_settings(messages, system=system, train_on=cfg.get("train_on", "all_turns"))
-                    )
+                    messages = validate(apply_settings(messages, system=system,
+                                                       train_on=cfg.get("train_on", "all_turns")))
             except RecordError as exc:
                 problems.append(f"{where}: {exc.describe()}")
                 continue
@@ -160,8 +147,7 @@ def check_settings(cfg: dict) -> None:
     problems = []
     if cfg.get("train_on", "all_turns") not in TRAIN_ON:
         problems.append(
-            f"train_dataset.train_on must be one of {', '.join(TRAIN_ON)}, got {cfg['train_on']!r}"
-        )
+            f"train_dataset.train_on must be one of {', '.join(TRAIN_ON)}, got {cfg['train_on']!r}")
     max_length = cfg.get("max_length", 2048)
     if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
         problems.append(f"train_dataset.max_length must be an integer of at least 2, got {max_length!r}")
@@ -184,9 +170,7 @@ def _parts(cfg: dict, registry) -> list[tuple[str, str | None]]:
         if cfg.get("data_path"):
             raise ConfigError(
                 f"dataset map {name!r} mixes {', '.join(table.get(name).combine)} from their own "
-                "sources; data_path cannot replace them",
-                hint="pick one format as dataset_map",
-            )
+                              "sources; data_path cannot replace them", hint="pick one format as dataset_map")
         return [(member, None) for member in table.get(name).combine]
     return [(name, cfg.get("data_path"))]
 

@@ -16,16 +16,8 @@ from xtune.data.readers import SUPPORTED_SUFFIXES, collect, read_file
 from xtune.errors import DataError
 
 MODELSCOPE_PREFIXES = ("modelscope://", "ms://")
-__all__ = [
-    "MODELSCOPE_PREFIXES",
-    "SUPPORTED_SUFFIXES",
-    "Source",
-    "collect",
-    "load_local",
-    "load_source",
-    "looks_local",
-    "read_file",
-]
+__all__ = ["MODELSCOPE_PREFIXES", "SUPPORTED_SUFFIXES", "Source", "collect", "load_local", "load_source",
+           "looks_local", "read_file"]
 
 
 @dataclass
@@ -67,17 +59,11 @@ def local_files(data_path: str) -> list[Path]:
     """The data files a local `data_path` names: the file itself, or the data files in a folder."""
     path = Path(data_path).expanduser()
     if path.is_dir():
-        files = sorted(
-            p
-            for p in path.rglob("*")
-            if p.is_file()
-            and p.suffix.lower() in SUPPORTED_SUFFIXES
-            and not any(part.startswith(".") for part in p.relative_to(path).parts)
-        )
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES
+                       and not any(part.startswith(".") for part in p.relative_to(path).parts))
         if not files:
-            raise DataError(
-                f"data folder {data_path!r} holds no data files (looked for {', '.join(SUPPORTED_SUFFIXES)})"
-            )
+            raise DataError(f"data folder {data_path!r} holds no data files "
+                            f"(looked for {', '.join(SUPPORTED_SUFFIXES)})")
     elif path.exists() or path.suffix:
         files = [path]
     else:
@@ -100,32 +86,25 @@ def load_local(data_path: str) -> Source:
         wheres += w
     if not records and not problems:
         raise DataError(f"{data_path}: the data set is empty (no records)")
-    return Source(
-        name=str(path), records=records, wheres=wheres, fingerprint=_file_digest(files), problems=problems
-    )
+    return Source(name=str(path), records=records, wheres=wheres, fingerprint=_file_digest(files),
+                  problems=problems)
 
 
-def load_hub(
-    repo_id: str, *, config: str | None = None, split: str = "train", data_files: str | None = None
-) -> Source:
+def load_hub(repo_id: str, *, config: str | None = None, split: str = "train",
+             data_files: str | None = None) -> Source:
     """A Hugging Face hub data set through `datasets.load_dataset` (offline: its cache only)."""
     import datasets
 
     try:
         ds = datasets.load_dataset(repo_id, name=config, split=split, data_files=data_files)
     except Exception as exc:
-        raise DataError(
-            f"could not load the hub data set {repo_id!r}: {type(exc).__name__}: {exc}",
-            hint="check the id, your network or HF_HUB_OFFLINE, or pass a local data_path",
-        ) from None
+        raise DataError(f"could not load the hub data set {repo_id!r}: {type(exc).__name__}: {exc}",
+                        hint="check the id, your network or HF_HUB_OFFLINE, or pass a local data_path") \
+            from None
     if len(ds) == 0:
         raise DataError(f"hub data set {repo_id!r} (split {split!r}) is empty")
-    return Source(
-        name=repo_id,
-        records=ds,
-        wheres=None,
-        fingerprint=f"hub:{repo_id}:{config}:{split}:{data_files}:{ds._fingerprint}",
-    )
+    return Source(name=repo_id, records=ds, wheres=None, fingerprint=f"hub:{repo_id}:{config}:{split}:"
+                  f"{data_files}:{ds._fingerprint}")
 
 
 def load_modelscope(repo_id: str, *, config: str | None = None, split: str = "train") -> Source:
@@ -136,28 +115,23 @@ def load_modelscope(repo_id: str, *, config: str | None = None, split: str = "tr
         ds = MsDataset.load(repo_id, subset_name=config, split=split)
         ds = ds.to_hf_dataset() if hasattr(ds, "to_hf_dataset") else ds
     except Exception as exc:
-        raise DataError(
-            f"could not load the ModelScope data set {repo_id!r}: {type(exc).__name__}: {exc}",
-            hint="check the id and your network, or pass a local data_path",
-        ) from None
+        raise DataError(f"could not load the ModelScope data set {repo_id!r}: {type(exc).__name__}: {exc}",
+                        hint="check the id and your network, or pass a local data_path") from None
     if len(ds) == 0:
         raise DataError(f"ModelScope data set {repo_id!r} (split {split!r}) is empty")
     fingerprint = getattr(ds, "_fingerprint", None) or repo_id
-    return Source(
-        name=f"modelscope:{repo_id}",
-        records=ds,
-        wheres=None,
-        fingerprint=f"modelscope:{repo_id}:{config}:{split}:{fingerprint}",
-    )
+    return Source(name=f"modelscope:{repo_id}", records=ds, wheres=None,
+                  fingerprint=f"modelscope:{repo_id}:{config}:{split}:{fingerprint}")
 
 
-def load_source(
-    data_path: str, *, config: str | None = None, split: str = "train", data_files: str | None = None
-) -> Source:
+def load_source(data_path: str, *, config: str | None = None, split: str = "train",
+                data_files: str | None = None) -> Source:
     """Dispatch on the form of `data_path`: `modelscope://id` / `ms://id`, a local path, or a hub id."""
     for prefix in MODELSCOPE_PREFIXES:
         if data_path.startswith(prefix):
-            return load_modelscope(data_path[len(prefix) :], config=config, split=split)
+            return load_modelscope(data_path[len(prefix):], config=config, split=split)
     if looks_local(data_path):
         return load_local(data_path)
     return load_hub(data_path, config=config, split=split, data_files=data_files)
+
+

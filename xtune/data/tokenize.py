@@ -95,10 +95,8 @@ def encode_many(conversations, tokenizer) -> list[tuple[list[int], list[int]]]:
     texts = [text for text, _ in prepared]
     if getattr(tokenizer, "is_fast", False):
         enc = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
-        return [
-            (list(ids), _labels_from_offsets(ids, offsets, cum))
-            for ids, offsets, (_, cum) in zip(enc["input_ids"], enc["offset_mapping"], prepared, strict=True)
-        ]
+        return [(list(ids), _labels_from_offsets(ids, offsets, cum)) for ids, offsets,
+                (_, cum) in zip(enc["input_ids"], enc["offset_mapping"], prepared, strict=True)]
     out = []
     for segments, text in zip(conversations, texts, strict=True):
         ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])

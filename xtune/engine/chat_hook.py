@@ -17,18 +17,8 @@ from xtune.schedule import Schedule, unwrap_model
 class EvaluateChatHook(Hook):
     priority = "LOW"
 
-    def __init__(
-        self,
-        tokenizer,
-        inputs,
-        *,
-        every: int,
-        schedule: Schedule,
-        template=None,
-        registry=None,
-        system: str = "",
-        max_new_tokens: int = 256,
-    ):
+    def __init__(self, tokenizer, inputs, *, every: int, schedule: Schedule, template=None, registry=None,
+                 system: str = "", max_new_tokens: int = 256):
         self.registry = registry
         self.tokenizer = tokenizer
         self.inputs = [inputs] if isinstance(inputs, str) else list(inputs or [])
@@ -40,7 +30,7 @@ class EvaluateChatHook(Hook):
 
     def prompt_ids(self, text: str) -> list[int]:
         """Token ids of one user turn plus the generation prompt, in the recipe's template."""
-        messages = [{"role": "system", "content": self.system}] if self.system else []
+        messages = ([{"role": "system", "content": self.system}] if self.system else [])
         messages.append({"role": "user", "content": text})
         if self.template:
             from xtune.templates import render_prompt
@@ -64,21 +54,15 @@ class EvaluateChatHook(Hook):
             for text in self.inputs:
                 ids = torch.tensor([self.prompt_ids(text)], device=device)
                 with torch.no_grad():
-                    out = llm.generate(
-                        input_ids=ids,
-                        attention_mask=torch.ones_like(ids),
-                        max_new_tokens=self.max_new_tokens,
-                        do_sample=False,
-                        use_cache=True,
-                        pad_token_id=self.tokenizer.pad_token_id,
-                    )
-                answer = self.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
+                    out = llm.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
+                                       max_new_tokens=self.max_new_tokens, do_sample=False, use_cache=True,
+                                       pad_token_id=self.tokenizer.pad_token_id)
+                answer = self.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
                 answers.append(answer)
                 runner.logger.info(f"sample chat ({label})\nuser: {text}\nassistant: {answer}")
         except Exception as exc:
             runner.logger.warning(
-                f"sample chat ({label}) failed, training goes on: {type(exc).__name__}: {exc}"
-            )
+                f"sample chat ({label}) failed, training goes on: {type(exc).__name__}: {exc}")
         finally:
             llm.train(was_training)
         return answers

@@ -37,11 +37,8 @@ def _rng_state() -> dict:
     import torch
 
     kind, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {
-        "python": random.getstate(),
-        "torch": torch.get_rng_state(),
-        "numpy": (kind, torch.from_numpy(keys.copy()), pos, has_gauss, cached),
-    }
+    state = {"python": random.getstate(), "torch": torch.get_rng_state(),
+             "numpy": (kind, torch.from_numpy(keys.copy()), pos, has_gauss, cached)}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -68,14 +65,8 @@ class AtomicCheckpointHook(Hook):
 
     priority = "VERY_LOW"  # after the logger and scheduler hooks of the same iteration
 
-    def __init__(
-        self,
-        interval: int,
-        schedule: Schedule,
-        max_keep_ckpts: int = -1,
-        handle_sigterm: bool = True,
-        save_last: bool = True,
-    ):
+    def __init__(self, interval: int, schedule: Schedule, max_keep_ckpts: int = -1,
+                 handle_sigterm: bool = True, save_last: bool = True):
         self.interval = int(interval)
         self.schedule = schedule
         self.max_keep_ckpts = int(max_keep_ckpts) if max_keep_ckpts else -1
@@ -108,18 +99,16 @@ class AtomicCheckpointHook(Hook):
             self.save(runner, step)
         if self._sigterm:
             self.after_run(runner)  # put the previous handler back: after_run is skipped on an exception
-            raise TrainingInterrupted(
-                f"terminated (SIGTERM) at step {step}; checkpoint saved", hint="continue with --resume auto"
-            )
+            raise TrainingInterrupted(f"terminated (SIGTERM) at step {step}; checkpoint saved",
+                                      hint="continue with --resume auto")
 
     def save(self, runner, step: int) -> None:
         work_dir = Path(runner.work_dir)
         final = work_dir / checkpoint_name(step)
         # Every rank writes into one temporary name (DeepSpeed: a folder of shards); rank 0 renames it.
         tmp_name = f".{final.name}.tmp"
-        runner.save_checkpoint(
-            str(work_dir), filename=tmp_name, save_optimizer=True, save_param_scheduler=True, by_epoch=False
-        )
+        runner.save_checkpoint(str(work_dir), filename=tmp_name, save_optimizer=True,
+                               save_param_scheduler=True, by_epoch=False)
         if runner.rank == 0:
             commit(work_dir / tmp_name, final)
             atomic_write_text(work_dir / LAST, str(final.resolve()))
@@ -141,9 +130,8 @@ class AtomicCheckpointHook(Hook):
         if isinstance(checkpoint.get("state_dict"), dict):
             trainable = {name for name, p in model.named_parameters() if p.requires_grad}
             if len(trainable) < len(list(model.parameters())):
-                checkpoint["state_dict"] = {
-                    k: v for k, v in checkpoint["state_dict"].items() if k in trainable
-                }
+                checkpoint["state_dict"] = {k: v for k,
+                                            v in checkpoint["state_dict"].items() if k in trainable}
                 checkpoint["meta"]["xtune_trainable_only"] = True
         checkpoint["xtune_rng"] = _rng_state()
 
@@ -177,3 +165,4 @@ def _barrier() -> None:
 
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
+

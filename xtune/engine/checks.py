@@ -24,11 +24,9 @@ def _lookup(problems: list[str], table, name, what: str) -> None:
 
 
 def _positive(problems: list[str], value, name: str, allow_zero: bool = False) -> None:
-    ok = (
-        isinstance(value, (int, float))
-        and not isinstance(value, bool)
-        and (value >= 0 if allow_zero else value > 0)
-    )
+    ok = isinstance(value, (int, float)) and not isinstance(value,
+                                                            bool) and (value >= 0 if allow_zero
+                                                                       else value > 0)
     if not ok:
         problems.append(f"{name}={value!r} must be a {'non-negative' if allow_zero else 'positive'} number")
 
@@ -36,15 +34,8 @@ def _positive(problems: list[str], value, name: str, allow_zero: bool = False) -
 def preflight(cfg, registry, *, work_dir: str | Path, deepspeed: str | None = None) -> None:
     """Raise ConfigError listing every problem found in the loaded recipe `cfg`."""
     problems: list[str] = []
-    for section in (
-        "tokenizer",
-        "model",
-        "method_cfg",
-        "train_dataset",
-        "train_dataloader",
-        "optim_wrapper",
-        "train_cfg",
-    ):
+    for section in ("tokenizer", "model", "method_cfg", "train_dataset", "train_dataloader", "optim_wrapper",
+                    "train_cfg"):
         if not isinstance(cfg.get(section), dict):
             problems.append(f"the recipe has no {section} = dict(...) section")
     if problems:

@@ -34,16 +34,8 @@ def _fill(section: dict, key: str, value) -> None:
         section[key] = value
 
 
-def fill_auto(
-    config: dict,
-    *,
-    micro_batch: int,
-    accumulation: int,
-    max_norm: float | None,
-    precision: str,
-    world_size: int = 1,
-    cuda: bool | None = None,
-) -> dict:
+def fill_auto(config: dict, *, micro_batch: int, accumulation: int, max_norm: float | None, precision: str,
+              world_size: int = 1, cuda: bool | None = None) -> dict:
     """Replace every "auto" with the recipe's value; refuse values that contradict the recipe."""
     import copy
 

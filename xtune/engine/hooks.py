@@ -56,20 +56,13 @@ class ThroughputHook(Hook):
 
     priority = "ABOVE_NORMAL"  # before LoggerHook, so the values appear in the same log line
 
-    def __init__(
-        self,
-        schedule: Schedule,
-        total_params: int,
-        trainable_params: int,
-        gradient_checkpointing: bool = False,
-        world_size: int = 1,
-    ):
+    def __init__(self, schedule: Schedule, total_params: int, trainable_params: int,
+                 gradient_checkpointing: bool = False, world_size: int = 1):
         self.schedule = schedule
         self.world_size = world_size
         frozen = total_params - trainable_params
-        self.flops_per_token = (
-            6 * trainable_params + 4 * frozen + (2 * total_params if gradient_checkpointing else 0)
-        )
+        self.flops_per_token = 6 * trainable_params + 4 * frozen + (2 * total_params
+                                                                    if gradient_checkpointing else 0)
         self._tokens = 0
         self._start: float | None = None
 
@@ -104,11 +97,9 @@ class LossHistoryHook(Hook):
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
         if outputs and "loss" in outputs:
-            self._losses.append(
-                float(outputs["loss"].detach())
-                if hasattr(outputs["loss"], "detach")
-                else float(outputs["loss"])
-            )
+            self._losses.append(float(outputs["loss"].detach()) if hasattr(outputs["loss"],
+                                                                           "detach")
+                                else float(outputs["loss"]))
         step = self.schedule.step_end(runner.iter + 1)
         if step is None or not self._losses:
             return
@@ -128,9 +119,8 @@ class LossHistoryHook(Hook):
     def after_train(self, runner) -> None:
         skipped = getattr(unwrap_model(runner.model), "skipped_batches", 0)
         if skipped:
-            runner.logger.warning(
-                f"on_nan=skip: {skipped} micro-batches had a non-finite loss and added no gradient"
-            )
+            runner.logger.warning(f"on_nan=skip: {skipped} micro-batches had a non-finite loss and added no "
+                                  "gradient")
         if not _is_rank0():
             return
         work_dir = Path(runner.work_dir)

@@ -20,20 +20,9 @@ def torchrun_command(argv: list[str], env: dict[str, str]) -> list[str] | None:
     nnodes = int(env.get("NNODES", "1") or 1)
     if nproc <= 1 and nnodes <= 1:
         return None
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        f"--nproc_per_node={nproc}",
-        f"--nnodes={nnodes}",
-        f"--node_rank={env.get('NODE_RANK', '0')}",
-        f"--master_addr={env.get('ADDR', '127.0.0.1')}",
-        f"--master_port={env.get('PORT', '29500')}",
-        "-m",
-        "xtune",
-        "train",
-        *argv,
-    ]
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", f"--nnodes={nnodes}",
+           f"--node_rank={env.get('NODE_RANK', '0')}", f"--master_addr={env.get('ADDR', '127.0.0.1')}",
+           f"--master_port={env.get('PORT', '29500')}", "-m", "xtune", "train", *argv]
     if "--launcher" not in argv:
         cmd += ["--launcher", "pytorch"]
     return cmd
@@ -57,12 +46,8 @@ def slurm_to_torch_env() -> None:
     env.setdefault("LOCAL_RANK", env.get("SLURM_LOCALID", "0"))
     env.setdefault("WORLD_SIZE", env["SLURM_NTASKS"])
     if "MASTER_ADDR" not in env:
-        nodes = subprocess.run(
-            ["scontrol", "show", "hostnames", env["SLURM_NODELIST"]],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.split()
+        nodes = subprocess.run(["scontrol", "show", "hostnames", env["SLURM_NODELIST"]], capture_output=True,
+                               text=True, check=True).stdout.split()
         env["MASTER_ADDR"] = nodes[0]
     env.setdefault("MASTER_PORT", env.get("PORT", "29500"))
 

@@ -44,9 +44,8 @@ class CausalLMModel(BaseModel):
         """Nothing to initialise: the weights come from the pretrained checkpoint (and peft's adapter init).
         mmengine's default would also choke on 4-bit packed weights."""
 
-    def forward(
-        self, input_ids, labels=None, attention_mask=None, position_ids=None, mode: str = "loss", **_
-    ):
+    def forward(self, input_ids, labels=None, attention_mask=None, position_ids=None, mode: str = "loss",
+                **_):
         kwargs = {"input_ids": input_ids, "use_cache": False}
         if attention_mask is not None:
             kwargs["attention_mask"] = attention_mask
@@ -56,31 +55,21 @@ class CausalLMModel(BaseModel):
             return self.llm(**kwargs).logits
         if mode == "predict":
             return self.llm(**kwargs).logits.argmax(-1)
-        loss = (
-            labelled_token_loss(self.llm, labels, kwargs)
-            if self.labelled_only
-            else self.llm(**kwargs, labels=labels).loss
-        )
+        loss = labelled_token_loss(self.llm, labels, kwargs) if self.labelled_only else \
+            self.llm(**kwargs, labels=labels).loss
         if not torch.isfinite(loss.detach()).all():
             if self.on_nan == "stop":
                 raise NonFiniteLossError(
                     f"the training loss is {loss.item()} (not finite); stopping instead of training on it",
-                    hint="lower lr, check the data, or set --cfg-options on_nan=skip to skip such batches",
-                )
+                    hint="lower lr, check the data, or set --cfg-options on_nan=skip to skip such batches")
             self.skipped_batches += 1
             loss = self.zero_loss(input_ids.device)
         return {"loss": loss}
 
     def zero_loss(self, device):
         """A zero that still touches every trainable parameter, so DDP/DeepSpeed reductions stay aligned."""
-        return sum(
-            (
-                (p.reshape(-1)[:1] * 0.0).nan_to_num(0.0, 0.0, 0.0).sum()
-                for p in self.parameters()
-                if p.requires_grad
-            ),
-            torch.zeros((), device=device),
-        )
+        return sum(((p.reshape(-1)[:1] * 0.0).nan_to_num(0.0, 0.0, 0.0).sum()
+                    for p in self.parameters() if p.requires_grad), torch.zeros((), device=device))
 
 
 def keeps_selected_logits(llm) -> bool:

@@ -28,10 +28,8 @@ def param_schedulers(sched_cfg: dict, schedule: Schedule) -> list[dict]:
     warmup_ratio = float(cfg.pop("warmup_ratio", 0.0) or 0.0)
     eta_min = float(cfg.pop("eta_min", 0.0) or 0.0)
     if cfg:
-        raise ConfigError(
-            f"param_scheduler has unknown settings {sorted(cfg)}",
-            hint="accepted: type, warmup_ratio, eta_min",
-        )
+        raise ConfigError(f"param_scheduler has unknown settings {sorted(cfg)}",
+                          hint="accepted: type, warmup_ratio, eta_min")
     total = schedule.max_steps
     warmup = min(int(round(warmup_ratio * total)), total - 1) if total > 1 else 0
     # mmengine's LinearLR reaches its end factor at step end - 1; with end == 1 it never leaves
@@ -43,19 +41,11 @@ def param_schedulers(sched_cfg: dict, schedule: Schedule) -> list[dict]:
         out.append(dict(type="LinearLR", start_factor=1e-5, by_epoch=False, begin=0, end=warmup))
     if kind == "cosine":
         out.append(
-            dict(
-                type="CosineAnnealingLR",
-                eta_min=eta_min,
-                by_epoch=False,
-                begin=warmup,
-                end=total,
-                T_max=total - warmup,
-            )
-        )
+            dict(type="CosineAnnealingLR", eta_min=eta_min, by_epoch=False, begin=warmup, end=total,
+                 T_max=total - warmup))
     elif kind == "linear":
         out.append(
-            dict(type="LinearLR", start_factor=1.0, end_factor=0.0, by_epoch=False, begin=warmup, end=total)
-        )
+            dict(type="LinearLR", start_factor=1.0, end_factor=0.0, by_epoch=False, begin=warmup, end=total))
     elif kind == "constant":
         out.append(dict(type="ConstantLR", factor=1.0, by_epoch=False, begin=warmup, end=total))
     else:
@@ -100,10 +90,8 @@ def optim_wrapper_cfg(section: dict, precision: Precision, *, deepspeed: bool) -
     acc = int(section.pop("accumulative_counts", 1) or 1)
     section.pop("dtype", None)  # decided by the caller (xtune.hardware.choose_precision)
     if section:
-        raise ConfigError(
-            f"optim_wrapper has unknown settings {sorted(section)}",
-            hint="accepted: optimizer, clip_grad, accumulative_counts, dtype",
-        )
+        raise ConfigError(f"optim_wrapper has unknown settings {sorted(section)}",
+                          hint="accepted: optimizer, clip_grad, accumulative_counts, dtype")
     if isinstance(optimizer.get("betas"), list):
         optimizer["betas"] = tuple(optimizer["betas"])
     if deepspeed:

@@ -33,13 +33,8 @@ def plot_loss(history: list[dict], val_history: list[dict], path: str | Path) ->
     ax.plot(steps, losses, color="tab:blue", alpha=0.3, label="loss")
     ax.plot(steps, smooth(losses), color="tab:blue", label="loss (smoothed)")
     if val_history:
-        ax.plot(
-            [v["step"] for v in val_history],
-            [v["loss"] for v in val_history],
-            "o-",
-            color="tab:orange",
-            label="validation loss",
-        )
+        ax.plot([v["step"] for v in val_history], [v["loss"] for v in val_history], "o-", color="tab:orange",
+                label="validation loss")
     ax.ticklabel_format(axis="y", useOffset=False)
     ax.set_xlabel("step")
     ax.set_ylabel("loss")

@@ -42,37 +42,20 @@ def build_hooks(cfg, parts: RunParts, val_loader) -> list:
     schedule = parts.schedule
     ckpt = cfg.get("checkpoint") or {}
     history = LossHistoryHook(schedule, plot=bool(cfg.get("plot_loss", True)))
-    hooks = [
-        DatasetInfoHook(parts.dataset, parts.tokenizer, describe=describe_dataset),
-        ThroughputHook(
-            schedule,
-            total_params=parts.params[1],
-            trainable_params=parts.params[0],
-            world_size=parts.world_size,
-            gradient_checkpointing=bool(cfg.model.get("gradient_checkpointing")),
-        ),
-        history,
-        OptimizerStepSchedulerHook(schedule),
-        AtomicCheckpointHook(
-            interval=int(ckpt.get("interval", 0) or 0),
-            schedule=schedule,
-            max_keep_ckpts=int(ckpt.get("max_keep_ckpts", -1) or -1),
-        ),
-    ]
+    hooks = [DatasetInfoHook(parts.dataset, parts.tokenizer, describe=describe_dataset),
+             ThroughputHook(schedule, total_params=parts.params[1], trainable_params=parts.params[0],
+                            world_size=parts.world_size,
+                            gradient_checkpointing=bool(cfg.model.get("gradient_checkpointing"))), history,
+             OptimizerStepSchedulerHook(schedule),
+             AtomicCheckpointHook(interval=int(ckpt.get("interval", 0) or 0), schedule=schedule,
+                                  max_keep_ckpts=int(ckpt.get("max_keep_ckpts", -1) or -1))]
     chat = cfg.get("evaluate_chat") or {}
     if chat.get("inputs"):
         hooks.append(
-            EvaluateChatHook(
-                parts.tokenizer,
-                chat["inputs"],
-                every=int(chat.get("every", 0) or 0),
-                schedule=schedule,
-                template=cfg.train_dataset.get("prompt_template"),
-                registry=parts.registry,
-                system=chat.get("system", ""),
-                max_new_tokens=int(chat.get("max_new_tokens", 256)),
-            )
-        )
+            EvaluateChatHook(parts.tokenizer, chat["inputs"], every=int(chat.get("every", 0) or 0),
+                             schedule=schedule, template=cfg.train_dataset.get("prompt_template"),
+                             registry=parts.registry, system=chat.get("system", ""),
+                             max_new_tokens=int(chat.get("max_new_tokens", 256))))
     if val_loader is not None:
         every = int(cfg.get("val_steps") or ckpt.get("interval", 0) or 0)
         hooks.append(ValidationLossHook(val_loader, every=every, schedule=schedule, history=history))
@@ -108,33 +91,22 @@ def build_runner(cfg, parts: RunParts):
 
     val_loader = _val_loader(parts)
     log_every = parts.schedule.iters(max(1, int(cfg.get("log_interval", 10) or 10)))
-    common = dict(
-        experiment_name=experiment_name(parts.name),
-        model=CausalLMModel(parts.llm, on_nan=cfg.get("on_nan", "stop")),
-        work_dir=parts.work_dir,
-        train_dataloader=parts.dataloader(parts.dataset, parts.sampler),
-        train_cfg=dict(type="IterBasedTrainLoop", max_iters=parts.schedule.max_iters),
-        optim_wrapper=optim_wrapper_cfg(
-            cfg.optim_wrapper, parts.precision, deepspeed=parts.ds_config is not None
-        ),
-        param_scheduler=param_schedulers(cfg.get("param_scheduler"), parts.schedule),
-        default_hooks=dict(
-            timer=dict(type=IterTimerHook),
-            logger=dict(type=LoggerHook, interval=log_every),
-            param_scheduler=None,
-            checkpoint=None,
-            sampler_seed=dict(type=DistSamplerSeedHook),
-        ),
-        custom_hooks=build_hooks(cfg, parts, val_loader),
-        randomness=dict(
-            seed=parts.seed, deterministic=bool((cfg.get("randomness") or {}).get("deterministic"))
-        ),
-        launcher=parts.launcher,
-        visualizer=dict(type="Visualizer", vis_backends=_vis_backends()),
-        log_processor=dict(by_epoch=False, window_size=log_every),
-        load_from=parts.resume_from,
-        resume=parts.resume_from is not None,
-    )
+    common = dict(experiment_name=experiment_name(parts.name),
+                  model=CausalLMModel(parts.llm, on_nan=cfg.get("on_nan", "stop")), work_dir=parts.work_dir,
+                  train_dataloader=parts.dataloader(parts.dataset, parts.sampler),
+                  train_cfg=dict(type="IterBasedTrainLoop", max_iters=parts.schedule.max_iters),
+                  optim_wrapper=optim_wrapper_cfg(cfg.optim_wrapper, parts.precision,
+                                                  deepspeed=parts.ds_config is not None),
+                  param_scheduler=param_schedulers(cfg.get("param_scheduler"), parts.schedule),
+                  default_hooks=dict(timer=dict(type=IterTimerHook),
+                                     logger=dict(type=LoggerHook, interval=log_every), param_scheduler=None,
+                                     checkpoint=None, sampler_seed=dict(type=DistSamplerSeedHook)),
+                  custom_hooks=build_hooks(cfg, parts, val_loader),
+                  randomness=dict(seed=parts.seed,
+                                  deterministic=bool((cfg.get("randomness") or {}).get("deterministic"))),
+                  launcher=parts.launcher, visualizer=dict(type="Visualizer", vis_backends=_vis_backends()),
+                  log_processor=dict(by_epoch=False, window_size=log_every), load_from=parts.resume_from,
+                  resume=parts.resume_from is not None)
     if parts.ds_config is None:
         from mmengine.runner import Runner
 
@@ -160,12 +132,9 @@ def _deepspeed_strategy(parts: RunParts) -> dict:
 
     fix_deepspeed_optimizer_registration()
     frozen = parts.params[0] < parts.params[1]
-    return dict(
-        type=deepspeed_strategy_with_resume_hooks(),
-        config=parts.ds_config,
-        exclude_frozen_parameters=frozen or None,
-        steps_per_print=parts.ds_config.get("steps_per_print", 10**10),
-    )
+    return dict(type=deepspeed_strategy_with_resume_hooks(), config=parts.ds_config,
+                exclude_frozen_parameters=frozen or None,
+                steps_per_print=parts.ds_config.get("steps_per_print", 10**10))
 
 
 def _vis_backends() -> list[dict]:

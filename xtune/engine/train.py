@@ -37,8 +37,7 @@ def _console_logging() -> None:
     if not log.handlers:
         handler = logging.StreamHandler()
         handler.setFormatter(
-            logging.Formatter("%(asctime)s - xtune - %(levelname)s - %(message)s", "%m/%d %H:%M:%S")
-        )
+            logging.Formatter("%(asctime)s - xtune - %(levelname)s - %(message)s", "%m/%d %H:%M:%S"))
         log.addHandler(handler)
         log.setLevel(logging.INFO)
         log.propagate = False
@@ -80,13 +79,10 @@ def _sampler(dataset, cfg, seed: int):
 def _dataloader(dataset, cfg, tokenizer, sampler) -> dict:
     from xtune.data.collate import build_collator
 
-    return dict(
-        dataset=dataset,
-        sampler=sampler,
-        collate_fn=build_collator(dict(cfg.train_dataset), tokenizer),
-        batch_size=int(cfg.train_dataloader.batch_size),
-        num_workers=int(cfg.train_dataloader.get("num_workers", 0) or 0),
-    )
+    return dict(dataset=dataset, sampler=sampler,
+                collate_fn=build_collator(dict(cfg.train_dataset), tokenizer),
+                batch_size=int(cfg.train_dataloader.batch_size),
+                num_workers=int(cfg.train_dataloader.get("num_workers", 0) or 0))
 
 
 def train(recipe_path, args, registry) -> TrainedRun:
@@ -137,21 +133,16 @@ def _deepspeed_config(args, cfg, registry, schedule, precision, world_size: int)
     from xtune.engine.deepspeed_config import fill_auto, load_deepspeed_config
 
     clip = cfg.optim_wrapper.get("clip_grad") or {}
-    ds_config = fill_auto(
-        load_deepspeed_config(deepspeed, registry),
-        micro_batch=int(cfg.train_dataloader.batch_size),
-        accumulation=schedule.accumulation,
-        max_norm=clip.get("max_norm"),
-        precision=precision.name,
-        world_size=world_size,
-    )
+    ds_config = fill_auto(load_deepspeed_config(deepspeed, registry),
+                          micro_batch=int(cfg.train_dataloader.batch_size),
+                          accumulation=schedule.accumulation, max_norm=clip.get("max_norm"),
+                          precision=precision.name, world_size=world_size)
     keep_alive = None
     if ds_config.get("zero_optimization", {}).get("stage") == 3:
         from transformers.integrations import HfDeepSpeedConfig
 
         keep_alive = HfDeepSpeedConfig(
-            ds_config
-        )  # from_pretrained partitions at load (zero.Init) while it lives
+            ds_config)  # from_pretrained partitions at load (zero.Init) while it lives
     return ds_config, keep_alive
 
 
@@ -189,25 +180,12 @@ def _train_checked(cfg, registry, recipe_path: Path, work_dir: str, args) -> Tra
     ds_config, _keep_alive = _deepspeed_config(args, cfg, registry, schedule, precision, world_size)
     trained = build_trainable(cfg, registry, precision=precision.name)
     params = count_parameters(trained.model)
-    parts = RunParts(
-        name=recipe_path.stem,
-        llm=trained.model,
-        tokenizer=tokenizer,
-        dataset=dataset,
-        val_dataset=val_dataset,
-        schedule=schedule,
-        precision=precision,
-        work_dir=work_dir,
-        launcher=launcher,
-        ds_config=ds_config,
-        resume_from=resume_from,
-        seed=seed,
-        params=params,
-        world_size=world_size,
-        sampler=_sampler(dataset, cfg, seed),
-        dataloader=lambda ds, sampler: _dataloader(ds, cfg, tokenizer, sampler),
-        registry=registry,
-    )
+    parts = RunParts(name=recipe_path.stem, llm=trained.model, tokenizer=tokenizer, dataset=dataset,
+                     val_dataset=val_dataset, schedule=schedule, precision=precision, work_dir=work_dir,
+                     launcher=launcher, ds_config=ds_config, resume_from=resume_from, seed=seed,
+                     params=params, world_size=world_size, sampler=_sampler(dataset, cfg, seed),
+                     dataloader=lambda ds, sampler: _dataloader(ds, cfg, tokenizer, sampler),
+                     registry=registry)
     runner = build_runner(cfg, parts)
     cfg.dump(str(Path(work_dir) / recipe_path.name))
     runner.logger.info(
@@ -217,15 +195,8 @@ def _train_checked(cfg, registry, recipe_path: Path, work_dir: str, args) -> Tra
         f"trainable params {params[0]:,} / {params[1]:,}"
     )
     _run_restoring_sigterm(runner)
-    return TrainedRun(
-        cfg=cfg,
-        runner=runner,
-        tokenizer=tokenizer,
-        schedule=schedule,
-        method=trained.method,
-        recipe=recipe_path.stem,
-        work_dir=work_dir,
-    )
+    return TrainedRun(cfg=cfg, runner=runner, tokenizer=tokenizer, schedule=schedule, method=trained.method,
+                      recipe=recipe_path.stem, work_dir=work_dir)
 
 
 def _run_restoring_sigterm(runner) -> None:

@@ -17,14 +17,8 @@ from xtune.fileio import atomic_output_dir, check_output
 log = logging.getLogger("xtune")
 
 
-def gguf_to_hf(
-    gguf_path: str | Path,
-    out: str | Path,
-    *,
-    dtype: str = "bfloat16",
-    force: bool = False,
-    max_shard_size: str = "2GB",
-) -> Path:
+def gguf_to_hf(gguf_path: str | Path, out: str | Path, *, dtype: str = "bfloat16", force: bool = False,
+               max_shard_size: str = "2GB") -> Path:
     """Convert `gguf_path` into the folder `out`; returns `out`. `dtype` is the saved weights' precision."""
     from transformers import AutoModelForCausalLM
 

@@ -27,29 +27,17 @@ def _refuse_quantized(config, base: str) -> None:
     quant = quant if isinstance(quant, dict) else quant.to_dict()
     method = quant.get("quant_method", "")
     if method == "gguf":
-        raise UsageError(
-            f"base model {base!r} is a GGUF file, which transformers cannot save after a merge",
-            hint=f"convert it first: xtune convert gguf_to_hf {base} BASE_DIR, then merge into BASE_DIR",
-        )
+        raise UsageError(f"base model {base!r} is a GGUF file, which transformers cannot save after a merge",
+                         hint=f"convert it first: xtune convert gguf_to_hf {base} BASE_DIR, then merge into "
+                              "BASE_DIR")
     raise UsageError(
         f"base model {base!r} is stored quantised ({method or 'quantization_config'}): merging into "
-        "it would round the adapter away",
-        hint="merge into the full- or half-precision base model",
-    )
+                     "it would round the adapter away",
+                     hint="merge into the full- or half-precision base model")
 
 
-def merge(
-    base: str,
-    adapter: str,
-    out: str,
-    *,
-    registry,
-    dtype: str = "auto",
-    max_shard_size: str = "5GB",
-    force: bool = False,
-    prompt_template: str | None = None,
-    source: str = "auto",
-) -> Path:
+def merge(base: str, adapter: str, out: str, *, registry, dtype: str = "auto", max_shard_size: str = "5GB",
+          force: bool = False, prompt_template: str | None = None, source: str = "auto") -> Path:
     """Merge `adapter` into `base` and save `out`; returns `out`. dtype 'auto' keeps the base's own."""
     from transformers import AutoConfig
 
@@ -57,10 +45,8 @@ def merge(
     from xtune.models.sources import resolve_source
 
     if dtype in ("4bit", "int4", "nf4", "8bit", "int8"):
-        raise UsageError(
-            f"--dtype {dtype}: merging needs a full- or half-precision base",
-            hint="use float32, bfloat16 or float16",
-        )
+        raise UsageError(f"--dtype {dtype}: merging needs a full- or half-precision base",
+                         hint="use float32, bfloat16 or float16")
     out_path = check_output(out, force, inputs=(base, adapter))
     adapter_dir = check_adapter_dir(adapter)
     if prompt_template:
@@ -74,13 +60,9 @@ def merge(
     except (OSError, ValueError) as exc:
         raise UsageError(f"cannot load base model {base!r}: {str(exc).splitlines()[0]}") from None
     _refuse_quantized(config, base)
-    peft_model, tokenizer = load_for_inference(
-        base,
-        adapter=str(adapter_dir),
-        source=source,
-        label="base model",
-        dtype="checkpoint" if dtype == "auto" else dtype,
-    )
+    peft_model, tokenizer = load_for_inference(base, adapter=str(adapter_dir), source=source,
+                                               label="base model",
+                                               dtype="checkpoint" if dtype == "auto" else dtype)
     merged = peft_model.merge_and_unload()
     info = read_info(adapter_dir) or {"base_model": base, "method": "adapter"}
     info = dict(info, base_model=base, kind="full model", merged_adapter=str(adapter_dir))

@@ -14,33 +14,24 @@ from typing import Any
 INFO_FILE = "xtune_info.json"
 
 
-def training_info(
-    cfg, *, recipe: str, step: int | None, final_loss: float | None, method: str, uses_peft: bool
-) -> dict[str, Any]:
+def training_info(cfg, *, recipe: str, step: int | None, final_loss: float | None, method: str,
+                  uses_peft: bool) -> dict[str, Any]:
     """What an export records about the run, from the recipe's settings."""
     data = cfg.get("train_dataset") or {}
     method_cfg = {k: v for k, v in dict(cfg.get("method_cfg") or {}).items() if k != "type"}
-    return {
-        "recipe": recipe,
-        "base_model": str(cfg.model.get("pretrained_model_name_or_path", "")),
-        "method": method,
-        "method_settings": {
-            k: v for k, v in method_cfg.items() if isinstance(v, (str, int, float, bool, list))
-        },
-        "kind": "adapter" if uses_peft else "full model",
-        "dataset_map": data.get("dataset_map"),
-        "data_path": data.get("data_path"),
-        "prompt_template": data.get("prompt_template"),
-        "max_length": data.get("max_length"),
-        "steps": step,
-        "final_loss": None if final_loss is None else round(float(final_loss), 4),
-    }
+    return {"recipe": recipe, "base_model": str(cfg.model.get("pretrained_model_name_or_path", "")),
+            "method": method,
+            "method_settings": {k: v for k,
+                                v in method_cfg.items() if isinstance(v, (str, int, float, bool, list))},
+            "kind": "adapter" if uses_peft else "full model", "dataset_map": data.get("dataset_map"),
+            "data_path": data.get("data_path"), "prompt_template": data.get("prompt_template"),
+            "max_length": data.get("max_length"), "steps": step,
+            "final_loss": None if final_loss is None else round(float(final_loss), 4)}
 
 
 def write_info(out: str | Path, info: dict[str, Any]) -> None:
-    Path(out, INFO_FILE).write_text(
-        json.dumps(info, indent=1, ensure_ascii=False, default=str) + "\n", encoding="utf-8"
-    )
+    Path(out, INFO_FILE).write_text(json.dumps(info, indent=1, ensure_ascii=False, default=str) + "\n",
+                                    encoding="utf-8")
 
 
 def read_info(folder: str | Path) -> dict[str, Any]:
@@ -64,22 +55,15 @@ def _rows(info: dict[str, Any], base: str, merged_from: str | None) -> list[str]
     if info.get("data_path"):
         data = f"{data} (`{info['data_path']}`)" if data else f"`{info['data_path']}`"
     settings = ", ".join(f"{k}={v}" for k, v in (info.get("method_settings") or {}).items())
-    rows = [
-        _row("recipe", f"`{info['recipe']}`" if info.get("recipe") else None),
-        _row("base model", f"`{base}`"),
-        _row("method", f"{info.get('method', '')}" + (f" ({settings})" if settings else "")),
-        _row("merged from adapter", f"`{merged_from}`" if merged_from else None),
-        _row("data", data),
-        _row(
-            "chat template",
-            f"`{info['prompt_template']}` (saved as `chat_template.jinja`)"
-            if info.get("prompt_template")
-            else None,
-        ),
-        _row("max length", info.get("max_length")),
-        _row("optimizer steps", info.get("steps")),
-        _row("final training loss", f"{loss:.4f}" if isinstance(loss, (int, float)) else None),
-    ]
+    rows = [_row("recipe", f"`{info['recipe']}`" if info.get("recipe") else None),
+            _row("base model", f"`{base}`"),
+            _row("method", f"{info.get('method', '')}" + (f" ({settings})" if settings else "")),
+            _row("merged from adapter", f"`{merged_from}`" if merged_from else None), _row("data", data),
+            _row("chat template",
+                 f"`{info['prompt_template']}` (saved as `chat_template.jinja`)"
+                 if info.get("prompt_template") else None), _row("max length", info.get("max_length")),
+            _row("optimizer steps", info.get("steps")),
+            _row("final training loss", f"{loss:.4f}" if isinstance(loss, (int, float)) else None)]
     return [r for r in rows if r]
 
 
@@ -90,9 +74,7 @@ def render_card(info: dict[str, Any], *, title: str, merged_from: str | None = N
     tags = ["xtune", str(info.get("method") or "fine-tuned")] + (["merged"] if merged_from else [])
     header = (
         ["---", f"library_name: {'peft' if adapter else 'transformers'}", f"base_model: {base}", "tags:"]
-        + [f"- {t}" for t in tags]
-        + ["---", ""]
-    )
+              + [f"- {t}" for t in tags] + ["---", ""])
     if adapter:
         use = (
             "```python\nfrom peft import AutoPeftModelForCausalLM\nfrom transformers import AutoTokenizer\n\n"
@@ -107,28 +89,17 @@ def render_card(info: dict[str, Any], *, title: str, merged_from: str | None = N
             'model = AutoModelForCausalLM.from_pretrained("PATH")\n'
             'tokenizer = AutoTokenizer.from_pretrained("PATH")\n```\n\nor `xtune chat PATH`.'
         )
-    body = [
-        f"# {title}",
-        "",
-        f"Fine-tuned with xtune from `{base}`"
-        + (" (a LoRA-style adapter; load it on top of the base model)." if adapter else "."),
-        "",
-        "| | |",
-        "|---|---|",
-        *_rows(info, base, merged_from),
-        "",
-        "## Use",
-        "",
-        use,
-        "",
-        "`tokenizer.apply_chat_template` renders the conversation format the model was trained with.",
-        "",
-    ]
+    body = [f"# {title}", "",
+            f"Fine-tuned with xtune from `{base}`"
+            + (" (a LoRA-style adapter; load it on top of the base model)." if adapter else "."), "", "| | |",
+            "|---|---|", *_rows(info, base, merged_from), "", "## Use", "", use, "",
+            "`tokenizer.apply_chat_template` renders the conversation format the model was trained with.", ""]
     return "\n".join(header + body)
 
 
 def write_card(out: str | Path, info: dict[str, Any], *, merged_from: str | None = None) -> None:
     out = Path(out)
-    Path(out, "README.md").write_text(
-        render_card(info, title=info.get("recipe") or out.name, merged_from=merged_from), encoding="utf-8"
-    )
+    Path(out,
+         "README.md").write_text(
+             render_card(info, title=info.get("recipe") or out.name, merged_from=merged_from),
+                                 encoding="utf-8")

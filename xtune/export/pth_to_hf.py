@@ -28,11 +28,8 @@ def load_trained_weights(model, state_dict: dict, *, source: str, recipe: str) -
     unexpected = [k for k in state_dict if k not in own]
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     missing = [n for n in trainable if n not in state_dict]
-    wrong = [
-        f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}"
-        for k, v in state_dict.items()
-        if k in own and tuple(v.shape) != tuple(own[k].shape)
-    ]
+    wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k,
+             v in state_dict.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
     hint = "convert with the same recipe and --cfg-options as the training run"
     if unexpected:
         raise UsageError(
@@ -42,8 +39,7 @@ def load_trained_weights(model, state_dict: dict, *, source: str, recipe: str) -
         )
     if wrong:
         raise UsageError(
-            f"checkpoint {source!r} does not fit recipe {recipe!r}: shape mismatch in {wrong[0]}", hint=hint
-        )
+            f"checkpoint {source!r} does not fit recipe {recipe!r}: shape mismatch in {wrong[0]}", hint=hint)
     if missing:
         raise UsageError(
             f"checkpoint {source!r} lacks {len(missing)} of the {len(trainable)} trained tensors "
@@ -54,19 +50,8 @@ def load_trained_weights(model, state_dict: dict, *, source: str, recipe: str) -
     return len(state_dict)
 
 
-def save_hf(
-    llm,
-    tokenizer,
-    out: str | Path,
-    *,
-    info: dict,
-    uses_peft: bool,
-    force: bool = False,
-    max_shard_size: str = "5GB",
-    dtype=None,
-    registry=None,
-    inputs=(),
-) -> Path:
+def save_hf(llm, tokenizer, out: str | Path, *, info: dict, uses_peft: bool, force: bool = False,
+            max_shard_size: str = "5GB", dtype=None, registry=None, inputs=()) -> Path:
     """Write the adapter (peft) or the full model, the tokenizer with the chat template, the card."""
     with atomic_output_dir(out, force=force, inputs=inputs) as tmp:
         if uses_peft:
@@ -86,17 +71,8 @@ def save_hf(
     return Path(out)
 
 
-def pth_to_hf(
-    recipe: str,
-    checkpoint: str,
-    out: str,
-    *,
-    registry,
-    cfg_options: list[str] | None = None,
-    force: bool = False,
-    max_shard_size: str = "5GB",
-    dtype: str | None = None,
-) -> Path:
+def pth_to_hf(recipe: str, checkpoint: str, out: str, *, registry, cfg_options: list[str] | None = None,
+              force: bool = False, max_shard_size: str = "5GB", dtype: str | None = None) -> Path:
     """`xtune convert pth_to_hf RECIPE CHECKPOINT OUT`: cheap checks first, then the heavy loading."""
     from xtune.checkpoint.read import read_checkpoint
     from xtune.hardware import torch_dtype
@@ -110,36 +86,19 @@ def pth_to_hf(
     check_output(out, force, inputs)
     weights = read_checkpoint(checkpoint)
     trained = build_trainable(cfg, registry, for_export=True)
-    loaded = load_trained_weights(
-        trained.model, weights.state_dict, source=weights.source, recipe=recipe_path.stem
-    )
+    loaded = load_trained_weights(trained.model, weights.state_dict, source=weights.source,
+                                  recipe=recipe_path.stem)
     log.info("loaded %d trained tensors from %s", loaded, weights.source)
     tokenizer = recipe_tokenizer(cfg, registry)
-    info = training_info(
-        cfg,
-        recipe=recipe_path.stem,
-        step=weights.step,
-        final_loss=weights.final_loss,
-        method=trained.method.name,
-        uses_peft=trained.method.uses_peft,
-    )
-    return save_hf(
-        trained.model,
-        tokenizer,
-        out,
-        info=info,
-        uses_peft=trained.method.uses_peft,
-        force=force,
-        max_shard_size=max_shard_size,
-        dtype=torch_dtype(dtype) if dtype else None,
-        registry=registry,
-        inputs=inputs,
-    )
+    info = training_info(cfg, recipe=recipe_path.stem, step=weights.step, final_loss=weights.final_loss,
+                         method=trained.method.name, uses_peft=trained.method.uses_peft)
+    return save_hf(trained.model, tokenizer, out, info=info, uses_peft=trained.method.uses_peft, force=force,
+                   max_shard_size=max_shard_size, dtype=torch_dtype(dtype) if dtype else None,
+                   registry=registry, inputs=inputs)
 
 
-def export_after_training(
-    *, cfg, runner, tokenizer, out_dir: str, recipe: str, method, schedule, registry
-) -> Path | None:
+def export_after_training(*, cfg, runner, tokenizer, out_dir: str, recipe: str, method, schedule,
+                          registry) -> Path | None:
     """`xtune train`'s `export_hf` step: the in-memory trained model -> `out_dir` (replacing it).
 
     Under DeepSpeed ZeRO-3 every rank takes part in gathering the partitioned weights; rank 0 writes.
@@ -148,22 +107,15 @@ def export_after_training(
     from xtune.schedule import unwrap_model
 
     llm = unwrap_model(runner.model).llm
-    info = training_info(
-        cfg,
-        recipe=recipe,
-        step=schedule.steps_done(runner.iter),
-        final_loss=final_loss_from_message_hub(runner.message_hub),
-        method=method.name,
-        uses_peft=method.uses_peft,
-    )
+    info = training_info(cfg, recipe=recipe, step=schedule.steps_done(runner.iter),
+                         final_loss=final_loss_from_message_hub(runner.message_hub), method=method.name,
+                         uses_peft=method.uses_peft)
     with _gathered(llm):
         if runner.rank == 0:
-            save_hf(
-                llm, tokenizer, out_dir, info=info, uses_peft=method.uses_peft, force=True, registry=registry
-            )
+            save_hf(llm, tokenizer, out_dir, info=info, uses_peft=method.uses_peft, force=True,
+                    registry=registry)
             runner.logger.info(
-                f"exported the trained {'adapter' if method.uses_peft else 'model'} to {out_dir}"
-            )
+                f"exported the trained {'adapter' if method.uses_peft else 'model'} to {out_dir}")
     return Path(out_dir)
 
 

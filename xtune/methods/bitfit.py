@@ -14,8 +14,7 @@ def apply(model, settings: dict, adapter=None):
     if not biases:
         raise ConfigError(
             f"method 'bitfit' trains bias terms, and this {model.config.model_type} model has none",
-            hint="choose lora or ia3 for this family",
-        )
+                          hint="choose lora or ia3 for this family")
     for p in biases:
         p.requires_grad_(True)
     return model

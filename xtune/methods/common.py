@@ -40,13 +40,10 @@ def check_settings(method: str, settings: dict, allowed) -> None:
     unknown = [k for k in settings if k not in allowed]
     if unknown:
         hints = {k: closest(k, allowed) for k in unknown}
-        detail = "; ".join(
-            f"{k!r}" + (f" (did you mean {', '.join(h)}?)" if h else "") for k, h in hints.items()
-        )
-        raise ConfigError(
-            f"method_cfg for {method!r} has unknown settings: {detail}",
-            hint=f"accepted: {', '.join(sorted(allowed))}",
-        )
+        detail = "; ".join(f"{k!r}" + (f" (did you mean {', '.join(h)}?)" if h else "") for k,
+                           h in hints.items())
+        raise ConfigError(f"method_cfg for {method!r} has unknown settings: {detail}",
+                          hint=f"accepted: {', '.join(sorted(allowed))}")
 
 
 def apply_method(model, method_cfg: dict, registry, adapter=None):
@@ -62,13 +59,8 @@ def apply_resolved(model, entry, settings: dict, adapter=None):
     trainable, total = count_parameters(model)
     if trainable == 0:
         raise ConfigError(f"method {entry.name!r} left no trainable parameters in this model")
-    log.info(
-        "method %s: trainable params %s / %s (%.4f%%)",
-        entry.name,
-        f"{trainable:,}",
-        f"{total:,}",
-        100.0 * trainable / max(total, 1),
-    )
+    log.info("method %s: trainable params %s / %s (%.4f%%)", entry.name, f"{trainable:,}", f"{total:,}",
+             100.0 * trainable / max(total, 1))
     return model
 
 

@@ -13,10 +13,8 @@ def _layers(model, path: str):
     for part in path.split("."):
         node = getattr(node, part, None)
         if node is None:
-            raise ConfigError(
-                f"method 'freeze': the model has no decoder layer list at {path!r}",
-                hint="set trainable_modules instead, or fix the model adapter's layers_path",
-            )
+            raise ConfigError(f"method 'freeze': the model has no decoder layer list at {path!r}",
+                              hint="set trainable_modules instead, or fix the model adapter's layers_path")
     return node
 
 
@@ -29,8 +27,7 @@ def apply(model, settings: dict, adapter=None):
         layers = _layers(model, adapter.layers_path if adapter is not None else "model.layers")
         if n_layers > len(layers):
             raise ConfigError(
-                f"method 'freeze': trainable_layers={n_layers} but the model has {len(layers)} layers"
-            )
+                f"method 'freeze': trainable_layers={n_layers} but the model has {len(layers)} layers")
         for layer in list(layers)[-n_layers:]:
             for p in layer.parameters():
                 p.requires_grad_(True)
@@ -39,10 +36,8 @@ def apply(model, settings: dict, adapter=None):
         matched = [p for name, p in model.named_parameters() if regex.search(name)]
         if not matched:
             names = sorted({n.rsplit(".", 1)[0] for n, _ in model.named_parameters()})[:8]
-            raise ConfigError(
-                f"method 'freeze': trainable_modules pattern {pattern!r} matches no parameter",
-                hint=f"module names look like {', '.join(names)}",
-            )
+            raise ConfigError(f"method 'freeze': trainable_modules pattern {pattern!r} matches no parameter",
+                              hint=f"module names look like {', '.join(names)}")
         for p in matched:
             p.requires_grad_(True)
     return model

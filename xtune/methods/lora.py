@@ -26,8 +26,6 @@ def apply_lora(model, settings: dict, adapter=None):
     config = build_config(LoraConfig, method, settings)
     if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False):
         model = prepare_model_for_kbit_training(
-            model,
-            use_gradient_checkpointing=uses_checkpointing(model),
-            gradient_checkpointing_kwargs={"use_reentrant": False},
-        )
+            model, use_gradient_checkpointing=uses_checkpointing(model),
+            gradient_checkpointing_kwargs={"use_reentrant": False})
     return wrap(model, config)

@@ -23,11 +23,8 @@ def check_adapter_dir(adapter: str | Path) -> Path:
     if not path.is_dir():
         raise UsageError(f"adapter folder {str(path)!r} does not exist")
     if not (path / ADAPTER_CONFIG).is_file():
-        hint = (
-            "this looks like a full model: chat with it directly"
-            if (path / "config.json").is_file()
-            else None
-        )
+        hint = "this looks like a full model: chat with it directly" if (
+            path / "config.json").is_file() else None
         raise UsageError(f"{str(path)!r} is not a PEFT adapter folder (no {ADAPTER_CONFIG})", hint=hint)
     if not any(path.glob("adapter_model.*")):
         raise UsageError(f"adapter folder {str(path)!r} has no adapter_model.safetensors")
@@ -55,7 +52,6 @@ def apply_adapter(model, adapter: str | Path, base_name: str = "the base model")
         if "missing adapter keys" in text:
             raise UsageError(
                 f"adapter {str(path)!r} does not fit {base_name}: its weights have no place in the "
-                f"base ({text[:200]})"
-            )
+                             f"base ({text[:200]})")
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     return peft_model

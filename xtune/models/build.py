@@ -77,14 +77,8 @@ def build_trainable(cfg, registry, *, precision: str = "float32", for_export: bo
         model_cfg["gradient_checkpointing"] = False
         if method.uses_peft:
             model_cfg["quantization"], bits = None, None
-    llm = load_model(
-        model_cfg,
-        adapter=adapter,
-        load_in_bits=bits,
-        method=method if bits else None,
-        source=cfg.get("model_source", "auto"),
-        precision=precision,
-    )
+    llm = load_model(model_cfg, adapter=adapter, load_in_bits=bits, method=method if bits else None,
+                     source=cfg.get("model_source", "auto"), precision=precision)
     return Trainable(apply_resolved(llm, method, settings, adapter), method, settings, adapter)
 
 
@@ -106,15 +100,8 @@ def _inference_dtype(dtype: str):
     return torch_dtype(choose_precision(dtype).name)
 
 
-def load_for_inference(
-    name_or_path: str,
-    *,
-    adapter: str | None = None,
-    bits: int | None = None,
-    dtype: str = "auto",
-    source: str = "auto",
-    label: str = "model",
-):
+def load_for_inference(name_or_path: str, *, adapter: str | None = None, bits: int | None = None,
+                       dtype: str = "auto", source: str = "auto", label: str = "model"):
     """(model, tokenizer) ready for `generate`, on CUDA when there is one, optionally 4/8-bit and with a
     PEFT adapter on top."""
     import torch
@@ -126,8 +113,7 @@ def load_for_inference(
     if bits and src.gguf_file:
         raise UsageError(
             f"--bits {bits} with a GGUF file: transformers dequantises GGUF and cannot re-quantise it",
-            hint=f"convert it first (xtune convert gguf_to_hf {name_or_path} DIR) and chat with DIR",
-        )
+            hint=f"convert it first (xtune convert gguf_to_hf {name_or_path} DIR) and chat with DIR")
     gguf = {"gguf_file": src.gguf_file} if src.gguf_file else {}
     cuda = torch.cuda.is_available()
     kwargs: dict = dict(dtype=_inference_dtype(dtype), **gguf)

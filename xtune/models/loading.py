@@ -31,16 +31,14 @@ def resolve_attn_implementation(requested: str | None, adapter=None) -> str:
     """'auto' -> flash_attention_2 on CUDA when flash-attn imports and the family supports it (packed rows
     then run as varlen attention over their position_ids), else sdpa."""
     if requested in (None, "auto"):
-        if flash_attn_available() and (
-            adapter is None or (adapter.supports_flash_attn and adapter.supports_varlen)
-        ):
+        if flash_attn_available() and (adapter is None
+                                       or (adapter.supports_flash_attn and adapter.supports_varlen)):
             return "flash_attention_2"
         return "sdpa"
     if requested == "flash_attention_2" and not flash_attn_available():
         raise ConfigError(
             "model.attn_implementation='flash_attention_2' needs CUDA and the flash-attn package",
-            hint="use 'auto' or 'sdpa'",
-        )
+                          hint="use 'auto' or 'sdpa'")
     return requested
 
 
@@ -76,15 +74,8 @@ def load_tokenizer(tokenizer_cfg: dict, adapter=None, source: str = "auto"):
     return tokenizer
 
 
-def load_model(
-    model_cfg: dict,
-    *,
-    adapter=None,
-    load_in_bits: int | None = None,
-    source: str = "auto",
-    method=None,
-    precision: str = "float32",
-):
+def load_model(model_cfg: dict, *, adapter=None, load_in_bits: int | None = None, source: str = "auto",
+               method=None, precision: str = "float32"):
     """A causal LM ready for a tuning method: dtype and attention resolved, quantised when the recipe or
     the method asks, `use_cache=False`, gradient checkpointing as the recipe says."""
     import torch
@@ -95,9 +86,8 @@ def load_model(
     cfg.pop("adapter", None)
     cfg.pop("use_varlen_attn", None)  # recipes copied from older xtune: packed rows need no switch now
     gradient_checkpointing = cfg.pop("gradient_checkpointing", False)
-    quant = quantization_config(
-        cfg.pop("quantization", None), load_in_bits, method=method, compute_dtype=precision
-    )
+    quant = quantization_config(cfg.pop("quantization", None), load_in_bits, method=method,
+                                compute_dtype=precision)
     kwargs = dict(
         dtype=weights_dtype(cfg.pop("torch_dtype", "auto"), precision),
         attn_implementation=resolve_attn_implementation(cfg.pop("attn_implementation", "auto"), adapter),

@@ -12,9 +12,8 @@ import logging
 log = logging.getLogger("xtune")
 
 
-def quantization_config(
-    quant: dict | None, load_in_bits: int | None = None, *, method=None, compute_dtype: str = "float32"
-):
+def quantization_config(quant: dict | None, load_in_bits: int | None = None, *, method=None,
+                        compute_dtype: str = "float32"):
     """A BitsAndBytesConfig, or None for a full-precision base.
 
     `quant` is the recipe's section; without one, `method.quantization` (its registered defaults) or plain
@@ -28,16 +27,12 @@ def quantization_config(
 
     quant = dict(quant or (method.quantization if method is not None else ()) or {})
     if not quant:
-        quant = (
-            dict(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True)
-            if load_in_bits == 4
-            else dict(load_in_8bit=True)
-        )
+        quant = (dict(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True)
+                 if load_in_bits == 4 else dict(load_in_8bit=True))
     if quant.get("load_in_4bit"):
         wanted = quant.get("bnb_4bit_compute_dtype", "auto")
-        quant["bnb_4bit_compute_dtype"] = torch_dtype(
-            compute_dtype if dtype_name(wanted) == "auto" else wanted
-        )
+        quant["bnb_4bit_compute_dtype"] = torch_dtype(compute_dtype if dtype_name(wanted) == "auto"
+                                                      else wanted)
     return BitsAndBytesConfig(**quant)
 
 
@@ -58,8 +53,6 @@ def disable_bnb_cpu_repacking(model) -> int:
             module.support_avx512bf16_for_cpu = False
             count += 1
     if count:
-        log.info(
-            "bitsandbytes: CPU bf16 repacking off on %d Linear4bit layers (it corrupts QLoRA gradients)",
-            count,
-        )
+        log.info("bitsandbytes: CPU bf16 repacking off on %d Linear4bit layers (it corrupts QLoRA gradients)",
+                 count)
     return count

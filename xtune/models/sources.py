@@ -39,19 +39,15 @@ def _check_local(name: str, local: Path) -> ModelSource:
     if local.is_file():
         if local.suffix == ".gguf":
             return ModelSource(str(local.parent), local.name)
-        raise ConfigError(
-            f"model path {name!r} is a file, not a model folder",
-            hint="give the folder that holds config.json (or a .gguf file)",
-        )
+        raise ConfigError(f"model path {name!r} is a file, not a model folder",
+                          hint="give the folder that holds config.json (or a .gguf file)")
     if not (local / "config.json").is_file():
         ggufs = sorted(local.glob("*.gguf"))
         if len(ggufs) == 1:
             return ModelSource(str(local), ggufs[0].name)
         what = "is empty" if not any(local.iterdir()) else "has no config.json"
-        raise ConfigError(
-            f"model folder {name!r} {what}",
-            hint="point at a Hugging Face model folder (config.json + weights) or a .gguf file",
-        )
+        raise ConfigError(f"model folder {name!r} {what}",
+                          hint="point at a Hugging Face model folder (config.json + weights) or a .gguf file")
     return ModelSource(str(local))
 
 
@@ -62,7 +58,7 @@ def resolve_source(name_or_path: str, source: str = "auto") -> ModelSource:
     if not name.strip():
         raise ConfigError("the model path is empty", hint="set pretrained_model_name_or_path")
     if name.startswith("modelscope://"):
-        name, source = name[len("modelscope://") :], "modelscope"
+        name, source = name[len("modelscope://"):], "modelscope"
     local = Path(name).expanduser()
     if source == "local" or looks_local(name, MODEL_SUFFIXES) or local.is_symlink():
         return _check_local(name, local)

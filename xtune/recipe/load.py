@@ -30,11 +30,12 @@ def load_recipe(path: str | Path, options: list[str] | None = None, extra: dict[
         cfg = Config.fromstring(text, ".py")
     except Exception as exc:  # a recipe that fails to evaluate: name the file
         raise ConfigError(
-            f"{path}: recipe failed to load after overrides: {type(exc).__name__}: {exc}"
-        ) from None
+            f"{path}: recipe failed to load after overrides: {type(exc).__name__}: {exc}") from None
     problems = [msg for o in dotted if (msg := set_nested(cfg, o.key, o.value))]
     if problems:
         raise ConfigError("; ".join(problems))
     for key, default in ENGINE_SETTINGS.items():
         cfg.setdefault(key, default)
     return cfg
+
+

@@ -47,10 +47,9 @@ def parse_overrides(items: list[str]) -> list[Override]:
         raise ConfigError(f"--cfg-options expects KEY=VALUE, got {', '.join(map(repr, bad))}")
     empty = [o.key for o in out if o.raw.strip() == "" and _names_a_path(o.key)]
     if empty:
-        raise ConfigError(
-            f"--cfg-options {', '.join(k + '=' for k in empty)}: an empty path (an unset shell variable?)",
-            hint="give a path, or leave the option out to keep the recipe's",
-        )
+        raise ConfigError(f"--cfg-options {', '.join(k + '=' for k in empty)}: an empty path (an unset "
+                          "shell variable?)",
+                          hint="give a path, or leave the option out to keep the recipe's")
     return last_wins(out)
 
 
@@ -79,10 +78,8 @@ def type_problem(key: str, old: Any, new: Any) -> str | None:
         ok = isinstance(new, type(old))
     if ok:
         return None
-    return (
-        f"{key}={new!r}: expected {_article(type(old).__name__)} like the recipe's {old!r}, "
-        f"got {_article(type(new).__name__)}"
-    )
+    return (f"{key}={new!r}: expected {_article(type(old).__name__)} like the recipe's {old!r}, "
+            f"got {_article(type(new).__name__)}")
 
 
 def _top_level_assignments(tree: ast.Module) -> dict[str, ast.Assign]:
@@ -135,10 +132,9 @@ def rewrite_source(text: str, overrides: list[Override], filename: str = "<recip
         else:
             names = list(assigns) + list(ENGINE_SETTINGS)
             hint = closest(ov.key, names)
-            problems.append(
-                f"unknown setting {ov.key!r}"
-                + (f" (did you mean: {', '.join(hint)}?)" if hint else " (see the recipe's settings)")
-            )
+            problems.append(f"unknown setting {ov.key!r}" +
+                            (f" (did you mean: {', '.join(hint)}?)" if hint
+                             else " (see the recipe's settings)"))
     for start, end, new in sorted(edits, reverse=True):
         text = text[:start] + new + text[end:]
     if appended:

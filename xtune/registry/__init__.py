@@ -18,17 +18,5 @@ from xtune.registry.entries import (
 )
 from xtune.registry.tables import Registry, Table, import_object
 
-__all__ = [
-    "ENTRY_TYPES",
-    "ChatTemplate",
-    "DatasetMap",
-    "DeepSpeedPreset",
-    "Entry",
-    "Model",
-    "ModelAdapter",
-    "Recipe",
-    "Registry",
-    "Table",
-    "TuningMethod",
-    "import_object",
-]
+__all__ = ["ENTRY_TYPES", "ChatTemplate", "DatasetMap", "DeepSpeedPreset", "Entry", "Model", "ModelAdapter",
+           "Recipe", "Registry", "Table", "TuningMethod", "import_object"]

@@ -26,8 +26,7 @@ class Entry:
         """Raise ValueError on a malformed entry; subclasses add their own checks."""
         if not isinstance(self.name, str) or not self.name.strip() or self.name != self.name.strip():
             raise ValueError(
-                f"{self.kind} name must be a non-empty string without surrounding spaces, got {self.name!r}"
-            )
+                f"{self.kind} name must be a non-empty string without surrounding spaces, got {self.name!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -103,9 +102,8 @@ class DatasetMap(Entry):
     kind: ClassVar[str] = "dataset map"
     convert: str | None = None
     format: str | None = None
-    columns: tuple[
-        tuple[str, str | None], ...
-    ] = ()  # (field the converter reads, column in the data; None: absent)
+    columns: tuple[tuple[str, str | None],
+                   ...] = ()  # (field the converter reads, column in the data; None: absent)
     hub_id: str | None = None
     hub_config: str | None = None  # the `name` argument of datasets.load_dataset
     data_files: str | None = None
@@ -122,8 +120,7 @@ class DatasetMap(Entry):
             raise ValueError(f"dataset map {self.name!r} needs exactly one of convert=, format= or combine=")
         if self.convert and ":" not in self.convert:
             raise ValueError(
-                f"dataset map {self.name!r}: convert must be 'module:function', got {self.convert!r}"
-            )
+                f"dataset map {self.name!r}: convert must be 'module:function', got {self.convert!r}")
 
 
 @dataclass(frozen=True)
@@ -140,12 +137,8 @@ class ChatTemplate(Entry):
     kind: ClassVar[str] = "chat template"
     families: tuple[str, ...] = ()
     stop_words: tuple[str, ...] = ()
-    reference: str = (
-        ""  # what the rendering is checked against (a path under shared/reference/chat_templates)
-    )
-    bos_token: str = (
-        ""  # the reference tokenizer's BOS / EOS text, the defaults for {bos_token} / {eos_token}
-    )
+    reference: str = ""  # what the rendering is checked against (a path of the shared reference templates)
+    bos_token: str = ""  # the reference tokenizer's BOS / EOS text: the defaults of {bos_token} / {eos_token}
     eos_token: str = ""
     bos: str = ""  # opens every conversation
     round_start: str = ""  # opens every round (a user turn and its answer), e.g. a BOS before each [INST]
@@ -155,9 +148,7 @@ class ChatTemplate(Entry):
     system: str = "{content}"
     system_placement: str = "turn"
     system_joiner: str = "\n\n"
-    default_system: str | None = (
-        None  # rendered when the conversation has no system message ("" renders it empty)
-    )
+    default_system: str | None = None  # rendered when there is no system message ("" renders it empty)
     skip_empty_system: bool = False  # an empty system message renders nothing
     # System messages after the first: "refuse", "drop", "same" (formatted as `system`) or a format string.
     later_system: str = "refuse"
@@ -185,20 +176,15 @@ class ChatTemplate(Entry):
             if "{content}" not in getattr(self, attr):
                 raise ValueError(f"chat template {self.name!r}: {attr} must contain '{{content}}'")
         if self.system_placement not in self.PLACEMENTS:
-            raise ValueError(
-                f"chat template {self.name!r}: system_placement must be one of "
-                f"{', '.join(self.PLACEMENTS)}, got {self.system_placement!r}"
-            )
+            raise ValueError(f"chat template {self.name!r}: system_placement must be one of "
+                             f"{', '.join(self.PLACEMENTS)}, got {self.system_placement!r}")
         if self.later_system not in self.LATER_SYSTEM_MODES and "{content}" not in self.later_system:
-            raise ValueError(
-                f"chat template {self.name!r}: later_system must be one of "
-                f"{', '.join(self.LATER_SYSTEM_MODES)} or contain '{{content}}', got {self.later_system!r}"
-            )
+            raise ValueError(f"chat template {self.name!r}: later_system must be one of "
+                             f"{', '.join(self.LATER_SYSTEM_MODES)} or contain '{{content}}', "
+                             f"got {self.later_system!r}")
         if self.reasoning not in self.REASONING_MODES:
-            raise ValueError(
-                f"chat template {self.name!r}: reasoning must be one of {self.REASONING_MODES}, "
-                f"got {self.reasoning!r}"
-            )
+            raise ValueError(f"chat template {self.name!r}: reasoning must be one of {self.REASONING_MODES}, "
+                             f"got {self.reasoning!r}")
         if not isinstance(self.stop_words, tuple) or not isinstance(self.families, tuple):
             raise ValueError(f"chat template {self.name!r}: stop_words and families must be tuples")
 
@@ -220,8 +206,7 @@ class TuningMethod(Entry):
         super().validate()
         if ":" not in self.builder:
             raise ValueError(
-                f"tuning method {self.name!r}: builder must be 'module:function', got {self.builder!r}"
-            )
+                f"tuning method {self.name!r}: builder must be 'module:function', got {self.builder!r}")
         if self.load_in_bits not in (None, 4, 8):
             raise ValueError(f"tuning method {self.name!r}: load_in_bits must be 4, 8 or None")
         if self.quantization and not self.load_in_bits:
@@ -275,3 +260,5 @@ ENTRY_TYPES: dict[str, type[Entry]] = {
     "deepspeed_presets": DeepSpeedPreset,
     "recipes": Recipe,
 }
+
+

@@ -58,9 +58,8 @@ class Table:
         try:
             return self._entries[name]
         except KeyError:
-            raise RegistryError(
-                f"unknown {self.entry_type.kind} {name!r}", hint=did_you_mean(str(name), self._entries)
-            ) from None
+            raise RegistryError(f"unknown {self.entry_type.kind} {name!r}",
+                                hint=did_you_mean(str(name), self._entries)) from None
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries
@@ -93,8 +92,5 @@ class Registry:
 
     def provided_by(self, module: str) -> dict[str, list[str]]:
         """What one plugin module registered, by kind (for `xtune plugins`)."""
-        return {
-            kind: [e.name for e in table if e.module == module]
-            for kind, table in self.tables.items()
-            if any(e.module == module for e in table)
-        }
+        return {kind: [e.name for e in table if e.module == module] for kind,
+                table in self.tables.items() if any(e.module == module for e in table)}

@@ -6,20 +6,13 @@ model's official `chat_template` renders, and each segment says whether its toke
 
 from xtune.templates.messages import ROLES
 from xtune.templates.render import (
-    Segment,
-    get_template,
-    render_prompt,
-    render_segments,
-    render_text,
-    tokenizer_tokens,
+                                    Segment,
+                                    get_template,
+                                    render_prompt,
+                                    render_segments,
+                                    render_text,
+                                    tokenizer_tokens,
 )
 
-__all__ = [
-    "ROLES",
-    "Segment",
-    "get_template",
-    "render_prompt",
-    "render_segments",
-    "render_text",
-    "tokenizer_tokens",
-]
+__all__ = ["ROLES", "Segment", "get_template", "render_prompt", "render_segments", "render_text",
+           "tokenizer_tokens"]

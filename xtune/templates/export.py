@@ -59,26 +59,17 @@ def export_jinja(template: str | ChatTemplate, generation_tags: bool = False, re
 
 def _checks_and_date(t: ChatTemplate) -> list[str]:
     """Refuse empty conversations and unknown roles; set the date for templates that print one."""
-    lines = [
-        "{%- if messages | length == 0 %}" + _raise("no messages to render") + "{%- endif %}",
-        "{%- for message in messages %}",
-        "    {%- if message.role not in "
-        + _lit(list(ROLES))
-        + " %}"
-        + _raise(f"template {t.name} cannot render this role; it renders: {', '.join(ROLES)}")
-        + "{%- endif %}",
-        "{%- endfor %}",
-    ]
+    lines = ["{%- if messages | length == 0 %}" + _raise("no messages to render") + "{%- endif %}",
+             "{%- for message in messages %}",
+             "    {%- if message.role not in " + _lit(list(ROLES)) + " %}"
+             + _raise(f"template {t.name} cannot render this role; it renders: {', '.join(ROLES)}")
+             + "{%- endif %}", "{%- endfor %}"]
     if "{date_string}" in "".join((t.system, t.later_system, t.user, t.bos)):
         lines.append("{%- if date_string is not defined %}")
         if t.date_format:
-            lines.append(
-                "    {%- if strftime_now is defined %}{%- set date_string = strftime_now("
-                + _lit(t.date_format)
-                + ") %}{%- else %}{%- set date_string = "
-                + _lit(t.date_string)
-                + " %}{%- endif %}"
-            )
+            lines.append("    {%- if strftime_now is defined %}{%- set date_string = strftime_now("
+                         + _lit(t.date_format) + ") %}{%- else %}{%- set date_string = "
+                         + _lit(t.date_string) + " %}{%- endif %}")
         else:
             lines.append("    {%- set date_string = " + _lit(t.date_string) + " %}")
         lines.append("{%- endif %}")
@@ -95,11 +86,8 @@ def _leading_system(t: ChatTemplate) -> list[str]:
     add = lines.append
     if t.system_placement == "collect":
         add("{%- for message in messages if message.role == 'system' %}")
-        add(
-            "    {%- set ns.system = message.content if ns.system is none else ns.system + "
-            + _lit(t.system_joiner)
-            + " + message.content %}"
-        )
+        add("    {%- set ns.system = message.content if ns.system is none else ns.system + "
+            + _lit(t.system_joiner) + " + message.content %}")
         add("{%- endfor %}")
         add("{%- set loop_messages = messages | rejectattr('role', 'equalto', 'system') | list %}")
     else:
@@ -162,11 +150,8 @@ def _opening(t: ChatTemplate) -> list[str]:
     add = lines.append
     if t.system_placement in ("turn", "collect"):
         add("{%- if ns.system is not none %}")
-        add(
-            "    {%- if loop_messages and loop_messages[0].role == 'user' %}"
-            + _out(t.round_start)
-            + "{%- set ns.opened = true %}{%- endif %}"
-        )
+        add("    {%- if loop_messages and loop_messages[0].role == 'user' %}" + _out(t.round_start)
+            + "{%- set ns.opened = true %}{%- endif %}")
         body = _out(t.system, "ns.system")
         add("    " + ("{%- if ns.system != '' %}" + body + "{%- endif %}" if t.skip_empty_system else body))
         add("{%- endif %}")
@@ -180,11 +165,8 @@ def _message_loop(t: ChatTemplate, generation_tags: bool) -> list[str]:
     add("{%- for message in loop_messages %}")
     add("    {%- set content = message.content %}")
     if t.system_placement in ("first_user", "last_user"):
-        add(
-            "    {%- if loop.index0 == ns.fold %}{%- set content = "
-            + _expr(t.system, "ns.system")
-            + " + content %}{%- endif %}"
-        )
+        add("    {%- if loop.index0 == ns.fold %}{%- set content = " + _expr(t.system, "ns.system")
+            + " + content %}{%- endif %}")
     if t.trim:
         add("    {%- set content = content | trim %}")
     add("    {%- if message.role == 'system' %}")
@@ -231,10 +213,8 @@ def _assistant_lines(t: ChatTemplate, generation_tags: bool) -> list[str]:
     def trained(expr: str, indent: str) -> list[str]:
         if not generation_tags:
             return [indent + "{{- " + expr + " }}"]
-        return [
-            indent + "{%- if " + untrained + " %}{{- " + expr + " }}",
-            indent + "{%- else %}{%- generation %}{{- " + expr + " }}{%- endgeneration %}{%- endif %}",
-        ]
+        return [indent + "{%- if " + untrained + " %}{{- " + expr + " }}",
+                indent + "{%- else %}{%- generation %}{{- " + expr + " }}{%- endgeneration %}{%- endif %}"]
 
     lines = []
     if t.reasoning == "qwen3":

@@ -33,23 +33,17 @@ def check_messages(template: ChatTemplate, messages: Any) -> list[Message]:
         where = f"template {template.name!r}: message {i}"
         if not isinstance(message, dict):
             raise UsageError(
-                f"{where}: expected an object with 'role' and 'content', got {type(message).__name__}"
-            )
+                f"{where}: expected an object with 'role' and 'content', got {type(message).__name__}")
         role = message.get("role")
         if role not in ROLES:
-            raise UsageError(
-                f"{where}: the template cannot render role {role!r}", hint=f"it renders: {', '.join(ROLES)}"
-            )
+            raise UsageError(f"{where}: the template cannot render role {role!r}",
+                             hint=f"it renders: {', '.join(ROLES)}")
         content = message.get("content")
         if not isinstance(content, str):
             raise UsageError(
-                f"{where} ({role}): field 'content' must be a string, got {type(content).__name__}"
-            )
-        train = (
-            role == "assistant"
-            and message.get("loss", True) is not False
-            and message.get("loss_weight", 1) != 0
-        )
+                f"{where} ({role}): field 'content' must be a string, got {type(content).__name__}")
+        train = (role == "assistant" and message.get("loss", True) is not False
+                 and message.get("loss_weight", 1) != 0)
         reasoning = next((message[k] for k in _REASONING_KEYS if message.get(k) is not None), None)
         if reasoning is not None and not isinstance(reasoning, str):
             raise UsageError(f"{where} ({role}): field 'reasoning_content' must be a string")

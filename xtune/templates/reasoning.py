@@ -28,9 +28,8 @@ def last_query_index(messages: list[Message]) -> int:
     return len(messages) - 1
 
 
-def add_qwen3_answer(
-    out, t: ChatTemplate, m: Message, *, is_last: bool, after_query: bool, enable_thinking: bool
-) -> None:
+def add_qwen3_answer(out, t: ChatTemplate, m: Message, *, is_last: bool, after_query: bool,
+                     enable_thinking: bool) -> None:
     """Add an answer to `out` (the renderer's segment collector) as Qwen3 does: it keeps the think block
     only on answers after the last user query, always on the final message and on earlier ones when they
     have reasoning. History answers lose their reasoning."""

@@ -58,10 +58,8 @@ def tokenizer_tokens(tokenizer) -> dict[str, str]:
     the template's reference tokens stand in."""
     if tokenizer is None:
         return {}
-    return {
-        "bos_token": getattr(tokenizer, "bos_token", None) or "",
-        "eos_token": getattr(tokenizer, "eos_token", None) or "",
-    }
+    return {"bos_token": getattr(tokenizer, "bos_token", None) or "",
+            "eos_token": getattr(tokenizer, "eos_token", None) or ""}
 
 
 class _Text:
@@ -85,17 +83,10 @@ class _Text:
         self.segments.append(Segment(text, train))
 
 
-def render_segments(
-    template: str | ChatTemplate,
-    messages: list[dict],
-    add_generation_prompt: bool = False,
-    *,
-    bos_token: str | None = None,
-    eos_token: str | None = None,
-    date_string: str | None = None,
-    enable_thinking: bool = True,
-    registry=None,
-) -> list[Segment]:
+def render_segments(template: str | ChatTemplate, messages: list[dict], add_generation_prompt: bool = False,
+                    *, bos_token: str | None = None, eos_token: str | None = None,
+                    date_string: str | None = None, enable_thinking: bool = True,
+                    registry=None) -> list[Segment]:
     """Render `messages` with `template` into segments whose concatenation is the template's text.
 
     `bos_token` / `eos_token` default to the template's reference tokens (pass the tokenizer's, see
@@ -107,10 +98,8 @@ def render_segments(
     msgs = check_messages(t, messages)
     if date_string is None:
         date_string = datetime.datetime.now().strftime(t.date_format) if t.date_format else t.date_string
-    tokens = {
-        "bos_token": t.bos_token if bos_token is None else bos_token,
-        "eos_token": t.eos_token if eos_token is None else eos_token,
-    }
+    tokens = {"bos_token": t.bos_token if bos_token is None else bos_token,
+              "eos_token": t.eos_token if eos_token is None else eos_token}
     out = _Text({**tokens, "date_string": date_string})
     system, rest = _leading_system(t, msgs)
     _check_alternation(t, rest)
@@ -131,16 +120,8 @@ def render_segments(
     last_query = last_query_index(msgs) if t.reasoning else -1
     for m in rest:
         prefix = out.fill(t.system, system) if m is fold_into else ""
-        _add_message(
-            out,
-            t,
-            m,
-            prefix,
-            opened=m is opened,
-            is_last=m is msgs[-1],
-            after_query=m.index > last_query,
-            enable_thinking=enable_thinking,
-        )
+        _add_message(out, t, m, prefix, opened=m is opened, is_last=m is msgs[-1],
+                     after_query=m.index > last_query, enable_thinking=enable_thinking)
     _add_ending(out, t, add_generation_prompt, enable_thinking)
     return out.segments
 
@@ -165,10 +146,8 @@ def _leading_system(t: ChatTemplate, msgs: list[Message]) -> tuple[str | None, l
         system = t.system_joiner.join(found) if found else None
     elif msgs[0].role == "system":
         if t.system_placement == "refuse":
-            raise UsageError(
-                f"template {t.name!r} does not support a system message (message 0)",
-                hint="fold the instructions into the first user message",
-            )
+            raise UsageError(f"template {t.name!r} does not support a system message (message 0)",
+                             hint="fold the instructions into the first user message")
         system, rest = msgs[0].content, msgs[1:]
     if system is None:
         system = t.default_system
@@ -188,17 +167,8 @@ def _check_alternation(t: ChatTemplate, rest: list[Message]) -> None:
             )
 
 
-def _add_message(
-    out: _Text,
-    t: ChatTemplate,
-    m: Message,
-    prefix: str,
-    *,
-    opened: bool,
-    is_last: bool,
-    after_query: bool,
-    enable_thinking: bool,
-) -> None:
+def _add_message(out: _Text, t: ChatTemplate, m: Message, prefix: str, *, opened: bool, is_last: bool,
+                 after_query: bool, enable_thinking: bool) -> None:
     """One message after the leading system text: a later system message, a user turn or an answer."""
     content = prefix + m.content
     if t.trim:
@@ -207,8 +177,7 @@ def _add_message(
         if t.later_system == "refuse":
             raise UsageError(
                 f"template {t.name!r} cannot render a system message after the start (message {m.index})",
-                hint="move it to the start of the conversation",
-            )
+                             hint="move it to the start of the conversation")
         if t.later_system == "drop" or (t.skip_empty_system and content == ""):
             return
         out.add(out.fill(t.system if t.later_system == "same" else t.later_system, content))
@@ -219,25 +188,22 @@ def _add_message(
     else:
         out.add(out.fill(t.generation_prompt))
         if t.reasoning == "qwen3":
-            add_qwen3_answer(
-                out, t, m, is_last=is_last, after_query=after_query, enable_thinking=enable_thinking
-            )
+            add_qwen3_answer(out, t, m, is_last=is_last, after_query=after_query,
+                             enable_thinking=enable_thinking)
         else:
             out.add(out.fill(t.assistant, content), m.train)
         out.add(out.fill(t.assistant_end), m.train)
         out.add(out.fill(t.assistant_suffix))
 
 
-def render_text(
-    template: str | ChatTemplate, messages: list[dict], add_generation_prompt: bool = False, **kwargs: Any
-) -> str:
+def render_text(template: str | ChatTemplate, messages: list[dict], add_generation_prompt: bool = False,
+                **kwargs: Any) -> str:
     """The rendered conversation as one string (what the official `apply_chat_template` returns)."""
     return "".join(s.text for s in render_segments(template, messages, add_generation_prompt, **kwargs))
 
 
-def render_prompt(
-    template: str | ChatTemplate, messages: list[dict], tokenizer, *, registry=None, **kwargs: Any
-) -> str:
+def render_prompt(template: str | ChatTemplate, messages: list[dict], tokenizer, *, registry=None,
+                  **kwargs: Any) -> str:
     """The text a model is prompted with to answer `messages`: the template with the tokenizer's own
     special tokens and the generation prompt, as in training (chat and the sample chats use this)."""
     return render_text(template, messages, True, registry=registry, **tokenizer_tokens(tokenizer), **kwargs)

@@ -9,49 +9,29 @@ from xtune.registry import ChatTemplate, DatasetMap, ModelAdapter
 
 @hookimpl
 def register_model_adapters(register):
-    register(
-        ModelAdapter(
-            name="tinyllama",
-            model_types=("llama",),
-            default_template="tinyllama_chat",
-            description="TinyLlama-1.1B (Llama-2 architecture and tokenizer)",
-        )
-    )
+    register(ModelAdapter(name="tinyllama", model_types=("llama",), default_template="tinyllama_chat",
+                          description="TinyLlama-1.1B (Llama-2 architecture and tokenizer)"))
 
 
 @hookimpl
 def register_chat_templates(register):
-    register(
-        ChatTemplate(
-            name="tinyllama_chat",
-            families=("tinyllama",),
-            stop_words=("</s>",),
-            bos_token="<s>",
-            eos_token="</s>",
-            later_system="same",
-            system="<|system|>\n{content}{eos_token}\n",
-            user="<|user|>\n{content}{eos_token}\n",
-            generation_prompt="<|assistant|>\n",
-            assistant="{content}",
-            assistant_end="{eos_token}",
-            assistant_suffix="\n",
-            description="TinyLlama-1.1B-Chat (Zephyr-style turns)",
-        )
-    )
+    register(ChatTemplate(
+        name="tinyllama_chat", families=("tinyllama",), stop_words=("</s>",),
+        bos_token="<s>", eos_token="</s>", later_system="same",
+        system="<|system|>\n{content}{eos_token}\n", user="<|user|>\n{content}{eos_token}\n",
+        generation_prompt="<|assistant|>\n", assistant="{content}", assistant_end="{eos_token}",
+                          assistant_suffix="\n",
+        description="TinyLlama-1.1B-Chat (Zephyr-style turns)",
+    ))
 
 
 @hookimpl
 def register_dataset_maps(register):
-    register(
-        DatasetMap(
-            name="dolly",
-            format="alpaca",
-            hub_id="databricks/databricks-dolly-15k",
-            license="CC BY-SA 3.0",
-            columns=(("instruction", "instruction"), ("input", "context"), ("output", "response")),
-            description="Databricks Dolly 15k human-written instructions",
-        )
-    )
+    register(DatasetMap(
+        name="dolly", format="alpaca", hub_id="databricks/databricks-dolly-15k", license="CC BY-SA 3.0",
+        columns=(("instruction", "instruction"), ("input", "context"), ("output", "response")),
+        description="Databricks Dolly 15k human-written instructions",
+    ))
 
 
 @hookimpl

@@ -47,11 +47,8 @@ evaluation_inputs = ['请给我介绍五个上海的景点', 'Please tell me fiv
 seed = 0
 
 # -------------------------------------------------------------------------- PART 2  Model & tokenizer
-tokenizer = dict(
-    pretrained_model_name_or_path=pretrained_model_name_or_path,
-    trust_remote_code=trust_remote_code,
-    padding_side='right',
-)
+tokenizer = dict(pretrained_model_name_or_path=pretrained_model_name_or_path,
+                 trust_remote_code=trust_remote_code, padding_side='right')
 model = dict(
     pretrained_model_name_or_path=pretrained_model_name_or_path,
     adapter=model_adapter,
@@ -81,10 +78,7 @@ train_dataset = dict(
     shuffle_before_pack=True,
     num_proc=1,
 )
-train_dataloader = dict(
-    batch_size=batch_size,
-    num_workers=dataloader_num_workers,
-)
+train_dataloader = dict(batch_size=batch_size, num_workers=dataloader_num_workers)
 
 # ------------------------------------------------------------------------ PART 4  Optimizer & schedule
 optim_wrapper = dict(
