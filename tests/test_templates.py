@@ -151,6 +151,17 @@ def test_required_templates_registered_with_stop_words():
         assert t.families or name in ("default", "alpaca", "chatml"), name
 
 
+def test_template_families_and_model_adapters_agree():
+    """A built-in template serves exactly the families whose adapter names it as the default template."""
+    registry = get_registry()
+    for t in registry.chat_templates:
+        if t.plugin != "xtune":
+            continue
+        served = {a.name for a in registry.model_adapters
+                  if a.default_template == t.name and a.plugin == "xtune"}
+        assert set(t.families) == served, t.name
+
+
 @pytest.mark.parametrize("name", TEMPLATES)
 def test_template_matches_reference_and_export(name):
     template = get_registry().chat_templates.get(name)

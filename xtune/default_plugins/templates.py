@@ -40,7 +40,7 @@ TEMPLATES = [
                  assistant_end="{eos_token}", assistant_suffix="\n", skip_empty_system=True, alternate=True,
                  stop_words=("</s>",)),
     ChatTemplate(name="deepseek_chat", description="DeepSeek LLM / MoE / V2 chat (User: / Assistant:)",
-                 families=("deepseek", "deepseek_v2"), reference="xtuner:deepseek_v2", bos_token=DS_BOS,
+                 families=("deepseek",), reference="xtuner:deepseek_v2", bos_token=DS_BOS,
                  eos_token=DS_EOS, bos="{bos_token}", system="{content}\n\n", user="User: {content}\n\n",
                  generation_prompt="Assistant: ", assistant_end=DS_EOS, skip_empty_system=True,
                  alternate=True, stop_words=(DS_EOS,)),

@@ -18,7 +18,7 @@ from xtune.registry import ChatTemplate
 OFFICIAL_TEMPLATES = [
     # --- Official templates (the model's own tokenizer_config.json chat_template).
     ChatTemplate(name="qwen_chat", description="Qwen1.5 / Qwen2 chat (ChatML, default system prompt)",
-                 families=("qwen", "qwen1_5", "qwen2"), reference=OFFICIAL + "qwen1_5/tokenizer_config.json",
+                 families=("qwen1_5", "qwen2"), reference=OFFICIAL + "qwen1_5/tokenizer_config.json",
                  eos_token="<|im_end|>", default_system="You are a helpful assistant",
                  **dict(CHATML, stop_words=("<|im_end|>", "<|endoftext|>"))),
     ChatTemplate(name="qwen2_5_chat", description="Qwen2.5 instruct (ChatML, default system prompt)",
@@ -64,7 +64,7 @@ OFFICIAL_TEMPLATES = [
                  system_placement="last_user", user="[INST]{content}[/INST]", assistant_end="{eos_token}",
                  alternate=True, stop_words=("</s>",)),
     ChatTemplate(name="gemma", description="Gemma / Gemma-2 instruct (no system role)",
-                 families=("gemma", "gemma2"), reference=LLAMACPP + "google-gemma-2-2b-it.jinja",
+                 families=("gemma",), reference=LLAMACPP + "google-gemma-2-2b-it.jinja",
                  bos_token="<bos>", eos_token="<eos>", bos="{bos_token}", system_placement="refuse",
                  later_system="<start_of_turn>system\n{content}<end_of_turn>\n",
                  user="<start_of_turn>user\n{content}<end_of_turn>\n",

@@ -48,7 +48,6 @@ class ModelAdapter(Entry):
     supports_flash_attn: bool = True
     supports_varlen: bool = True
     pad_token: str | None = None  # token to use as pad when the tokenizer has none (else EOS)
-    notes: str = ""
 
     def validate(self) -> None:
         super().validate()
