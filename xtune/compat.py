@@ -129,7 +129,7 @@ def _free_port() -> int:
 
 
 @functools.cache
-def deepspeed_strategy_with_resume_hooks() -> str:
+def deepspeed_strategy_with_resume_hooks(on_logger=None) -> str:
     """Fix 5 — `DeepSpeedStrategy.save_checkpoint` and `.resume` ignore their `callback` ("not supported
     yet"), so runner hooks never see `before_save_checkpoint` / `after_load_checkpoint` under DeepSpeed
     and cannot save or restore their state (RNG states, the loss history). A subclass, registered under
@@ -150,6 +150,14 @@ def deepspeed_strategy_with_resume_hooks() -> str:
                 callback(checkpoint)
             return checkpoint
 
-    if "ResumeHookDeepSpeedStrategy" not in STRATEGIES.module_dict:
-        STRATEGIES.register_module(module=ResumeHookDeepSpeedStrategy)
-    return "ResumeHookDeepSpeedStrategy"
+        def build_logger(self, *args, **kwargs):  # not a fix: lets xtune quiet the console like Runner's
+            logger = super().build_logger(*args, **kwargs)
+            if on_logger is not None:
+                on_logger(logger)
+            return logger
+
+    name = "ResumeHookDeepSpeedStrategy" + ("" if on_logger is None else f"_{id(on_logger)}")
+    ResumeHookDeepSpeedStrategy.__name__ = name
+    if name not in STRATEGIES.module_dict:
+        STRATEGIES.register_module(module=ResumeHookDeepSpeedStrategy, name=name)
+    return name

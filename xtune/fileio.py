@@ -118,11 +118,26 @@ def check_output(out: str | os.PathLike, force: bool, inputs: Iterable[str | os.
             raise UsageError(f"output {str(out)!r} {relation} the input {str(source)!r}: writing it would "
                              "destroy the input, so it is refused even with --force",
                              hint="choose an output folder outside the inputs")
+    if resolved == Path.cwd().resolve() or resolved in Path.cwd().resolve().parents:
+        raise UsageError(f"output {str(out)!r} is the current folder (or holds it); refusing to replace it",
+                         hint="name a new folder for the output")
+    _check_parent(out)
     if out.exists() and not force:
         raise UsageError(f"output folder {str(out)!r} already exists", hint="pass --force to replace it")
     if out.exists() and not out.is_dir():
         raise UsageError(f"output {str(out)!r} exists and is not a folder")
     return out
+
+
+def _check_parent(out: Path) -> None:
+    """The folder OUT goes in must be a writable folder (or be creatable in one)."""
+    parent = out.parent
+    while not parent.exists() and parent.parent != parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UsageError(f"output {str(out)!r}: {str(parent)!r} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"output {str(out)!r}: the folder {str(parent)!r} is not writable")
 
 
 @contextlib.contextmanager

@@ -131,3 +131,25 @@ def read_checkpoint(path: str | Path) -> TrainedWeights:
     if path.is_dir():
         return _read_deepspeed_folder(path)
     return _read_file(path)
+
+
+def check_fits(model, state_dict: dict, *, source: str, what: str, hint: str) -> None:
+    """Every trainable parameter of `model` must come from `state_dict`, and every entry of it must have a
+    place of the same shape (else one UsageError: the checkpoint is from another model or other settings)."""
+    own = model.state_dict()
+    unexpected = [k for k in state_dict if k not in own]
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    missing = [n for n in trainable if n not in state_dict]
+    wrong = [f"{k} {tuple(v.shape)} there, {tuple(own[k].shape)} here" for k, v in state_dict.items()
+             if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    if unexpected:
+        raise UsageError(
+            f"checkpoint {source!r} does not fit {what}: {len(unexpected)} of its {len(state_dict)} "
+                         f"tensors have no place in the model, e.g. {unexpected[0]!r}", hint=hint)
+    if wrong:
+        raise UsageError(f"checkpoint {source!r} does not fit {what}: shape mismatch in {wrong[0]}",
+                         hint=hint)
+    if missing:
+        raise UsageError(
+            f"checkpoint {source!r} lacks {len(missing)} of the {len(trainable)} trained tensors "
+                         f"of {what}, e.g. {missing[0]!r}", hint=hint)

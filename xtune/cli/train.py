@@ -11,6 +11,8 @@ def add_parser(subparsers, common):
     p.add_argument("--work-dir", help="output folder (default work_dirs/<recipe>)")
     p.add_argument("--deepspeed", help="zero1|zero2|zero2_offload|zero3|zero3_offload or a JSON file")
     p.add_argument("--resume", help="'auto' for the latest checkpoint in the work dir, or a checkpoint path")
+    p.add_argument("--overwrite", action="store_true",
+                   help="clear a previous run's checkpoints, hf/ and logs in the work dir before training")
     p.add_argument("--seed", type=int, help="random seed (overrides the recipe's seed)")
     p.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE",
                    help="override recipe settings")
@@ -61,6 +63,8 @@ def _argv(args) -> list[str]:
                         ("--seed", args.seed)):
         if value is not None:
             argv += [flag, str(value)]
+    if args.overwrite:
+        argv.append("--overwrite")
     if args.cfg_options:
         argv += ["--cfg-options", *args.cfg_options]
     if getattr(args, "debug", False):

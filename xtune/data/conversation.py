@@ -53,8 +53,7 @@ def validate(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for i, msg in enumerate(messages):
         role = msg.get("role")
         if role not in ROLES:
-            raise RecordError(f"message {i} has unknown role {role!r} (valid roles: {', '.join(ROLES)})",
-                              "role")
+            raise RecordError(f"message {i} has unknown role {role!r} (valid: {', '.join(ROLES)})", "role")
         if not isinstance(msg.get("content"), str):
             raise RecordError(f"message {i} content must be a string", "content")
         if role == "system" and i != 0:
@@ -80,8 +79,8 @@ def apply_settings(messages: list[dict[str, Any]], *, system: str = "", train_on
     if train_on not in TRAIN_ON:
         raise ValueError(f"train_on must be one of {', '.join(TRAIN_ON)}, got {train_on!r}")
     out = [dict(m) for m in messages]
-    while len(out) > 1 and out[-1].get("role") in ("user",
-                                                   "tool") and any(m.get("role") == "assistant" for m in out):
+    has_answer = any(m.get("role") == "assistant" for m in out)
+    while len(out) > 1 and out[-1].get("role") in ("user", "tool") and has_answer:
         out.pop()
     if system and not (out and out[0]["role"] == "system"):
         out.insert(0, message("system", system))

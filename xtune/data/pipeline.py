@@ -23,6 +23,7 @@ from xtune.data.records import (
     registry_or_default,
 )
 from xtune.data.sources import collect
+from xtune.data.tokenize import clip_segments
 from xtune.errors import ConfigError, DataError, UsageError
 
 REPORT_PREFIX = "xtune-build-report:"
@@ -113,6 +114,7 @@ def build_train_dataset(cfg: dict, tokenizer, *, registry=None, progress: bool =
         if cached is not None:
             return cached
     segments = render_conversations(conversations, wheres, cfg.get("prompt_template"), tokenizer, registry)
+    segments = [clip_segments(s, int(cfg.get("max_length") or 2048)) for s in segments]
     columns = _tokenize(segments, cfg, tokenizer, key, progress)
     result, report = _rows(columns, cfg)
     report.update(records=len(conversations), skipped_bad_records=len(skipped))

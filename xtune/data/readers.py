@@ -19,8 +19,17 @@ from xtune.errors import DataError
 SUPPORTED_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet", ".xlsx", ".txt")
 
 
+# Leading bytes of compressed files that people name .json / .jsonl by mistake.
+_COMPRESSED = {b"\x1f\x8b": ("gzip", "gunzip -c FILE > OUT.jsonl"), b"PK\x03\x04": ("zip", "unzip FILE"),
+               b"\xfd7zXZ": ("xz", "unxz FILE"), b"BZh": ("bzip2", "bunzip2 FILE")}
+
+
 def _read_text(path: Path) -> str:
     data = path.read_bytes()
+    for magic, (kind, how) in _COMPRESSED.items():
+        if data.startswith(magic):
+            raise DataError(f"{path}: the file is {kind}-compressed, not text",
+                            hint=f"decompress it first ({how.replace('FILE', str(path))})")
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

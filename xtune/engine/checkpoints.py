@@ -6,6 +6,8 @@
   and named by optimizer step: `iter_10.pth` is the state after 10 optimizer steps.
 - Frozen weights are not stored (a LoRA checkpoint of a 7B model holds megabytes, not 13 GB); on resume
   they come from the freshly loaded base model, which is the same.
+- The resolved recipe (its text after the overrides, and the method settings that define the trained
+  tensors) rides along in `meta.xtune_recipe`, so `convert pth_to_hf` rebuilds exactly the trained model.
 - RNG states (torch, CUDA, numpy, Python) are stored and restored *after* mmengine has skipped the
   data already trained, so dropout masks match the uninterrupted run.
 - SIGTERM (preemption) asks for a checkpoint at the next step boundary, then the run exits non-zero.
@@ -66,7 +68,7 @@ class AtomicCheckpointHook(Hook):
     priority = "VERY_LOW"  # after the logger and scheduler hooks of the same iteration
 
     def __init__(self, interval: int, schedule: Schedule, max_keep_ckpts: int = -1,
-                 handle_sigterm: bool = True, save_last: bool = True):
+                 handle_sigterm: bool = True, save_last: bool = True, recipe: dict | None = None):
         self.interval = int(interval)
         self.schedule = schedule
         self.max_keep_ckpts = int(max_keep_ckpts) if max_keep_ckpts else -1
@@ -75,6 +77,7 @@ class AtomicCheckpointHook(Hook):
         self._sigterm = False
         self._pending_rng: dict | None = None
         self._previous_handler = None
+        self.recipe = recipe  # the resolved recipe, stored in every checkpoint (train.recipe_record)
 
     # ------------------------------------------------------------------ signals
     def before_train(self, runner) -> None:
@@ -130,9 +133,11 @@ class AtomicCheckpointHook(Hook):
         if isinstance(checkpoint.get("state_dict"), dict):
             trainable = {name for name, p in model.named_parameters() if p.requires_grad}
             if len(trainable) < len(list(model.parameters())):
-                checkpoint["state_dict"] = {k: v for k,
-                                            v in checkpoint["state_dict"].items() if k in trainable}
+                state = checkpoint["state_dict"]
+                checkpoint["state_dict"] = {k: v for k, v in state.items() if k in trainable}
                 checkpoint["meta"]["xtune_trainable_only"] = True
+        if self.recipe is not None:
+            checkpoint.setdefault("meta", {})["xtune_recipe"] = self.recipe
         checkpoint["xtune_rng"] = _rng_state()
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:

@@ -1,8 +1,8 @@
 """Everything that can be checked before a model loads, checked at once and reported together.
 
-Loading a 7B model takes minutes; finding out afterwards that the data path has a typo is the most
-common waste of time in fine-tuning. Each check appends a message; `preflight` raises one ConfigError
-joining them all.
+Loading a 7B model takes minutes; finding out afterwards that the data path has a typo, a model setting
+is misspelt, `r=0`, or the checkpoint to resume from is truncated is the most common waste of time in
+fine-tuning. Each check appends a message; `preflight` raises one ConfigError joining them all.
 """
 
 from __future__ import annotations
@@ -11,7 +11,11 @@ import os
 from pathlib import Path
 
 from xtune.data.sources import looks_local
+from xtune.engine.checks_model import check_method, check_model_section, check_resume
 from xtune.errors import ConfigError, RegistryError, XtuneError
+
+SECTIONS = ("tokenizer", "model", "method_cfg", "train_dataset", "train_dataloader", "optim_wrapper",
+            "train_cfg")
 
 
 def _lookup(problems: list[str], table, name, what: str) -> None:
@@ -24,28 +28,50 @@ def _lookup(problems: list[str], table, name, what: str) -> None:
 
 
 def _positive(problems: list[str], value, name: str, allow_zero: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value,
-                                                            bool) and (value >= 0 if allow_zero
-                                                                       else value > 0)
-    if not ok:
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not (number and (value >= 0 if allow_zero else value > 0)):
         problems.append(f"{name}={value!r} must be a {'non-negative' if allow_zero else 'positive'} number")
 
 
-def preflight(cfg, registry, *, work_dir: str | Path, deepspeed: str | None = None) -> None:
+def preflight(cfg, registry, *, work_dir: str | Path, deepspeed: str | None = None, resume: str | None = None,
+              ) -> None:
     """Raise ConfigError listing every problem found in the loaded recipe `cfg`."""
-    problems: list[str] = []
-    for section in ("tokenizer", "model", "method_cfg", "train_dataset", "train_dataloader", "optim_wrapper",
-                    "train_cfg"):
-        if not isinstance(cfg.get(section), dict):
-            problems.append(f"the recipe has no {section} = dict(...) section")
+    problems = [f"the recipe has no {section} = dict(...) section" for section in SECTIONS
+                if not isinstance(cfg.get(section), dict)]
     if problems:
         raise ConfigError("; ".join(problems))
+    _names(problems, cfg, registry)
+    _paths(problems, cfg)
+    check_model_section(problems, cfg)
+    check_method(problems, cfg, registry)
+    if deepspeed:
+        from xtune.engine.deepspeed_config import load_deepspeed_config
+
+        try:
+            load_deepspeed_config(deepspeed, registry)
+        except XtuneError as exc:
+            problems.append(f"--deepspeed: {exc}")
+    _numbers(problems, cfg)
+    problem = _writable(Path(work_dir))
+    if problem:
+        problems.append(problem)
+    check_resume(problems, resume, work_dir)
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
+def _names(problems: list[str], cfg, registry) -> None:
+    """Every registry name the recipe uses exists."""
     _lookup(problems, registry.model_adapters, cfg.model.get("adapter"), "model.adapter")
     _lookup(problems, registry.tuning_methods, cfg.method_cfg.get("type"), "method")
     data = cfg.train_dataset
     _lookup(problems, registry.dataset_maps, data.get("dataset_map"), "train_dataset.dataset_map")
     _lookup(problems, registry.chat_templates, data.get("prompt_template"), "train_dataset.prompt_template")
-    data_path = data.get("data_path")
+
+
+def _paths(problems: list[str], cfg) -> None:
+    """Local data and model paths exist (and a model path is a model folder or a GGUF file)."""
+    data_path = cfg.train_dataset.get("data_path")
     if isinstance(data_path, str) and looks_local(data_path) and not Path(data_path).expanduser().exists():
         problems.append(f"data_path {data_path!r} does not exist")
     model_path = str(cfg.model.get("pretrained_model_name_or_path", ""))
@@ -58,16 +84,12 @@ def preflight(cfg, registry, *, work_dir: str | Path, deepspeed: str | None = No
             resolve_source(model_path, "local" if cfg.get("model_source") == "local" else "hf")
         except ConfigError as exc:
             problems.append(f"pretrained_model_name_or_path: {exc}")
-    if deepspeed:
-        from xtune.engine.deepspeed_config import load_deepspeed_config
 
-        try:
-            load_deepspeed_config(deepspeed, registry)
-        except XtuneError as exc:
-            problems.append(f"--deepspeed: {exc}")
+
+def _numbers(problems: list[str], cfg) -> None:
     _positive(problems, cfg.train_dataloader.get("batch_size"), "batch_size")
     _positive(problems, cfg.optim_wrapper.get("accumulative_counts", 1), "accumulative_counts")
-    _positive(problems, data.get("max_length"), "max_length")
+    _positive(problems, cfg.train_dataset.get("max_length"), "max_length")
     _positive(problems, cfg.optim_wrapper.get("optimizer", {}).get("lr"), "lr")
     _positive(problems, cfg.train_cfg.get("max_steps", 0), "max_steps", allow_zero=True)
     if not cfg.train_cfg.get("max_steps") and not cfg.train_cfg.get("max_epochs"):
@@ -76,19 +98,17 @@ def preflight(cfg, registry, *, work_dir: str | Path, deepspeed: str | None = No
         problems.append(f"on_nan={cfg.get('on_nan')!r} must be 'stop' or 'skip'")
     if not 0.0 <= float(cfg.get("val_ratio") or 0.0) < 1.0:
         problems.append(f"val_ratio={cfg.get('val_ratio')!r} must be in [0, 1)")
-    problem = _writable(Path(work_dir))
-    if problem:
-        problems.append(problem)
-    if problems:
-        raise ConfigError("; ".join(problems))
 
 
 def _writable(work_dir: Path) -> str | None:
-    try:
-        work_dir.mkdir(parents=True, exist_ok=True)
-        probe = work_dir / f".xtune-write-test-{os.getpid()}"
-        probe.write_text("ok", encoding="utf-8")
-        probe.unlink()
-    except OSError as exc:
-        return f"work dir {str(work_dir)!r} is not writable ({exc.strerror or exc})"
+    """Whether the work dir can be made and written, without making it (a failed check leaves nothing)."""
+    existing = work_dir
+    while not existing.exists():
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        return f"work dir {str(work_dir)!r} is not writable: {str(existing)!r} is a file, not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"work dir {str(work_dir)!r} is not writable ({str(existing)!r} is read-only)"
     return None

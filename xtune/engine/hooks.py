@@ -97,9 +97,8 @@ class LossHistoryHook(Hook):
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
         if outputs and "loss" in outputs:
-            self._losses.append(float(outputs["loss"].detach()) if hasattr(outputs["loss"],
-                                                                           "detach")
-                                else float(outputs["loss"]))
+            loss = outputs["loss"]
+            self._losses.append(float(loss.detach()) if hasattr(loss, "detach") else float(loss))
         step = self.schedule.step_end(runner.iter + 1)
         if step is None or not self._losses:
             return
@@ -119,8 +118,8 @@ class LossHistoryHook(Hook):
     def after_train(self, runner) -> None:
         skipped = getattr(unwrap_model(runner.model), "skipped_batches", 0)
         if skipped:
-            runner.logger.warning(f"on_nan=skip: {skipped} micro-batches had a non-finite loss and added no "
-                                  "gradient")
+            runner.logger.warning(f"on_nan=skip: {skipped} micro-batches had a non-finite loss and "
+                                  "added no gradient")
         if not _is_rank0():
             return
         work_dir = Path(runner.work_dir)

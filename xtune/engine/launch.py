@@ -8,16 +8,25 @@ import os
 import subprocess
 import sys
 
+from xtune.errors import UsageError
+
 
 def under_launcher() -> bool:
     """True inside a process started by torchrun / the deepspeed launcher / slurm (srun)."""
     return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
+def _count(env: dict[str, str], name: str) -> int:
+    value = env.get(name, "1") or "1"
+    if not value.strip().isdigit() or int(value) < 1:
+        raise UsageError(f"{name}={value!r} is not a number of {'processes' if 'PROC' in name else 'nodes'}",
+                         hint=f"set {name} to a positive whole number, e.g. {name}=2")
+    return int(value)
+
+
 def torchrun_command(argv: list[str], env: dict[str, str]) -> list[str] | None:
     """The torchrun command line for NPROC_PER_NODE / NNODES, or None for a single process."""
-    nproc = int(env.get("NPROC_PER_NODE", "1") or 1)
-    nnodes = int(env.get("NNODES", "1") or 1)
+    nproc, nnodes = _count(env, "NPROC_PER_NODE"), _count(env, "NNODES")
     if nproc <= 1 and nnodes <= 1:
         return None
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", f"--nnodes={nnodes}",

@@ -3,6 +3,8 @@ with xtune's runner hooks in place of mmengine's default checkpoint and schedule
 
 from __future__ import annotations
 
+import functools
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +34,8 @@ class RunParts:
     sampler: Any
     dataloader: Any  # fn(dataset, sampler) -> mmengine dataloader dict
     registry: Any = None
+    recipe: dict | None = None  # what every checkpoint records about the recipe (train.recipe_record)
+    quiet: bool = True  # hide mmengine's environment, config and hook tables from the console
 
 
 def build_hooks(cfg, parts: RunParts, val_loader) -> list:
@@ -48,7 +52,8 @@ def build_hooks(cfg, parts: RunParts, val_loader) -> list:
                             gradient_checkpointing=bool(cfg.model.get("gradient_checkpointing"))), history,
              OptimizerStepSchedulerHook(schedule),
              AtomicCheckpointHook(interval=int(ckpt.get("interval", 0) or 0), schedule=schedule,
-                                  max_keep_ckpts=int(ckpt.get("max_keep_ckpts", -1) or -1))]
+                                  max_keep_ckpts=int(ckpt.get("max_keep_ckpts", -1) or -1),
+                                  recipe=parts.recipe)]
     chat = cfg.get("evaluate_chat") or {}
     if chat.get("inputs"):
         hooks.append(
@@ -107,15 +112,55 @@ def build_runner(cfg, parts: RunParts):
                   launcher=parts.launcher, visualizer=dict(type="Visualizer", vis_backends=_vis_backends()),
                   log_processor=dict(by_epoch=False, window_size=log_every), load_from=parts.resume_from,
                   resume=parts.resume_from is not None)
+    # The recipe itself, so that checkpoints' meta.cfg holds it (mmengine writes it there).
+    common["cfg"] = cfg.copy()
     if parts.ds_config is None:
-        from mmengine.runner import Runner
-
         if parts.launcher != "none":
-            common["cfg"] = dict(model_wrapper_cfg=ddp_wrapper_cfg())  # Runner reads it from its cfg
-        return Runner(**common)
-    from mmengine.runner import FlexibleRunner
+            common["cfg"]["model_wrapper_cfg"] = ddp_wrapper_cfg()  # Runner reads it from its cfg
+        return runner_class(deepspeed=False, quiet=parts.quiet)(**common)
+    return runner_class(deepspeed=True, quiet=parts.quiet)(strategy=_deepspeed_strategy(parts), **common)
 
-    return FlexibleRunner(strategy=_deepspeed_strategy(parts), **common)
+
+class _ConsoleNoise(logging.Filter):
+    """Keeps mmengine's environment report, config dump and hook table out of the console (they stay in
+    the log file): users see xtune's lines and the training progress."""
+
+    NOISE = ("\n------------------------------------------------------------\nSystem environment",
+             "Config:\n",
+             "Hooks will be executed in the following order", "Distributed training is not used",
+             "Checkpoints will be saved to", "The prefix is not set in optimizer",
+             '"FileClient" will be deprecated', '"HardDiskBackend" is the alias',
+             "Dataset Dataset has no metainfo")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.NOISE)
+
+
+def quiet_console(logger) -> None:
+    for handler in logger.handlers:
+        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+            handler.addFilter(_ConsoleNoise())
+
+
+@functools.cache
+def runner_class(deepspeed: bool, quiet: bool):
+    """mmengine's Runner (or FlexibleRunner) without the config dump it would write as `<timestamp>.py`
+    (xtune writes the resolved recipe as WORK_DIR/<recipe>.py), and with a quiet console unless --debug."""
+    from mmengine.runner import FlexibleRunner, Runner
+
+    base = FlexibleRunner if deepspeed else Runner
+
+    class XtuneRunner(base):
+        def dump_config(self) -> None:
+            pass
+
+        def build_logger(self, *args, **kwargs):
+            logger = super().build_logger(*args, **kwargs)
+            if quiet:
+                quiet_console(logger)
+            return logger
+
+    return XtuneRunner
 
 
 def _val_loader(parts: RunParts):
@@ -132,7 +177,8 @@ def _deepspeed_strategy(parts: RunParts) -> dict:
 
     fix_deepspeed_optimizer_registration()
     frozen = parts.params[0] < parts.params[1]
-    return dict(type=deepspeed_strategy_with_resume_hooks(), config=parts.ds_config,
+    return dict(type=deepspeed_strategy_with_resume_hooks(quiet_console if parts.quiet else None),
+                config=parts.ds_config,
                 exclude_frozen_parameters=frozen or None,
                 steps_per_print=parts.ds_config.get("steps_per_print", 10**10))
 

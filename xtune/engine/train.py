@@ -10,6 +10,7 @@ never depends on the exporters.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,44 @@ class TrainedRun:
     method: Any  # the TuningMethod entry
     recipe: str
     work_dir: str
+
+
+def recipe_record(cfg, recipe_path: Path, options: list[str], trained) -> dict:
+    """What every checkpoint stores about its recipe: the text after the top-level overrides, the dotted
+    overrides applied on top, and the settings that define the trained tensors (checked by pth_to_hf)."""
+    dotted = [o for o in options if "." in o.partition("=")[0]]
+    from xtune.recipe import recipe_source
+
+    return {"name": recipe_path.stem, "text": recipe_source(cfg), "dotted_options": dotted,
+            "method": {"type": trained.method.name, **trained.settings},
+            "model_adapter": trained.adapter.name if trained.adapter is not None else None,
+            "pretrained_model_name_or_path": str(cfg.model.get("pretrained_model_name_or_path", ""))}
+
+
+def quiet_libraries(debug: bool) -> None:
+    """Library noise (deprecation FutureWarnings, weight-loading progress bars, bitsandbytes' note about
+    a missing optional kernel package) only with --debug: users read xtune's lines."""
+    if debug:
+        return
+    import warnings
+
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")  # else DeepSpeed warns at import that it guessed
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=r".*use_reentrant.*")
+    for name in ("bitsandbytes", "transformers.modeling_utils", "datasets"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def _debug(args) -> bool:
+    return bool(getattr(args, "debug", False)) or os.environ.get("XTUNE_DEBUG") == "1"
 
 
 def _console_logging() -> None:
@@ -87,16 +126,22 @@ def _dataloader(dataset, cfg, tokenizer, sampler) -> dict:
 
 def train(recipe_path, args, registry) -> TrainedRun:
     """Run `xtune train` for parsed CLI `args` (recipe, work_dir, deepspeed, resume, seed, cfg_options,
-    launcher)."""
+    launcher, overwrite): check everything, then train while holding the work dir's lock."""
     from xtune.engine.checks import preflight
+    from xtune.engine.workdir import check_previous_run, locked, removed_if_untrained
     from xtune.recipe import load_recipe
 
+    quiet_libraries(_debug(args))
     recipe_path = Path(recipe_path)
     extra = {"seed": args.seed} if getattr(args, "seed", None) is not None else {}
     cfg = load_recipe(recipe_path, getattr(args, "cfg_options", None) or [], extra)
     work_dir = getattr(args, "work_dir", None) or default_work_dir(recipe_path)
-    preflight(cfg, registry, work_dir=work_dir, deepspeed=getattr(args, "deepspeed", None))
-    return _train_checked(cfg, registry, recipe_path, work_dir, args)
+    preflight(cfg, registry, work_dir=work_dir, deepspeed=getattr(args, "deepspeed", None),
+              resume=getattr(args, "resume", None))
+    with removed_if_untrained(Path(work_dir)) as state, locked(Path(work_dir)):
+        check_previous_run(Path(work_dir), resume=getattr(args, "resume", None),
+                           overwrite=bool(getattr(args, "overwrite", False)))
+        return _train_checked(cfg, registry, recipe_path, work_dir, args, state)
 
 
 def _distributed(args) -> tuple[str, int]:
@@ -157,17 +202,19 @@ def _data(cfg, registry, seed: int, tokenizer):
     return dataset, val_dataset
 
 
-def _train_checked(cfg, registry, recipe_path: Path, work_dir: str, args) -> TrainedRun:
+def _train_checked(cfg, registry, recipe_path: Path, work_dir: str, args, state) -> TrainedRun:
     from mmengine.runner import set_random_seed
 
     from xtune import compat
     from xtune.checkpoint.layout import find_resume_checkpoint
     from xtune.engine.runner_setup import RunParts, build_runner
+    from xtune.fileio import atomic_write_text
     from xtune.methods.common import count_parameters
     from xtune.models.build import build_trainable, recipe_tokenizer
     from xtune.schedule import plan_schedule
 
     _console_logging()
+    debug = _debug(args)
     launcher, world_size = _distributed(args)
     compat.allow_mmengine_checkpoints()
     seed = int(cfg.randomness.get("seed", 0) if cfg.get("randomness") else 0)
@@ -179,24 +226,39 @@ def _train_checked(cfg, registry, recipe_path: Path, work_dir: str, args) -> Tra
     schedule = plan_schedule(cfg, len(dataset), world_size)
     ds_config, _keep_alive = _deepspeed_config(args, cfg, registry, schedule, precision, world_size)
     trained = build_trainable(cfg, registry, precision=precision.name)
+    if resume_from:
+        _check_resume_fits(trained.model, resume_from)
     params = count_parameters(trained.model)
     parts = RunParts(name=recipe_path.stem, llm=trained.model, tokenizer=tokenizer, dataset=dataset,
                      val_dataset=val_dataset, schedule=schedule, precision=precision, work_dir=work_dir,
                      launcher=launcher, ds_config=ds_config, resume_from=resume_from, seed=seed,
                      params=params, world_size=world_size, sampler=_sampler(dataset, cfg, seed),
                      dataloader=lambda ds, sampler: _dataloader(ds, cfg, tokenizer, sampler),
-                     registry=registry)
+                     registry=registry, quiet=not debug,
+                     recipe=recipe_record(cfg, recipe_path, args.cfg_options or [], trained))
     runner = build_runner(cfg, parts)
-    cfg.dump(str(Path(work_dir) / recipe_path.name))
-    runner.logger.info(
-        f"recipe {recipe_path.stem}: {schedule.max_steps} optimizer steps of "
-        f"{schedule.accumulation} x {cfg.train_dataloader.batch_size} rows x {world_size} processes "
-        f"({schedule.max_iters} micro-batches); {precision.name}; "
-        f"trainable params {params[0]:,} / {params[1]:,}"
-    )
+    atomic_write_text(Path(work_dir) / recipe_path.name, cfg.pretty_text)  # the resolved recipe
+    runner.logger.info(f"recipe {recipe_path.stem}: {schedule.max_steps} optimizer steps of "
+                       f"{schedule.accumulation} x {cfg.train_dataloader.batch_size} rows x {world_size} "
+                       f"processes ({schedule.max_iters} micro-batches); {precision.name}; "
+                       f"trainable params {params[0]:,} / {params[1]:,}")
+    state.started = True
     _run_restoring_sigterm(runner)
     return TrainedRun(cfg=cfg, runner=runner, tokenizer=tokenizer, schedule=schedule, method=trained.method,
                       recipe=recipe_path.stem, work_dir=work_dir)
+
+
+def _check_resume_fits(model, checkpoint: str) -> None:
+    """A checkpoint of another model or of other method settings is refused in one line, before mmengine
+    would print dozens of size mismatches and then fail in the optimizer."""
+    if Path(checkpoint).is_dir():
+        return  # DeepSpeed shards: DeepSpeed checks them itself
+    from xtune.checkpoint.read import check_fits, read_checkpoint
+
+    weights = read_checkpoint(checkpoint)
+    check_fits(model, weights.state_dict, source=checkpoint, what="this run's model",
+               hint="resume with the recipe and --cfg-options the checkpoint was trained with, or train "
+                    "without --resume")
 
 
 def _run_restoring_sigterm(runner) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from xtune.errors import UsageError
 from xtune.export.model_card import training_info, write_card, write_info
 from xtune.export.tokenizer import save_tokenizer
 from xtune.fileio import atomic_output_dir, check_output
@@ -22,30 +21,12 @@ log = logging.getLogger("xtune")
 
 
 def load_trained_weights(model, state_dict: dict, *, source: str, recipe: str) -> int:
-    """Put the checkpoint's weights into `model`; every trainable parameter must come from the checkpoint
-    and every checkpoint entry must have a place of the same shape. Returns the number of tensors loaded."""
-    own = model.state_dict()
-    unexpected = [k for k in state_dict if k not in own]
-    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
-    missing = [n for n in trainable if n not in state_dict]
-    wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k,
-             v in state_dict.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
-    hint = "convert with the same recipe and --cfg-options as the training run"
-    if unexpected:
-        raise UsageError(
-            f"checkpoint {source!r} does not fit recipe {recipe!r}: {len(unexpected)} of its "
-            f"{len(state_dict)} tensors have no place in the model, e.g. {unexpected[0]!r}",
-            hint=hint,
-        )
-    if wrong:
-        raise UsageError(
-            f"checkpoint {source!r} does not fit recipe {recipe!r}: shape mismatch in {wrong[0]}", hint=hint)
-    if missing:
-        raise UsageError(
-            f"checkpoint {source!r} lacks {len(missing)} of the {len(trainable)} trained tensors "
-            f"of recipe {recipe!r}, e.g. {missing[0]!r}",
-            hint=hint,
-        )
+    """Put the checkpoint's weights into `model` after `checkpoint.read.check_fits`; returns the number of
+    tensors loaded."""
+    from xtune.checkpoint.read import check_fits
+
+    check_fits(model, state_dict, source=source, what=f"recipe {recipe!r}",
+               hint="convert with the same recipe and --cfg-options as the training run")
     model.load_state_dict(state_dict, strict=False)
     return len(state_dict)
 
@@ -75,16 +56,19 @@ def pth_to_hf(recipe: str, checkpoint: str, out: str, *, registry, cfg_options: 
               force: bool = False, max_shard_size: str = "5GB", dtype: str | None = None) -> Path:
     """`xtune convert pth_to_hf RECIPE CHECKPOINT OUT`: cheap checks first, then the heavy loading."""
     from xtune.checkpoint.read import read_checkpoint
+    from xtune.export.stored_recipe import check_against_stored, recipe_for
     from xtune.hardware import torch_dtype
     from xtune.models.build import build_trainable, recipe_tokenizer
-    from xtune.recipe import load_recipe
     from xtune.recipe_files import resolve_recipe
 
     recipe_path = resolve_recipe(recipe, registry)
-    cfg = load_recipe(recipe_path, cfg_options or [])
+    check_output(out, force, (checkpoint,))
+    weights = read_checkpoint(checkpoint)
+    stored = weights.meta.get("xtune_recipe")
+    cfg = recipe_for(stored, recipe_path, cfg_options or [])
     inputs = (checkpoint, cfg.model.get("pretrained_model_name_or_path"))
     check_output(out, force, inputs)
-    weights = read_checkpoint(checkpoint)
+    check_against_stored(stored, cfg, registry)
     trained = build_trainable(cfg, registry, for_export=True)
     loaded = load_trained_weights(trained.model, weights.state_dict, source=weights.source,
                                   recipe=recipe_path.stem)

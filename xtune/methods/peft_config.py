@@ -7,13 +7,13 @@ import dataclasses
 from xtune.methods.common import check_settings, uses_checkpointing
 
 # Fields peft sets itself or that the engine decides; a recipe does not set them.
-_RESERVED = {"task_type", "peft_type", "auto_mapping", "peft_version", "base_model_name_or_path", "revision",
-             "inference_mode"}
+RESERVED = {"task_type", "peft_type", "auto_mapping", "peft_version", "base_model_name_or_path", "revision",
+            "inference_mode"}
 
 
 def build_config(config_cls, method: str, settings: dict, **fixed):
     """`config_cls(task_type='CAUSAL_LM', **settings, **fixed)` after checking every setting is a field."""
-    allowed = [f.name for f in dataclasses.fields(config_cls) if f.name not in _RESERVED
+    allowed = [f.name for f in dataclasses.fields(config_cls) if f.name not in RESERVED
                and f.name not in fixed]
     check_settings(method, settings, allowed)
     return config_cls(task_type="CAUSAL_LM", **settings, **fixed)

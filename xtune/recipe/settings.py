@@ -17,3 +17,15 @@ ENGINE_SETTINGS: dict[str, Any] = {
     # 'auto' | 'hf' | 'modelscope' | 'local': where pretrained_model_name_or_path lives
     "model_source": "auto",
 }
+
+# Top-level sections the engine reads from every recipe.
+SECTIONS = ("tokenizer", "model", "method_cfg", "train_dataset", "train_dataloader", "optim_wrapper",
+            "param_scheduler", "train_cfg", "checkpoint", "evaluate_chat", "randomness", "export_hf",
+            "objective")
+# Other frameworks' names for xtune's settings (LLaMA-Factory / TRL / HF Trainer), for "did you mean".
+ALIASES = {"learning_rate": "lr", "num_train_epochs": "max_epochs", "epochs": "max_epochs",
+           "per_device_train_batch_size": "batch_size", "train_batch_size": "batch_size",
+           "gradient_accumulation_steps": "accumulative_counts", "cutoff_len": "max_length",
+           "max_seq_length": "max_length", "model_name_or_path": "pretrained_model_name_or_path",
+           "template": "prompt_template", "dataset": "dataset_map", "save_total_limit": "save_total_limit",
+           "max_grad_norm": "max_norm", "warmup_steps": "warmup_ratio", "output_dir": "--work-dir"}

@@ -200,6 +200,9 @@ class TuningMethod(Entry):
     defaults: tuple[tuple[str, Any], ...] = ()
     # bitsandbytes settings for the quantised base (BitsAndBytesConfig fields) when the recipe gives none.
     quantization: tuple[tuple[str, Any], ...] = ()
+    # Import path of the settings' config class (e.g. "peft:LoraConfig"): its fields are the accepted
+    # settings, checked before the model loads. Empty: only the names in `defaults` are accepted.
+    settings_class: str = ""
 
     def validate(self) -> None:
         super().validate()
