@@ -4,6 +4,7 @@
     python tools/bench.py train --quick --json r.json   # training throughput and held-out loss, 3 arms
     python tools/bench.py data --quick                  # preprocessing rate, 1 and 2 processes, cold/warm
     python tools/bench.py cli                           # start-up time of `xtune --help` and `xtune list-cfg`
+    python tools/bench.py step                          # what each engine choice buys in one SmolLM2 step
     python tools/bench.py train --device cuda           # the GPU variant (LoRA / QLoRA, bf16, FA2, MFU)
 
 Machines are noisy (absolute times drift between runs, ratios within one run do not), so every
@@ -105,6 +106,21 @@ def bench_train(args) -> dict:
     return result
 
 
+def bench_step(args) -> dict:
+    import bench_step as bs
+    import bench_train as bt
+
+    model = bt.smollm2_dir()
+    if model is None:
+        raise SystemExit("Error: bench.py step needs SmolLM2-135M-Instruct (tools/get_smollm2.py)")
+    out = Path(args.out or tempfile.mkdtemp(prefix="xtune-bench-step-"))
+    train, _ = bt.split_records(str(bt.shared_dir() / "data" / "alpaca" / "llamafactory_alpaca_en_demo.json"),
+                                48, 32, out)
+    result = bench_report.header("step", {"model": Path(model).name, "records": 48})
+    result.update(bs.run(str(model), str(train), rounds=3 if args.quick else 7, log=_log))
+    return result
+
+
 def bench_data(args) -> dict:
     import bench_data as bd
 
@@ -138,6 +154,8 @@ SUBCOMMANDS = {
     "data": (bench_data, _data_markdown,
              "preprocessing rate: xtune's data pipeline vs TRL's dataset preparation"),
     "cli": (bench_cli, cli_markdown, "start-up time of `xtune --help` and `xtune list-cfg`"),
+    "step": (bench_step, lambda r: __import__("bench_step").markdown(r),
+             "one SmolLM2 LoRA step: labelled-only logits, bf16 vs fp32, sdpa vs eager"),
 }
 
 
@@ -170,7 +188,7 @@ def missing_requirements(command: str) -> str | None:
     """Why `command` cannot run here (TRL or the shared data absent), or None."""
     import importlib.util
 
-    if command not in ("train", "data"):
+    if command not in ("train", "data", "step"):
         return None
     if importlib.util.find_spec("trl") is None:
         return ("TRL is not installed: `pip install -e '.[bench]' -c constraints.txt` "

@@ -71,12 +71,23 @@ def load_average() -> list[float] | None:
         return None
 
 
+def cpu_capability() -> str | None:
+    """torch's CPU kernel level (AVX2, AVX512, ...), which decides how fast bf16 is here."""
+    try:
+        import torch
+
+        return torch.backends.cpu.get_cpu_capability()
+    except Exception:  # noqa: BLE001 - information only
+        return None
+
+
 def machine(gpu: str | None = None) -> dict:
     """The machine in words and numbers; `loaded` is True when other work kept the cores busy."""
     cores = os.cpu_count() or 1
     load = load_average()
     info = {"cpu": cpu_model(), "cores": cores, "memory_gib": memory_gib(), "os": platform.platform(),
-            "load_average": load, "loaded": bool(load and load[0] > 0.5 * cores)}
+            "load_average": load, "loaded": bool(load and load[0] > 0.5 * cores),
+            "cpu_capability": cpu_capability()}
     if gpu:
         info["gpu"] = gpu
     return info
@@ -126,7 +137,8 @@ def context_lines(result: dict) -> list[str]:
     loaded = (f"; **loaded** by other work (load average {load[0]} on {m['cores']} cores): compare ratios, "
               "not absolute figures") if m.get("loaded") else (f"; load average {load[0]}" if load else "")
     lines = [f"- date: {result['date']}; command: `{result['command']}`",
-             f"- machine: {m['cpu']}, {m['cores']} cores, {m.get('memory_gib')} GiB"
+             f"- machine: {m['cpu']} (torch CPU capability {m.get('cpu_capability')}), {m['cores']} cores, "
+             f"{m.get('memory_gib')} GiB"
              + (f", GPU {m['gpu']}" if m.get("gpu") else ", no GPU") + loaded,
              "- versions: " + ", ".join(f"{k} {val}" for k, val in v.items())]
     if result.get("settings"):

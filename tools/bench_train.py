@@ -53,21 +53,21 @@ def profiles(quick: bool, device: str) -> list[dict]:
         return gpu_profiles(quick, alpaca)
     # Full fine-tuning: almost all of the tiny model's weights are its embedding and output layers, which
     # LoRA leaves frozen, so LoRA would leave the held-out loss flat and the quality check empty.
-    runs = [dict(name="llama2-tiny", model=str(tiny_model()), recipe="llama2_7b_chat_full_alpaca_e3",
-                 template="llama2_chat", method="full", data=str(alpaca / "llamafactory_alpaca_en_demo.json"),
-                 train_records=128 if quick else 935, heldout_records=32 if quick else 64, max_length=1024,
-                 lr=1e-3, seed=0, epochs=1)]
-    if not quick:
-        runs.append(dict(runs[0], name="llama2-tiny-gsm8k",
-                         data=str(alpaca / "gururise_gsm_8k_train_alpaca_format.json"), train_records=2000))
-        smollm2 = smollm2_dir()
-        if smollm2 is not None:
-            runs.append(dict(name="smollm2-135m", model=str(smollm2),
-                             recipe="smollm2_135m_instruct_full_alpaca_e3",
-                             template="smollm2_chat", method="full",
-                             data=str(alpaca / "llamafactory_alpaca_en_demo.json"), train_records=192,
-                             heldout_records=32, max_length=512, lr=2e-5, seed=0, epochs=1))
-    return runs
+    if quick:
+        return [dict(name="llama2-tiny", model=str(tiny_model()), recipe="llama2_7b_chat_full_alpaca_e3",
+                     template="llama2_chat", method="full",
+                     data=str(alpaca / "llamafactory_alpaca_en_demo.json"),
+                     train_records=128, heldout_records=32, max_length=1024, lr=1e-3, seed=0, epochs=1)]
+    # The real-model default: SmolLM2-135M-Instruct with the recipe's LoRA (r 64, alpha 16, dropout 0.1,
+    # all linear layers) on real alpaca records, every arm at the precision this machine computes fastest.
+    smollm2 = smollm2_dir()
+    if smollm2 is None:
+        raise SystemExit("Error: bench.py train needs SmolLM2-135M-Instruct: run tools/get_smollm2.py "
+                         "(or set XTUNE_SMOLLM2_DIR), or use --quick for the tiny model")
+    return [dict(name="smollm2-135m-lora", model=str(smollm2), recipe="smollm2_135m_instruct_lora_alpaca_e3",
+                 template="smollm2_chat", method="lora",
+                 data=str(alpaca / "llamafactory_alpaca_en_demo.json"),
+                 train_records=48, heldout_records=32, max_length=512, lr=2e-4, seed=0, epochs=1)]
 
 
 def smollm2_dir() -> Path | None:
@@ -223,7 +223,8 @@ def score_base(spec: dict) -> dict:
     if spec.get("device") == "cuda":
         model = model.to("cuda")
     return {"arm": "base", "heldout_loss": heldout_loss(model, heldout_rows(spec, tokenizer)),
-            "peak_memory_mib": peak_memory_mib(spec.get("device", "cpu"))}
+            "peak_memory_mib": peak_memory_mib(spec.get("device", "cpu")),
+            "params_total": sum(p.numel() for p in model.parameters())}
 
 
 def xtune_argv(spec: dict) -> list[str]:
@@ -234,6 +235,8 @@ def xtune_argv(spec: dict) -> list[str]:
                f"batch_size={spec.get('xtune_batch_size', 1)}", f"accumulative_counts={accumulation}",
                f"prompt_template={spec['template']}", "evaluation_inputs=[]", "save_steps=0",
                "export_hf=False", "plot_loss=False", *spec.get("xtune_options", [])]
+    if spec.get("precision"):
+        options.append(f"optim_wrapper.dtype={spec['precision']}")
     return ["train", spec["recipe"], "--work-dir", spec["work_dir"], "--seed", str(spec["seed"]),
             "--cfg-options", *options]
 
@@ -343,6 +346,8 @@ def train_trl(spec: dict, packing: bool) -> dict:
 
         peft_config = lora_config()
         device_args["model_init_kwargs"] = trl_model_kwargs(spec)
+    if spec.get("precision"):  # the same precision as the xtune arm (TRL's default is bf16 everywhere)
+        device_args["bf16"] = spec["precision"] == "bfloat16"
     args = SFTConfig(output_dir=spec["work_dir"], learning_rate=spec["lr"], seed=spec["seed"],
                      max_length=spec["max_length"], num_train_epochs=spec["epochs"], packing=packing,
                      report_to="none", save_strategy="no", disable_tqdm=True, **device_args)
@@ -367,6 +372,12 @@ def run_profile(profile: dict, out_dir: Path, device: str = "cpu", log=print) ->
     train_file, heldout_file = split_records(profile["data"], profile["train_records"],
                                              profile["heldout_records"], out_dir / "data")
     base_spec = dict(profile, train=str(train_file), heldout=str(heldout_file), device=device)
+    if device == "cpu":
+        from xtune.hardware import choose_precision
+
+        precision = choose_precision("auto")
+        base_spec["precision"] = profile["precision"] = precision.name
+        log(f"[{profile['name']}] {precision}")
     arms: dict[str, dict] = {}
     for arm in ("base", *ARMS):
         log(f"[{profile['name']}] {ARM_LABELS[arm]} ...")
@@ -375,7 +386,50 @@ def run_profile(profile: dict, out_dir: Path, device: str = "cpu", log=print) ->
         done = arms[arm]
         log(f"[{profile['name']}]   " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                                   for k, v in done.items() if k != "arm"))
-    return summarize(profile, arms)
+    result = summarize(profile, arms)
+    if device == "cpu":
+        result["matmul_peak"] = matmul_peak(profile["model"], profile["max_length"], profile["precision"])
+        add_flops(result)
+    return result
+
+
+def matmul_peak(model_dir: str, tokens: int, precision: str) -> dict:
+    """The best FLOP/s of one matmul of the model's own largest shape (tokens x hidden @ hidden x
+    intermediate) in the run's precision, measured now: the ceiling the training arms are held against."""
+    import json as _json
+
+    import torch
+
+    config = _json.loads((Path(model_dir) / "config.json").read_text())
+    hidden, inner = config["hidden_size"], config.get("intermediate_size", 4 * config["hidden_size"])
+    dtype = getattr(torch, precision)
+    a, b = torch.randn(tokens, hidden, dtype=dtype), torch.randn(hidden, inner, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    best = min(_timed(lambda: a @ b) for _ in range(20))
+    return {"shape": [tokens, hidden, inner], "precision": precision,
+            "flops_per_s": 2 * tokens * hidden * inner / best}
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def add_flops(result: dict) -> None:
+    """Achieved model FLOP/s of each arm (6 per trained and 4 per frozen parameter per input token: the
+    forward and backward matmuls) and its share of the measured matmul peak."""
+    arms = result["arms"]
+    total = arms.get("base", {}).get("params_total")
+    peak = result["matmul_peak"]["flops_per_s"]
+    for arm in ARMS:
+        r = arms.get(arm)
+        if not r or not total or not r.get("input_tokens_per_s"):
+            continue
+        per_token = 6 * r["params_trainable"] + 4 * (total - r["params_trainable"])
+        r["flops_per_s"] = per_token * r["input_tokens_per_s"]
+        r["share_of_matmul_peak"] = r["flops_per_s"] / peak
 
 
 def summarize(profile: dict, arms: dict[str, dict]) -> dict:
@@ -417,12 +471,21 @@ def markdown(result: dict) -> str:
             r = run["arms"].get(arm)
             if r is None:
                 continue
+            share = r.get("share_of_matmul_peak")
             rows.append([ARM_LABELS[arm], r.get("tokens_per_s"), r.get("label_tokens"), r.get("rows"),
                          r.get("optimizer_steps"), r.get("fill_ratio"), r.get("train_loop_s"),
                          r.get("wall_s"),
-                         r.get("peak_memory_mib"), _loss(r.get("heldout_loss"))])
+                         r.get("peak_memory_mib"), _loss(r.get("heldout_loss")),
+                         None if r.get("flops_per_s") is None else r["flops_per_s"] / 1e9,
+                         None if share is None else f"{share:.0%}"])
         lines.append(table(["arm", "trained tokens/s", "trained tokens", "rows", "optimizer steps", "fill",
-                            "train loop s", "process wall s", "peak memory MiB", "held-out loss"], rows))
+                            "train loop s", "process wall s", "peak memory MiB", "held-out loss",
+                            "model GFLOP/s", "of matmul peak"], rows))
+        if run.get("matmul_peak"):
+            mp = run["matmul_peak"]
+            lines += ["", f"Precision of every arm: {s.get('precision')}. Matmul peak measured in this run: "
+                      f"{mp['flops_per_s'] / 1e9:.0f} GFLOP/s ({mp['precision']}, "
+                      f"{' x '.join(map(str, mp['shape']))}, the model's largest matmul)."]
         gaps = ", ".join(f"{ARM_LABELS[a]} {g:.1%}" for a, g in run["heldout_gap"].items())
         moved = run.get("heldout_improvement") or improvement(run["arms"])
         if moved:

@@ -36,7 +36,8 @@ QUESTION = "Who are you?"
 FULL = dict(steps=40, max_length=256, lr=1e-3, max_new_tokens=48)
 QUICK = dict(steps=3, max_length=128, lr=1e-3, max_new_tokens=12)
 # Lines of `xtune train` output worth showing (the rest is in WORK/<timestamp>/*.log).
-_TRAIN_LINES = re.compile(r"Iter\(train\)|saved checkpoint|recipe |training data|Error|Traceback|exported")
+_TRAIN_LINES = re.compile(r"Iter\(train\)|saved checkpoint|recipe |training data|precision |Error|Traceback"
+                          r"|exported")
 
 
 def _say(text: str = "") -> None:
@@ -76,6 +77,41 @@ def _fail(cmd: list[str], code: int, output: str) -> None:
     tail = "\n".join(output.strip().splitlines()[-15:])
     _say(f"\n{tail}\n\nError: the demo step `{_show(cmd)}` failed (exit {code})")
     raise SystemExit(1)
+
+
+class Progress:
+    """Each phase with its number, how long it took, and an estimate of the time left. The estimate scales
+    the phases' typical seconds (measured on 2 AVX2 cores) by how fast this machine has been so far."""
+
+    TYPICAL = {"model": 5, "before": 15, "adapter": 15, "merge": 15, "after": 15}
+    STEP_S = 3.5  # one LoRA step of the full demo (1 x 256 tokens, fp32, 2 AVX2 cores)
+
+    def __init__(self, steps: int):
+        self.plan = dict(self.TYPICAL, train=10 + self.STEP_S * steps)
+        self.order = ["model", "before", "train", "adapter", "merge", "after"]
+        self.done: dict[str, float] = {}
+        self.started = self.current = time.monotonic()
+
+    def begin(self, phase: str, title: str) -> None:
+        self.phase, self.current = phase, time.monotonic()
+        n = self.order.index(phase) + 1
+        left = self._left()
+        eta = f" (about {_duration(left)} left in all)" if left else ""
+        _say(f"\n[{n}/{len(self.order)}] {title}{eta}")
+
+    def end(self) -> None:
+        self.done[self.phase] = time.monotonic() - self.current
+        _say(f"  done in {_duration(self.done[self.phase])}")
+
+    def _left(self) -> float:
+        typical_done = sum(self.plan[p] for p in self.done)
+        speed = sum(self.done.values()) / typical_done if typical_done else 1.0
+        return speed * sum(self.plan[p] for p in self.order if p not in self.done)
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
 
 
 def ask(model: str, max_new_tokens: int) -> str:
@@ -137,7 +173,8 @@ def main(argv=None) -> int:
         f"({'quick, ' if args.quick else ''}{plan['steps']} LoRA steps on CPU, offline)\n"
     )
 
-    _say("[1/6] the base model")
+    progress = Progress(plan["steps"])
+    progress.begin("model", "the base model")
     if args.base:
         base = Path(args.base).resolve()
         _say(f"  using {base}")
@@ -146,10 +183,12 @@ def main(argv=None) -> int:
         from get_smollm2 import ensure_smollm2
 
         base = ensure_smollm2(args.cache_dir)
-    _say("\n[2/6] before fine-tuning")
+    progress.end()
+    progress.begin("before", "before fine-tuning")
     before = ask(str(base), plan["max_new_tokens"])
+    progress.end()
 
-    _say(f"\n[3/6] LoRA fine-tuning with the recipe {RECIPE}")
+    progress.begin("train", f"LoRA fine-tuning with the recipe {RECIPE} (mmengine prints an eta as it goes)")
     train_dir = work / "train"
     options = [f"pretrained_model_name_or_path={base}", f"self_cognition_name={_text_value(args.name)}",
                f"self_cognition_author={_text_value(args.author)}", f"max_steps={plan['steps']}",
@@ -157,19 +196,23 @@ def main(argv=None) -> int:
                "warmup_ratio=0.0", "evaluation_inputs=[]", f"save_steps={plan['steps']}", "log_interval=5"]
     run(_xtune("train", RECIPE, "--work-dir", str(train_dir), "--cfg-options", *options), keep=_TRAIN_LINES)
     checkpoint = latest_checkpoint(train_dir)
+    progress.end()
 
-    _say("\n[4/6] checkpoint -> Hugging Face adapter")
+    progress.begin("adapter", "checkpoint -> Hugging Face adapter")
     adapter = work / "adapter"
     run(
         _xtune("convert", "pth_to_hf", RECIPE, str(checkpoint), str(adapter), "--cfg-options",
                f"pretrained_model_name_or_path={base}"), keep=re.compile(r"wrote|Error"))
+    progress.end()
 
-    _say("\n[5/6] merge the adapter into the base model")
+    progress.begin("merge", "merge the adapter into the base model")
     merged = work / "merged"
     run(_xtune("convert", "merge", str(base), str(adapter), str(merged)), keep=re.compile(r"wrote|Error"))
+    progress.end()
 
-    _say("\n[6/6] after fine-tuning")
+    progress.begin("after", "after fine-tuning")
     after = ask(str(merged), plan["max_new_tokens"])
+    progress.end()
 
     minutes, seconds = divmod(int(time.monotonic() - started), 60)
     learned = args.name.lower() in after.lower()
