@@ -30,9 +30,9 @@ _COMPLETE = ("config.json", "model.safetensors", "tokenizer.json")
 
 
 def default_cache_dir() -> Path:
-    root = os.environ.get("XTUNE_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "xtune")
-    return Path(root) / "models"
+    from xtune.fileio import cache_dir
+
+    return cache_dir("models")
 
 
 def is_complete(folder: Path) -> bool:

@@ -71,13 +71,17 @@ def commit(tmp: str | os.PathLike, path: str | os.PathLike) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, folder: bool = False) -> Iterator[Path]:
-    """Yield a temporary path to write `path`'s content to; on success it replaces `path`, on any
+def atomic_path(path: str | os.PathLike, folder: bool = False, keep_existing: bool = False) -> Iterator[Path]:
+    """Yield a temporary path to write `path`'s content to; on success it replaces `path` (with
+    `keep_existing`, a `path` that another process completed meanwhile wins and ours is dropped), on any
     failure (an exception, Ctrl-C) it is removed and `path` is left as it was."""
     tmp = temp_sibling(path, folder=folder)
     try:
         yield tmp
-        commit(tmp, path)
+        if keep_existing and Path(path).exists():
+            shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
+        else:
+            commit(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
         raise

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 from xtune.errors import ConfigError, UsageError, did_you_mean
+from xtune.fileio import looks_local
 from xtune.registry import Recipe
 
 INDEX_NAME = "index.json"
@@ -79,8 +80,8 @@ def recipes_in_dir(folder: Path | str) -> list[Recipe]:
 
 def resolve_recipe(name_or_path: str, registry) -> Path:
     """A recipe name from the registry, or a path to a recipe file (e.g. one made by copy-cfg)."""
-    candidate = Path(name_or_path)
-    if name_or_path.endswith(".py") or candidate.parent != Path("."):
+    candidate = Path(name_or_path).expanduser()
+    if looks_local(name_or_path, (".py",)):
         if candidate.is_file():
             return candidate
         raise UsageError(f"recipe file {name_or_path!r} does not exist")

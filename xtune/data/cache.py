@@ -10,20 +10,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from xtune.fileio import atomic_path, cache_dir
 
 # Bump when the processed rows change meaning (labels, packing rule ...): old caches are then unused.
 FORMAT_VERSION = 1
 
 
 def default_cache_dir() -> Path:
-    root = os.environ.get("XTUNE_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "xtune")
-    return Path(root) / "datasets"
+    return cache_dir("datasets")
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
@@ -61,13 +58,11 @@ def load(cache_dir: Path, key: str):
 
 
 def save(dataset, cache_dir: Path, key: str, progress: bool = True) -> Path:
-    cache_dir = Path(cache_dir)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    final = cache_dir / key
-    tmp = Path(tempfile.mkdtemp(dir=cache_dir, prefix=f".{key}."))
-    try:
-        import datasets
+    import datasets
 
+    final = Path(cache_dir) / key
+    # Another process that finished the same key first keeps its copy (readers may already use it).
+    with atomic_path(final, folder=True, keep_existing=True) as tmp:
         enabled = datasets.is_progress_bar_enabled()
         if not progress:
             datasets.disable_progress_bars()
@@ -76,11 +71,4 @@ def save(dataset, cache_dir: Path, key: str, progress: bool = True) -> Path:
         finally:
             if enabled:
                 datasets.enable_progress_bars()
-        if final.exists():  # another process finished first: keep theirs
-            shutil.rmtree(tmp)
-        else:
-            os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return final

@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from xtune.fileio import atomic_path
 
 
 def smooth(values: list[float], weight: float | None = None) -> list[float]:
@@ -42,8 +43,7 @@ def plot_loss(history: list[dict], val_history: list[dict], path: str | Path) ->
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
     return path
