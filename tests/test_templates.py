@@ -152,14 +152,15 @@ def test_required_templates_registered_with_stop_words():
 
 
 def test_template_families_and_model_adapters_agree():
-    """A built-in template serves exactly the families whose adapter names it as the default template."""
+    """A family a built-in template names has an adapter that defaults to that template (the template list
+    adds the adapters that default to it, so a new family needs only its adapter row)."""
     registry = get_registry()
+    adapters = {a.name: a for a in registry.model_adapters}
     for t in registry.chat_templates:
         if t.plugin != "xtune":
             continue
-        served = {a.name for a in registry.model_adapters
-                  if a.default_template == t.name and a.plugin == "xtune"}
-        assert set(t.families) == served, t.name
+        for family in t.families:
+            assert family in adapters and adapters[family].default_template == t.name, (t.name, family)
 
 
 @pytest.mark.parametrize("name", TEMPLATES)

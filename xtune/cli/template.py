@@ -51,14 +51,22 @@ def _missing_action(parser) -> int:
     raise UsageError("template: choose an action: list, render or export", hint="see 'xtune template --help'")
 
 
+def template_families(template, registry) -> list[str]:
+    """The model families a template serves: those whose adapter defaults to it, and any it names itself."""
+    served = [a.name for a in registry.model_adapters if a.default_template == template.name]
+    return sorted(set(served) | set(template.families))
+
+
 def run_list(args) -> int:
     from xtune.plugins import get_registry
 
-    templates = sorted(get_registry().chat_templates, key=lambda t: t.name)
+    registry = get_registry()
+    templates = sorted(registry.chat_templates, key=lambda t: t.name)
     if args.json:
-        fields = ("name", "description", "families", "stop_words", "reference", "plugin")
-        json.dump([{f: getattr(t, f) for f in fields} for t in templates], sys.stdout, indent=1,
-                  ensure_ascii=False)
+        fields = ("name", "description", "stop_words", "reference", "plugin")
+        rows = [{**{f: getattr(t, f) for f in fields}, "families": template_families(t, registry)}
+                for t in templates]
+        json.dump(rows, sys.stdout, indent=1, ensure_ascii=False)
         sys.stdout.write("\n")
         return 0
     for t in templates:
