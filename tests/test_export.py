@@ -178,7 +178,7 @@ def test_bad_convert_inputs_exit_2(run, case, capsys):
         expect = "unknown setting 'learning_rate'"
     else:
         argv = ["convert"]
-        expect = "pth_to_hf, merge or gguf_to_hf"
+        expect = "pth_to_hf, merge, gguf_to_hf or hf_to_gguf"
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("Error: ") and expect in err[-1]

@@ -113,6 +113,20 @@ def check_output(out: str | os.PathLike, force: bool, inputs: Iterable[str | os.
     and OUT may never be, contain or lie inside one of the command's local `inputs`, not even with
     `force` (replacing OUT would delete what the command reads)."""
     out = Path(out).expanduser()
+    resolved = _refuse_destroying_inputs(out, inputs)
+    if resolved == Path.cwd().resolve() or resolved in Path.cwd().resolve().parents:
+        raise UsageError(f"output {str(out)!r} is the current folder (or holds it); refusing to replace it",
+                         hint="name a new folder for the output")
+    _check_parent(out)
+    if out.exists() and not force:
+        raise UsageError(f"output folder {str(out)!r} already exists", hint="pass --force to replace it")
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"output {str(out)!r} exists and is not a folder")
+    return out
+
+
+def _refuse_destroying_inputs(out: Path, inputs: Iterable[str | os.PathLike]) -> Path:
+    """OUT resolved, unless it is, contains or lies inside one of the local `inputs` (a usage error)."""
     resolved = out.resolve()
     for source in inputs:
         if source is None or not looks_local(str(source)):
@@ -122,14 +136,22 @@ def check_output(out: str | os.PathLike, force: bool, inputs: Iterable[str | os.
             raise UsageError(f"output {str(out)!r} {relation} the input {str(source)!r}: writing it would "
                              "destroy the input, so it is refused even with --force",
                              hint="choose an output folder outside the inputs")
-    if resolved == Path.cwd().resolve() or resolved in Path.cwd().resolve().parents:
-        raise UsageError(f"output {str(out)!r} is the current folder (or holds it); refusing to replace it",
-                         hint="name a new folder for the output")
+    return resolved
+
+
+def check_output_file(out: str | os.PathLike, force: bool, suffix: str,
+                      inputs: Iterable[str | os.PathLike] = ()) -> Path:
+    """`check_output` for a single-file output (a GGUF): it must end in `suffix` and not be a folder."""
+    out = Path(out).expanduser()
+    if out.suffix != suffix:
+        raise UsageError(f"output {str(out)!r} must end in {suffix}",
+                         hint=f"e.g. {out.with_suffix(suffix).name}")
+    _refuse_destroying_inputs(out, inputs)
     _check_parent(out)
+    if out.is_dir():
+        raise UsageError(f"output {str(out)!r} is a folder; give a file name ending in {suffix}")
     if out.exists() and not force:
-        raise UsageError(f"output folder {str(out)!r} already exists", hint="pass --force to replace it")
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"output {str(out)!r} exists and is not a folder")
+        raise UsageError(f"output file {str(out)!r} already exists", hint="pass --force to replace it")
     return out
 
 

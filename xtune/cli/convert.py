@@ -1,7 +1,8 @@
-"""`xtune convert pth_to_hf | merge | gguf_to_hf`: training output and GGUF files to Hugging Face folders.
+"""`xtune convert pth_to_hf | merge | gguf_to_hf | hf_to_gguf`: training output to Hugging Face folders, and
+GGUF files to and from them.
 
-Every form writes OUT atomically (a temporary folder renamed into place when complete) and refuses an
-existing OUT unless `--force` is given. The work is in `xtune.export`; this module only parses.
+Every form writes OUT atomically (a temporary folder or file renamed into place when complete) and refuses
+an existing OUT unless `--force` is given. The work is in `xtune.export`; this module only parses.
 """
 
 from __future__ import annotations
@@ -11,13 +12,14 @@ _DTYPES = ["auto", "float32", "bfloat16", "float16"]
 
 def add_parser(subparsers, common):
     p = subparsers.add_parser("convert", parents=[common],
-                              help="checkpoint -> HF adapter/model; merge; GGUF -> HF",
+                              help="checkpoint -> HF adapter/model; merge; GGUF <-> HF",
                               description="Turn training output into Hugging Face folders (safetensors).")
     sub = p.add_subparsers(title="conversions", metavar="KIND")
     p.set_defaults(func=lambda args: _missing_kind(p))
     _add_pth_to_hf(sub, common)
     _add_merge(sub, common)
     _add_gguf_to_hf(sub, common)
+    _add_hf_to_gguf(sub, common)
 
 
 def _add_pth_to_hf(sub, common) -> None:
@@ -65,6 +67,25 @@ def _add_gguf_to_hf(sub, common) -> None:
     gguf.set_defaults(func=_run_gguf)
 
 
+def _add_hf_to_gguf(sub, common) -> None:
+    to_gguf = sub.add_parser("hf_to_gguf", parents=[common],
+                             help="an HF model (or base + adapter) -> GGUF file",
+                             description="Write a model as one GGUF file for llama.cpp / Ollama (no "
+                                         "llama.cpp build needed), with its tokenizer and chat template.")
+    to_gguf.add_argument("model", metavar="MODEL", help="model folder or hub id (the base, with --adapter), "
+                                                         "or an adapter folder such as WORK_DIR/hf")
+    to_gguf.add_argument("out", metavar="OUT.gguf", help="output file")
+    to_gguf.add_argument("--outtype", default="f16", choices=["f32", "f16", "bf16", "q8_0", "q4_0"],
+                         help="storage type of the weight matrices (default f16)")
+    to_gguf.add_argument("--adapter", metavar="DIR", help="a PEFT adapter to merge into MODEL on the fly")
+    to_gguf.add_argument("--dtype", default="auto", choices=_DTYPES,
+                         help="precision to load (and merge) in before converting (auto: the model's own)")
+    to_gguf.add_argument("--check", action="store_true",
+                         help="read the file back with transformers and compare its logits with the source's")
+    to_gguf.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    to_gguf.set_defaults(func=_run_hf_to_gguf)
+
+
 def _common_out(p) -> None:
     p.add_argument("--force", action="store_true", help="replace OUT if it exists")
     p.add_argument("--max-shard-size", default="5GB", help="largest safetensors shard (default 5GB)")
@@ -73,7 +94,7 @@ def _common_out(p) -> None:
 def _missing_kind(parser) -> int:
     from xtune.errors import UsageError
 
-    raise UsageError("xtune convert: say what to convert: pth_to_hf, merge or gguf_to_hf",
+    raise UsageError("xtune convert: say what to convert: pth_to_hf, merge, gguf_to_hf or hf_to_gguf",
                      hint="see 'xtune convert --help'")
 
 
@@ -113,4 +134,18 @@ def _run_gguf(args) -> int:
     out = gguf_to_hf(args.gguf, args.out, dtype=args.dtype, force=args.force,
                      max_shard_size=args.max_shard_size)
     print(f"wrote {out}")
+    return 0
+
+
+def _run_hf_to_gguf(args) -> int:
+    _setup_logging()
+    from xtune.export.hf_to_gguf import hf_to_gguf
+
+    out = hf_to_gguf(args.model, args.out, outtype=args.outtype, adapter=args.adapter, dtype=args.dtype,
+                     force=args.force)
+    print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB)")
+    if args.check:
+        from xtune.export.gguf_check import check_gguf
+
+        print(check_gguf(args.model, out, adapter=args.adapter, dtype=args.dtype).summary())
     return 0

@@ -36,14 +36,40 @@ def _refuse_quantized(config, base: str) -> None:
                      hint="merge into the full- or half-precision base model")
 
 
+def check_base(base: str, source: str = "auto"):
+    """Refuse, before any weight is read, a base that cannot be merged into or exported from."""
+    from transformers import AutoConfig
+
+    from xtune.models.sources import resolve_source
+
+    src = resolve_source(base, source)
+    gguf = {"gguf_file": src.gguf_file} if src.gguf_file else {}
+    try:
+        config = AutoConfig.from_pretrained(src.path, **gguf)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot load base model {base!r}: {str(exc).splitlines()[0]}") from None
+    _refuse_quantized(config, base)
+    return config
+
+
+def load_merged(base: str, adapter: str | Path, *, dtype: str = "auto", source: str = "auto"):
+    """(merged model, tokenizer, info): `adapter` folded into `base` loaded in `dtype` ('auto': its own),
+    with the adapter's tokenizer when it has one, and what the adapter's xtune_info.json says of the run."""
+    from xtune.models.build import load_for_inference
+
+    adapter_dir = check_adapter_dir(adapter)
+    check_base(base, source)
+    peft_model, tokenizer = load_for_inference(base, adapter=str(adapter_dir), source=source,
+                                               label="base model",
+                                               dtype="checkpoint" if dtype == "auto" else dtype)
+    merged = peft_model.merge_and_unload()
+    info = read_info(adapter_dir) or {"base_model": base, "method": "adapter"}
+    return merged, tokenizer, dict(info, base_model=base, kind="full model", merged_adapter=str(adapter_dir))
+
+
 def merge(base: str, adapter: str, out: str, *, registry, dtype: str = "auto", max_shard_size: str = "5GB",
           force: bool = False, prompt_template: str | None = None, source: str = "auto") -> Path:
     """Merge `adapter` into `base` and save `out`; returns `out`. dtype 'auto' keeps the base's own."""
-    from transformers import AutoConfig
-
-    from xtune.models.build import load_for_inference
-    from xtune.models.sources import resolve_source
-
     if dtype in ("4bit", "int4", "nf4", "8bit", "int8"):
         raise UsageError(f"--dtype {dtype}: merging needs a full- or half-precision base",
                          hint="use float32, bfloat16 or float16")
@@ -53,19 +79,7 @@ def merge(base: str, adapter: str, out: str, *, registry, dtype: str = "auto", m
         from xtune.templates import get_template
 
         get_template(prompt_template, registry)  # an unknown name fails before the model is loaded
-    src = resolve_source(base, source)
-    gguf = {"gguf_file": src.gguf_file} if src.gguf_file else {}
-    try:
-        config = AutoConfig.from_pretrained(src.path, **gguf)
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"cannot load base model {base!r}: {str(exc).splitlines()[0]}") from None
-    _refuse_quantized(config, base)
-    peft_model, tokenizer = load_for_inference(base, adapter=str(adapter_dir), source=source,
-                                               label="base model",
-                                               dtype="checkpoint" if dtype == "auto" else dtype)
-    merged = peft_model.merge_and_unload()
-    info = read_info(adapter_dir) or {"base_model": base, "method": "adapter"}
-    info = dict(info, base_model=base, kind="full model", merged_adapter=str(adapter_dir))
+    merged, tokenizer, info = load_merged(base, adapter_dir, dtype=dtype, source=source)
     if prompt_template:
         info["prompt_template"] = prompt_template
     with atomic_output_dir(out_path, force=force, inputs=(base, adapter)) as tmp:

@@ -1,0 +1,46 @@
+"""`xtune estimate RECIPE`: the memory a training run needs, per device, before anything is downloaded.
+
+Reads the recipe and the model's architecture only (registry figures, or a local / cached config.json);
+no weights, no torch. The memory model and its measured accuracy: docs/estimate.md.
+"""
+
+from __future__ import annotations
+
+
+def add_parser(subparsers, common):
+    p = subparsers.add_parser("estimate", parents=[common],
+                              help="memory a recipe's training needs, per device",
+                              description="Estimate the memory of `xtune train RECIPE` per device: weights, "
+                                          "gradients, optimizer states, activations, DeepSpeed partitioning.")
+    p.add_argument("recipe", metavar="RECIPE_OR_PATH", help="a recipe name or file")
+    p.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="the overrides the training run would get (max_length=4096 batch_size=2 ...)")
+    p.add_argument("--deepspeed", metavar="PRESET_OR_JSON", help="zero1, zero2, zero2_offload, zero3, "
+                                                                 "zero3_offload, or a DeepSpeed JSON file")
+    p.add_argument("--gpus", type=int, default=1, metavar="N",
+                   help="devices the run is spread over (default 1)")
+    p.add_argument("--device", choices=["cuda", "cpu"], default="cuda",
+                   help="what the run trains on (default cuda)")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON (bytes)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import json
+
+    from xtune.engine.config import load_recipe  # the recipe loader (moving to xtune.recipe)
+    from xtune.errors import UsageError
+    from xtune.estimate import estimate_recipe_cfg
+    from xtune.estimate.report import as_json, table
+    from xtune.plugins import get_registry
+    from xtune.recipe_files import resolve_recipe
+
+    if args.gpus < 1:
+        raise UsageError(f"--gpus {args.gpus}: needs at least one device")
+    registry = get_registry()
+    path = resolve_recipe(args.recipe, registry)
+    cfg = load_recipe(path, args.cfg_options)
+    est = estimate_recipe_cfg(cfg, registry, device=args.device, deepspeed=args.deepspeed,
+                              num_devices=args.gpus)
+    print(json.dumps(as_json(est, path.stem), indent=1) if args.json else table(est, path.stem))
+    return 0
