@@ -21,6 +21,9 @@ def add_parser(subparsers, common):
                    help="devices the run is spread over (default 1)")
     p.add_argument("--device", choices=["cuda", "cpu"], default="cuda",
                    help="what the run trains on (default cuda)")
+    p.add_argument("--labelled-share", type=float, default=1.0, metavar="F",
+                   help="share of tokens that carry a label (default 1: the upper bound; logits are "
+                        "computed only there, so chat data with short answers needs less)")
     p.add_argument("--json", action="store_true", help="print the figures as JSON (bytes)")
     p.set_defaults(func=run)
 
@@ -28,19 +31,21 @@ def add_parser(subparsers, common):
 def run(args) -> int:
     import json
 
-    from xtune.engine.config import load_recipe  # the recipe loader (moving to xtune.recipe)
     from xtune.errors import UsageError
     from xtune.estimate import estimate_recipe_cfg
     from xtune.estimate.report import as_json, table
     from xtune.plugins import get_registry
+    from xtune.recipe import load_recipe
     from xtune.recipe_files import resolve_recipe
 
     if args.gpus < 1:
         raise UsageError(f"--gpus {args.gpus}: needs at least one device")
+    if not 0 < args.labelled_share <= 1:
+        raise UsageError(f"--labelled-share {args.labelled_share}: must be in (0, 1]")
     registry = get_registry()
     path = resolve_recipe(args.recipe, registry)
     cfg = load_recipe(path, args.cfg_options)
     est = estimate_recipe_cfg(cfg, registry, device=args.device, deepspeed=args.deepspeed,
-                              num_devices=args.gpus)
+                              num_devices=args.gpus, labelled_share=args.labelled_share)
     print(json.dumps(as_json(est, path.stem), indent=1) if args.json else table(est, path.stem))
     return 0

@@ -16,8 +16,8 @@ from xtune import __version__
 from xtune.errors import UsageError, XtuneError
 
 # Subcommand modules in xtune.cli, in the order `xtune --help` lists them.
-COMMANDS = ["list_cfg", "copy_cfg", "train", "plugins_cmd", "template", "check_custom_dataset", "log_dataset",
-            "convert", "chat"]
+COMMANDS = ["list_cfg", "copy_cfg", "train", "estimate", "plugins_cmd", "template", "check_custom_dataset",
+            "log_dataset", "convert", "chat"]
 
 
 class ArgumentParser(argparse.ArgumentParser):

@@ -14,12 +14,14 @@ __all__ = ["Estimate", "Plan", "estimate", "estimate_recipe_cfg", "memory_warnin
 
 
 def estimate_recipe_cfg(cfg, registry, *, device: str = "cuda", deepspeed: str | None = None,
-                        num_devices: int = 1) -> Estimate:
-    """The estimate for a loaded recipe."""
+                        num_devices: int = 1, labelled_share: float = 1.0) -> Estimate:
+    """The estimate for a loaded recipe; `labelled_share` is the share of tokens that carry a label."""
+    from dataclasses import replace
+
     from xtune.estimate.settings import plan_for_recipe
 
     arch, plan = plan_for_recipe(cfg, registry, device=device, deepspeed=deepspeed, num_devices=num_devices)
-    return estimate(arch, plan)
+    return estimate(arch, replace(plan, labelled_share=labelled_share))
 
 
 def memory_warning(cfg, registry, *, deepspeed: str | None = None) -> str | None:

@@ -185,7 +185,8 @@ def find_architecture(name_or_path: str, registry) -> Architecture:
     if cached is not None:
         return _read_config(cached)
     raise UsageError(f"no architecture figures for model {str(name_or_path)!r}: it is not a registered "
-                     "model, not a local folder with config.json, and has no config.json in the Hugging Face cache",
+                     "model, not a local folder with config.json, and has no config.json in the Hugging "
+                     "Face cache",
                      hint="download just its config.json, or register the model with its figures "
                           "(register_models)")
 

@@ -12,7 +12,8 @@ Every term is a count of tensors and their widths, in bytes (docs/estimate.md de
   LoRA's inputs and its fp32 dropout outputs), all layers at once, or with checkpointing one layer plus
   each layer's input; eager attention adds its softmax (batch x heads x length^2); fused attention keeps
   only a log-sum-exp per head;
-- logits and loss: the fp32 log-softmax kept for backward, its gradient and the logits' gradient;
+- logits and loss: the fp32 log-softmax kept for backward, its gradient and the logits' gradient, at the
+  positions that carry a label (all of them unless the plan says otherwise: the upper bound);
 - autocast copies: fp32 weights under bf16 autocast are cast once per forward and the copies are kept
   for backward (2 bytes per matmul weight).
 Gradients are freed after each optimizer step, so without accumulation the peak is the larger of the
@@ -74,6 +75,7 @@ class Plan:
     offload_params: bool = False
     num_devices: int = 1
     checkpoint_bytes: int = 2  # bytes per parameter of the checkpoint files (read at load, CPU only)
+    labelled_share: float = 1.0  # share of tokens with a label: logits are computed at those positions only
 
 
 @dataclass
@@ -200,8 +202,9 @@ def activation_bytes(arch: Architecture, plan: Plan, checkpointing: bool) -> tup
 
 
 def logits_bytes(arch: Architecture, plan: Plan) -> float:
-    """The loss's fp32 log-softmax over the vocabulary, its gradient and the logits' gradient."""
-    return plan.batch_size * plan.seq_len * arch.vocab_size * 12.0
+    """The loss's fp32 log-softmax over the vocabulary, its gradient and the logits' gradient, at the
+    positions that predict a label (xtune computes logits nowhere else)."""
+    return plan.batch_size * plan.seq_len * plan.labelled_share * arch.vocab_size * 12.0
 
 
 def autocast_copies(arch: Architecture, plan: Plan) -> float:

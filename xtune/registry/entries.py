@@ -82,6 +82,12 @@ class Model(Entry):
     experts_per_token: int = 0
     num_shared_experts: int = 0
     moe_intermediate_size: int = 0  # 0: intermediate_size
+    first_dense_layers: int = 0  # leading layers with a dense MLP before the expert layers (DeepSeek)
+    # Multi-head latent attention (DeepSeek-V2): low-rank K/V (and Q) projections; 0 for ordinary attention.
+    kv_lora_rank: int = 0
+    q_lora_rank: int = 0
+    rope_head_dim: int = 0  # the rotary part of each query/key head, beside head_dim
+    v_head_dim: int = 0  # 0: head_dim
 
     def validate(self) -> None:
         super().validate()
