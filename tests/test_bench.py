@@ -238,3 +238,22 @@ def test_train_and_data_refuse_to_start_without_the_shared_data(monkeypatch, tmp
     assert "XTUNE_SHARED_DIR" in bench.missing_requirements("train")
     assert bench.main(["data", "--quick", "--no-doc"]) == 2
     assert capsys.readouterr().err.startswith("Error: the shared data folder")
+
+
+def test_estimate_rows_and_markdown_report_every_row_against_the_goal():
+    import bench_estimate as be
+
+    rows = be.rows("cpu", quick=True)
+    assert [r["method"] for r in rows] == ["full", "lora", "qlora"]
+    assert all("max_steps=3" in r["cfg_options"] and r["recipe"].startswith("llama2_7b_") for r in rows)
+    assert {r["method"] for r in be.rows("cuda", quick=True)} == {"full", "lora", "qlora"}
+    gib = 2**30
+    result = bench_report.header("estimate", {"device": "cpu"})
+    first = {"peak": 1.0 * gib, "before_model": 0.5 * gib, "labelled_share": 0.4}
+    result["rows"] = [dict(rows[0], measured=first, estimate={"peak": 1.1 * gib}, error=0.1),
+                      dict(rows[1], measured={"peak": 1.0 * gib}, estimate={"peak": 0.8 * gib}, error=-0.2)]
+    result["within_goal"] = False
+    text = be.markdown(result)
+    assert "| llama2-tiny | full | 40% | 0.5 | 1 | 1.1 | +10.0% | yes |" in text
+    assert "-20.0% | NO |" in text and "NOT met" in text
+    assert bench.build_parser().parse_args(["estimate", "--device", "cuda"]).device == "cuda"

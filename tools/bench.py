@@ -6,6 +6,7 @@
     python tools/bench.py cli                           # start-up time of `xtune --help` and `xtune list-cfg`
     python tools/bench.py step                          # what each engine choice buys in one SmolLM2 step
     python tools/bench.py train --device cuda           # the GPU variant (LoRA / QLoRA, bf16, FA2, MFU)
+    python tools/bench.py estimate                      # `xtune estimate` vs the peak memory of real runs
 
 Machines are noisy (absolute times drift between runs, ratios within one run do not), so every
 subcommand compares inside one run and writes, besides `--json FILE`, its tables into its own section of
@@ -128,6 +129,12 @@ def bench_data(args) -> dict:
     return bd.run(quick=args.quick, out=out, log=_log)
 
 
+def bench_estimate(args) -> dict:
+    import bench_estimate as be
+
+    return be.run(device=args.device, quick=args.quick, out=Path(args.out) if args.out else None, log=_log)
+
+
 def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -149,6 +156,12 @@ def _data_markdown(result: dict) -> str:
     return bd.markdown(result)
 
 
+def _estimate_markdown(result: dict) -> str:
+    import bench_estimate as be
+
+    return be.markdown(result)
+
+
 SUBCOMMANDS = {
     "train": (bench_train, _train_markdown, "training throughput, memory and held-out loss: xtune vs TRL"),
     "data": (bench_data, _data_markdown,
@@ -156,6 +169,8 @@ SUBCOMMANDS = {
     "cli": (bench_cli, cli_markdown, "start-up time of `xtune --help` and `xtune list-cfg`"),
     "step": (bench_step, lambda r: __import__("bench_step").markdown(r),
              "one SmolLM2 LoRA step: labelled-only logits, bf16 vs fp32, sdpa vs eager"),
+    "estimate": (bench_estimate, _estimate_markdown,
+                 "memory: `xtune estimate` vs the measured peak of real trainings"),
 }
 
 
@@ -179,6 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--only", nargs="+", metavar="PROFILE", help="run only these profiles")
             p.add_argument("--records", type=int, metavar="N",
                            help="train on N records (default: the profile's)")
+        if name == "estimate":
+            p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     worker = sub.add_parser("_worker", help=argparse.SUPPRESS)
     worker.add_argument("spec")
     return parser
@@ -188,9 +205,9 @@ def missing_requirements(command: str) -> str | None:
     """Why `command` cannot run here (TRL or the shared data absent), or None."""
     import importlib.util
 
-    if command not in ("train", "data", "step"):
+    if command not in ("train", "data", "step", "estimate"):
         return None
-    if importlib.util.find_spec("trl") is None:
+    if command != "estimate" and importlib.util.find_spec("trl") is None:
         return ("TRL is not installed: `pip install -e '.[bench]' -c constraints.txt` "
                 "(or XTUNE_EXTRAS=test,bench bash tools/setup.sh)")
     import bench_train

@@ -8,7 +8,8 @@ It runs the same commands a user would, and prints each one before running it:
   3. xtune train smollm2_135m_instruct_lora_self_cognition_e3 ...   LoRA on the self-cognition data
   4. xtune convert pth_to_hf RECIPE WORK/iter_N.pth WORK/adapter     the adapter in HF format
   5. xtune convert merge BASE WORK/adapter WORK/merged               a standalone model
-  6. xtune chat WORK/merged --prompt "Who are you?"                  the answer after
+  6. xtune convert hf_to_gguf WORK/merged WORK/merged-q8_0.gguf      the same model for llama.cpp / Ollama
+  7. xtune chat WORK/merged --prompt "Who are you?"                  the answer after
 
     python tools/demo.py [--name NAME] [--author AUTHOR] [--quick] [--work-dir DIR] [--base DIR]
 
@@ -83,12 +84,12 @@ class Progress:
     """Each phase with its number, how long it took, and an estimate of the time left. The estimate scales
     the phases' typical seconds (measured on 2 AVX2 cores) by how fast this machine has been so far."""
 
-    TYPICAL = {"model": 5, "before": 15, "adapter": 15, "merge": 15, "after": 15}
+    TYPICAL = {"model": 5, "before": 15, "adapter": 15, "merge": 15, "gguf": 15, "after": 15}
     STEP_S = 3.5  # one LoRA step of the full demo (1 x 256 tokens, fp32, 2 AVX2 cores)
 
     def __init__(self, steps: int):
         self.plan = dict(self.TYPICAL, train=10 + self.STEP_S * steps)
-        self.order = ["model", "before", "train", "adapter", "merge", "after"]
+        self.order = ["model", "before", "train", "adapter", "merge", "gguf", "after"]
         self.done: dict[str, float] = {}
         self.started = self.current = time.monotonic()
 
@@ -210,6 +211,12 @@ def main(argv=None) -> int:
     run(_xtune("convert", "merge", str(base), str(adapter), str(merged)), keep=re.compile(r"wrote|Error"))
     progress.end()
 
+    progress.begin("gguf", "the merged model as GGUF, for llama.cpp and Ollama (no llama.cpp build)")
+    gguf = work / "merged-q8_0.gguf"
+    run(_xtune("convert", "hf_to_gguf", str(merged), str(gguf), "--outtype", "q8_0"),
+        keep=re.compile(r"wrote|Error"))
+    progress.end()
+
     progress.begin("after", "after fine-tuning")
     after = ask(str(merged), plan["max_new_tokens"])
     progress.end()
@@ -222,6 +229,7 @@ def main(argv=None) -> int:
     _say("=" * 78)
     _say(f"  adapter:  {adapter}   (xtune chat {base} --adapter {adapter})")
     _say(f"  merged:   {merged}   (xtune chat {merged})")
+    _say(f"  gguf:     {gguf}   (llama-cli -m {gguf} -cnv, or Ollama: FROM {gguf})")
     _say(f"  training: {train_dir}   (checkpoints, loss curve, logs)")
     _say(f"  wall time {minutes} min {seconds:02d} s")
     if learned:

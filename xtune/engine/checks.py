@@ -8,6 +8,7 @@ fine-tuning. Each check appends a message; `preflight` raises one ConfigError jo
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from xtune.data.sources import looks_local
@@ -58,6 +59,10 @@ def preflight(cfg, registry, *, work_dir: str | Path, deepspeed: str | None = No
     check_resume(problems, resume, work_dir)
     if problems:
         raise ConfigError("; ".join(problems))
+    from xtune.estimate import memory_warning  # advice only: a run that may not fit still starts
+
+    if warning := memory_warning(cfg, registry, deepspeed=deepspeed):
+        print(warning, file=sys.stderr)
 
 
 def _names(problems: list[str], cfg, registry) -> None:
