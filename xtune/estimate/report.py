@@ -42,8 +42,8 @@ def table(est: Estimate, title: str) -> str:
          + (" (offloaded to CPU)" if p.offload_optimizer else "")),
         ("activations", c["activations"],
          f"{other} checkpointing: {est.activations_other / GiB:.2f}; {attention}"),
-        ("logits and loss", c["logits and loss"], f"fp32 log-softmax over the vocabulary at the "
-         f"{p.labelled_share:.0%} of tokens with a label, and its gradients"),
+        ("logits and loss", c["logits and loss"],
+         f"fp32 log-softmax at labelled positions ({p.labelled_share:.0%} of tokens), its gradients"),
         ("autocast copies", c["autocast copies"], "16-bit copies of fp32 matmul weights, kept for backward"),
         ("DeepSpeed buffers", c["DeepSpeed buffers"], "gradient reduction buckets"),
         ("CPU runtime", c.get("CPU runtime"), "Python, torch and libraries, tokenizer, data (measured)"),
