@@ -249,8 +249,8 @@ def test_refusals_print_one_line_and_leave_nothing_behind(tmp_path, capsys, monk
     capsys.readouterr()
     cases = [([str(folder), str(existing)], "already exists"),
              ([str(folder), str(tmp_path / "model.bin")], "must end in .gguf"),
-             ([str(folder), str(tmp_path / "x.gguf"), "--adapter", str(tmp_path)],
-              "not a PEFT adapter folder")]
+             ([str(folder), str(tmp_path / "x.gguf"), "--adapter", str(folder)], "not a PEFT adapter folder"),
+             ([str(folder), str(folder / "x.gguf")], "would destroy the input")]
     for argv, expect in cases:
         assert main(["convert", "hf_to_gguf", *argv]) == 2
         err = capsys.readouterr().err.strip().splitlines()
