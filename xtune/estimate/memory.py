@@ -63,7 +63,6 @@ class Plan:
     device: str = "cuda"
     weight_bytes: int = 2  # storage type of the (unquantised) weights
     compute_bytes: int = 2  # 2 under bf16/fp16 autocast, 4 without
-    quant_compute_bytes: int = 2  # what a 4/8-bit layer computes and returns in (bnb_4bit_compute_dtype)
     optimizer: str = "AdamW"
     batch_size: int = 1
     seq_len: int = 2048
@@ -169,9 +168,10 @@ def layer_activation_bytes(arch: Architecture, plan: Plan) -> tuple[float, float
     # models a tensor of its own
     norm_copies = 2 if plan.method in ("full", "freeze") and plan.weight_bytes == 4 else 1
     attention = c * heads * hd + 4 * heads  # its output, and the log-sum-exp of fused kernels
-    # Projections (q/k/v, their rotary outputs, the MLP's intermediates) come out in the compute type of a
-    # quantised layer where there is one (fp32 on CPU); attention then keeps 16-bit copies of q, k and v.
-    lin = plan.quant_compute_bytes if plan.load_in_bits else c
+    # A quantised layer returns its output in its input's dtype, and peft's k-bit preparation makes the
+    # residual stream fp32 (it casts the embeddings): projections (q/k/v, their rotary outputs, the MLP's
+    # intermediates) are fp32 then, and attention keeps 16-bit copies of q, k and v besides.
+    lin = residual_bytes(plan) if plan.load_in_bits else c
     kept = c * 2 * h + lin * ((heads + 2 * kv) * hd + (heads + kv) * hd + 4 * width) + attention
     if lin > c:
         kept += c * (heads + 2 * kv) * hd
@@ -182,6 +182,11 @@ def layer_activation_bytes(arch: Architecture, plan: Plan) -> tuple[float, float
             inputs = sum(linear.d_in * linear.count for linear in lora_targets(arch, plan))
             kept += 4 * inputs / arch.num_layers
     return kept, attention
+
+
+def residual_bytes(plan: Plan) -> int:
+    """The residual stream's dtype: the weights', or fp32 for a quantised base (its embeddings are)."""
+    return 4 if plan.load_in_bits else plan.weight_bytes
 
 
 def activation_bytes(arch: Architecture, plan: Plan, checkpointing: bool) -> tuple[float, float, float]:
@@ -196,7 +201,7 @@ def activation_bytes(arch: Architecture, plan: Plan, checkpointing: bool) -> tup
         attention *= tokens * arch.num_layers
         per_layer = per_token * tokens
     if checkpointing:  # each layer's input stays; one layer's activations are rebuilt at a time
-        inputs = arch.num_layers * tokens * arch.hidden_size * plan.weight_bytes
+        inputs = arch.num_layers * tokens * arch.hidden_size * residual_bytes(plan)
         return inputs + per_layer, attention / arch.num_layers, eager
     return per_layer * arch.num_layers, attention, eager
 
@@ -209,8 +214,8 @@ def logits_bytes(arch: Architecture, plan: Plan) -> float:
 
 def autocast_copies(arch: Architecture, plan: Plan) -> float:
     """16-bit copies of fp32 matmul weights made by autocast and kept until backward (quantised layers
-    run their own kernels: only the output projection is copied then)."""
-    if plan.compute_bytes >= plan.weight_bytes:
+    run their own kernels: only the output projection, fp32 after peft's k-bit preparation, is copied)."""
+    if plan.compute_bytes >= residual_bytes(plan):
         return 0.0
     matmul = arch.vocab_size * arch.hidden_size + (0 if plan.load_in_bits else arch.linear_params)
     return float(matmul * plan.compute_bytes)

@@ -3,9 +3,8 @@
 
 `torch_dtype='auto'` stores weights in bf16 on a GPU and in fp32 on a CPU; `optim_wrapper.dtype='auto'`
 means bf16 autocast on both (a CPU without native bf16 trains in fp32: pass `optim_wrapper.dtype=float32`
-to estimate that); a 4-bit layer computes in the run's precision unless `bnb_4bit_compute_dtype` says
-otherwise; a LoRA-family method is a peft method with a rank `r`; a QLoRA base is 4-bit NF4 with double
-quantisation unless the recipe's `quantization` says otherwise.
+to estimate that); a LoRA-family method is a peft method with a rank `r`; a QLoRA base is 4-bit NF4 with
+double quantisation unless the recipe's `quantization` says otherwise.
 """
 
 from __future__ import annotations
@@ -77,15 +76,13 @@ def plan_for_recipe(cfg, registry, *, device: str = "cuda", deepspeed: str | Non
         targets = registry.model_adapters.get(model_cfg["adapter"]).lora_target_modules
     stage, offload_optimizer, offload_params = deepspeed_settings(deepspeed, registry)
     optimizer = dict(cfg.optim_wrapper.get("optimizer") or {})
-    compute = _bytes(cfg.optim_wrapper.get("dtype"), 2)
     plan = Plan(
         method=method.name, lora_rank=rank, lora_dropout=float(settings.get("lora_dropout") or 0.0),
         lora_targets=tuple(targets) if isinstance(targets, (list, tuple)) else (),
         trainable_layers=int(settings.get("trainable_layers") or 0), load_in_bits=bits,
         double_quant=bool(quant.get("bnb_4bit_use_double_quant", True)), device=device,
         weight_bytes=_bytes(model_cfg.get("torch_dtype"), 2 if device == "cuda" else 4),
-        compute_bytes=compute,
-        quant_compute_bytes=_bytes(quant.get("bnb_4bit_compute_dtype"), compute),  # 'auto': the run's
+        compute_bytes=_bytes(cfg.optim_wrapper.get("dtype"), 2),
         optimizer=str(optimizer.get("type", "AdamW")),
         batch_size=int(cfg.train_dataloader.get("batch_size", 1)),
         seq_len=int(cfg.train_dataset.get("max_length")),
