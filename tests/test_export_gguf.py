@@ -366,3 +366,35 @@ def test_llama_cpp_generates_what_transformers_generates_after_the_demo(llama_cp
             got.append(token)
         print(outtype, "transformers", want, "llama.cpp", got)
         assert got[:agree] == want[:agree], (outtype, tokenizer.decode(got), tokenizer.decode(want))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("tokenizer, vocab_file", [(None, "llama-spm"), ("hf_llama3_1", "llama-bpe"),
+                                                   ("hf_qwen2_5", "qwen2")])
+def test_llama_cpp_tokenizes_our_files_as_its_own_test_vectors_say(llama_cpp, tmp_path, tokenizer,
+                                                                   vocab_file):
+    """llama.cpp's tokenizer test vectors (`ggml-vocab-*.gguf.inp/.out`, made by its own converter), run
+    through llama.cpp on a file xtune wrote for a model with that tokenizer."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from xtune.export.hf_to_gguf import hf_to_gguf
+
+    if tokenizer is None:  # the tiny Llama-2 has the real Llama-2 vocabulary
+        source = shared_path("reference", "models", "llama2_tiny_random", "hf_converted_DERIVED")
+    else:
+        tok = AutoTokenizer.from_pretrained(shared_path("reference", "tokenizers", tokenizer))
+        config = AutoConfig.for_model("qwen2" if "qwen" in tokenizer else "llama", vocab_size=len(tok),
+                                      hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                      num_attention_heads=2, num_key_value_heads=2)
+        source = tmp_path / f"tiny-{vocab_file}"
+        AutoModelForCausalLM.from_config(config).save_pretrained(source)
+        tok.save_pretrained(source)
+    out = hf_to_gguf(str(source), tmp_path / "model.gguf", outtype="f32")
+    texts = shared_path(*LLAMACPP_VOCAB, f"ggml-vocab-{vocab_file}.gguf.inp").read_text(encoding="utf-8")
+    expected = shared_path(*LLAMACPP_VOCAB, f"ggml-vocab-{vocab_file}.gguf.out").read_text(encoding="utf-8")
+    llm = llama_cpp.Llama(model_path=str(out), vocab_only=True, verbose=False)
+    pairs = list(zip(texts.split("\n__ggml_vocab_test__\n"), expected.split("\n"), strict=False))
+    wrong = [text for text, ids in pairs
+             if llm.tokenize(text.encode(), add_bos=False, special=False) != [int(i) for i in ids.split()]]
+    llm.close()
+    assert len(pairs) > 40 and not wrong, wrong[:3]
