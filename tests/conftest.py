@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pytest
 
-# The user's own xtune cache, read before it is redirected: a SmolLM2 folder made there earlier is reused.
-_USER_CACHE = Path(os.environ.get("XTUNE_CACHE_DIR") or
-                   Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "xtune")
+from xtune.fileio import cache_dir  # light: the standard library only
+
+# The user's own xtune caches, read before they are redirected below: a SmolLM2 folder or a llama.cpp
+# build made there earlier is reused.
+USER_MODELS, USER_BUILDS = cache_dir("models"), cache_dir("builds")
 _CACHE = Path(tempfile.mkdtemp(prefix="xtune-tests-"))
 for _var, _sub in {
     "HF_HOME": "hf",
@@ -65,7 +67,7 @@ def smollm2() -> Path:
     sys.path.insert(0, str(REPO / "tools"))
     import get_smollm2
 
-    cached = _USER_CACHE / "models" / get_smollm2.FOLDER_NAME
+    cached = USER_MODELS / get_smollm2.FOLDER_NAME
     if get_smollm2.is_complete(cached):
         return cached
     try:

@@ -318,9 +318,9 @@ def llama_cpp():
     import subprocess
     import sys
 
-    from conftest import _USER_CACHE
+    from conftest import USER_BUILDS
 
-    target = _USER_CACHE / f"llama-cpp-python-{LLAMA_CPP_VERSION}"
+    target = USER_BUILDS / f"llama-cpp-python-{LLAMA_CPP_VERSION}"
     if not (target / "llama_cpp").is_dir():
         cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),
                f"llama-cpp-python=={LLAMA_CPP_VERSION}", "diskcache"]
