@@ -10,6 +10,7 @@ of models that ship their own jinja.
 
 from xtune.default_plugins.template_parts import CHATML, COMMUNITY, DS_BOS, DS_EOS, STRICT
 from xtune.default_plugins.templates_official import OFFICIAL_TEMPLATES
+from xtune.default_plugins.templates_vlm import VLM_TEMPLATES
 from xtune.hookspecs import hookimpl
 from xtune.registry import ChatTemplate
 
@@ -68,7 +69,8 @@ TEMPLATES = [
                  system_placement="first_user", later_system="drop", user="[INST] {content} [/INST]",
                  assistant=" {content}", assistant_end=" {eos_token}", stop_words=("</s>",), **STRICT),
     ChatTemplate(name="mistral", description="Mistral / Mixtral instruct ([INST] ... [/INST])",
-                 families=("mistral", "mixtral"), reference=COMMUNITY + "mistral-instruct.jinja",
+                 families=("mistral", "mixtral", "llava_next"),
+                 reference=COMMUNITY + "mistral-instruct.jinja",
                  bos_token="<s>", eos_token="</s>", bos="{bos_token}", system="{content}\n\n",
                  later_system="drop", user="[INST] {content} [/INST]", assistant=" {content}",
                  assistant_end="{eos_token}", stop_words=("</s>",), **STRICT),
@@ -77,7 +79,8 @@ TEMPLATES = [
                  eos_token="</s>", system="<|system|>\n{content}{eos_token}\n", later_system="same",
                  user="<|user|>\n{content}{eos_token}\n", generation_prompt="<|assistant|>\n",
                  assistant_end="{eos_token}", assistant_suffix="\n", stop_words=("</s>",), **STRICT),
-    ChatTemplate(name="vicuna", description="Vicuna v1.1 / v1.5 (USER: / ASSISTANT:)", families=("vicuna",),
+    ChatTemplate(name="vicuna", description="Vicuna v1.1 / v1.5 (USER: / ASSISTANT:)",
+                 families=("vicuna", "llava"),
                  reference=COMMUNITY + "vicuna.jinja", bos_token="<s>", eos_token="</s>", bos="{bos_token}",
                  system="{content}\n\n", later_system="drop", user="USER: {content}\n",
                  generation_prompt="ASSISTANT:", assistant=" {content}", assistant_end="{eos_token}",
@@ -87,5 +90,5 @@ TEMPLATES = [
 
 @hookimpl
 def register_chat_templates(register):
-    for template in TEMPLATES + OFFICIAL_TEMPLATES:
+    for template in TEMPLATES + OFFICIAL_TEMPLATES + VLM_TEMPLATES:
         register(template)

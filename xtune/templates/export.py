@@ -13,6 +13,7 @@ import json
 import re
 
 from xtune.registry import ChatTemplate
+from xtune.templates.images import IMAGE_MARKER
 from xtune.templates.messages import ROLES
 from xtune.templates.render import get_template
 
@@ -39,6 +40,14 @@ def _expr(fmt: str, content: str = "content") -> str:
 
 def _out(fmt: str, content: str = "content") -> str:
     return "" if not fmt else "{{- " + _expr(fmt, content) + " }}"
+
+
+def _lead(t: ChatTemplate, var: str) -> str:
+    """The template's `content_lead` before `var` unless it opens with an image (as `lead_content`)."""
+    if not t.content_lead:
+        return ""
+    return ("{%- if not " + var + ".startswith(" + _lit(IMAGE_MARKER) + ") %}{%- set " + var + " = "
+            + _lit(t.content_lead) + " + " + var + " %}{%- endif %}")
 
 
 def _raise(message: str) -> str:
@@ -95,7 +104,8 @@ def _leading_system(t: ChatTemplate) -> list[str]:
         if t.system_placement == "refuse":
             add("    " + _raise(f"template {t.name} does not support a system message"))
         else:
-            add("    {%- set ns.system = messages[0].content %}{%- set ns.offset = 1 %}")
+            add("    {%- set ns.system = messages[0].content %}{%- set ns.offset = 1 %}"
+                + _lead(t, "ns.system"))
             add("    {%- set loop_messages = messages[1:] %}")
         add("{%- endif %}")
     if t.default_system is not None:
@@ -163,7 +173,7 @@ def _message_loop(t: ChatTemplate, generation_tags: bool) -> list[str]:
     lines: list[str] = []
     add = lines.append
     add("{%- for message in loop_messages %}")
-    add("    {%- set content = message.content %}")
+    add("    {%- set content = message.content %}" + _lead(t, "content"))
     if t.system_placement in ("first_user", "last_user"):
         add("    {%- if loop.index0 == ns.fold %}{%- set content = " + _expr(t.system, "ns.system")
             + " + content %}{%- endif %}")
