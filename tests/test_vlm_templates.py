@@ -15,7 +15,7 @@ from test_templates import CASES, _jinja, _ours
 
 from xtune.plugins import get_registry
 from xtune.templates.export import export_jinja
-from xtune.templates.images import IMAGE_MARKER, find_vision_template_name, vision_jinja
+from xtune.templates.images import IMAGE_MARKER, as_content_parts, find_vision_template_name, vision_jinja
 
 OFFICIAL = {
     "hub:Qwen/Qwen2-VL-7B-Instruct": (
@@ -56,20 +56,6 @@ IMAGE_CASES = [
 ]
 
 
-def as_parts(messages: list[dict]) -> list[dict]:
-    """Markers in text -> content lists, as transformers' processors receive them."""
-    out = []
-    for message in messages:
-        pieces = message["content"].split(IMAGE_MARKER)
-        parts = [{"type": "text", "text": pieces[0]}] if pieces[0] or len(pieces) == 1 else []
-        for piece in pieces[1:]:
-            parts.append({"type": "image"})
-            if piece:
-                parts.append({"type": "text", "text": piece})
-        out.append({**message, "content": parts})
-    return out
-
-
 def _markers_as_prompt(text, name):
     return None if text is None else text.replace(IMAGE_MARKER, IMAGE_PROMPTS[name])
 
@@ -83,9 +69,9 @@ def test_vlm_template_matches_processor_template(name):
     compared = 0
     for messages, gen in CASES + [(m, g) for m in IMAGE_CASES for g in (False, True)]:
         ours = _markers_as_prompt(_ours(template, messages, gen), name)
-        expected = _jinja(official, as_parts(messages), gen, template)
+        expected = _jinja(official, as_content_parts(messages), gen, template)
         assert ours == expected, (messages, gen)
-        assert _jinja(saved, as_parts(messages), gen, template) == expected, (messages, gen)
+        assert _jinja(saved, as_content_parts(messages), gen, template) == expected, (messages, gen)
         assert _jinja(saved, messages, gen, template) == expected, (messages, gen)
         compared += ours is not None
     assert compared >= 60

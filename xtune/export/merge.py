@@ -43,6 +43,7 @@ def merge(base: str, adapter: str, out: str, *, registry, dtype: str = "auto", m
 
     from xtune.models.build import load_for_inference
     from xtune.models.sources import resolve_source
+    from xtune.models.vlm import image_prompt_of
 
     if dtype in ("4bit", "int4", "nf4", "8bit", "int8"):
         raise UsageError(f"--dtype {dtype}: merging needs a full- or half-precision base",
@@ -70,7 +71,8 @@ def merge(base: str, adapter: str, out: str, *, registry, dtype: str = "auto", m
         info["prompt_template"] = prompt_template
     with atomic_output_dir(out_path, force=force, inputs=(base, adapter)) as tmp:
         merged.save_pretrained(str(tmp), max_shard_size=max_shard_size)
-        save_tokenizer(tokenizer, tmp, prompt_template, registry)
+        save_tokenizer(tokenizer, tmp, prompt_template, registry,
+                       image_prompt=image_prompt_of(merged, registry))
         write_info(tmp, info)
         write_card(tmp, info, merged_from=str(adapter_dir))
     log.info("merged %s into %s -> %s", adapter_dir, base, out_path)

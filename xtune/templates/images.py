@@ -29,6 +29,18 @@ def lead_content(content: str, lead: str) -> str:
     return content if not lead or content.startswith(IMAGE_MARKER) else lead + content
 
 
+def as_content_parts(messages: list[dict]) -> list[dict]:
+    """Messages with markers in their text -> transformers' content lists (image and text parts)."""
+    out = []
+    for message in messages:
+        pieces = message["content"].split(IMAGE_MARKER)
+        parts = [{"type": "text", "text": pieces[0]}] if pieces[0] or len(pieces) == 1 else []
+        for piece in pieces[1:]:
+            parts += [{"type": "image"}] + ([{"type": "text", "text": piece}] if piece else [])
+        out.append({**message, "content": parts})
+    return out
+
+
 def vision_jinja(jinja: str, image_prompt: str) -> str:
     """`jinja` (an exported xtune template) behind a preamble that turns content lists into text: image
     parts become the model's image prompt, text parts their text; string contents pass through with their
