@@ -87,6 +87,24 @@ def make_clip(folder: Path) -> Path:
     return folder
 
 
+def make_llama(folder: Path, tokenizer: Path) -> Path:
+    """A random 2-layer Llama (hidden size 64) with the 32k Llama-2 tokenizer at `tokenizer` (the shared
+    tiny Llama-2's): the language model of the test LLaVA, wide enough to learn in a few steps."""
+    import shutil
+
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(Path(tokenizer) / name, folder / name)
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=32000, bos_token_id=1, eos_token_id=2, **dict(TEXT, hidden_size=64,
+                                                                                    intermediate_size=128))
+    LlamaForCausalLM(config).save_pretrained(folder)
+    return folder
+
+
 def _tokenizer(folder: Path, specials: list[str]):
     tok = make_tokenizer(folder)
     tok.add_special_tokens({"additional_special_tokens": specials})

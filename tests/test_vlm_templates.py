@@ -14,8 +14,8 @@ import pytest
 from test_templates import CASES, _jinja, _ours
 
 from xtune.plugins import get_registry
-from xtune.templates.export import export_jinja
-from xtune.templates.images import IMAGE_MARKER, as_content_parts, find_vision_template_name, vision_jinja
+from xtune.templates.export import export_jinja, find_template_name
+from xtune.templates.images import IMAGE_MARKER, as_content_parts, vision_jinja
 
 OFFICIAL = {
     "hub:Qwen/Qwen2-VL-7B-Instruct": (
@@ -75,4 +75,5 @@ def test_vlm_template_matches_processor_template(name):
         assert _jinja(saved, messages, gen, template) == expected, (messages, gen)
         compared += ours is not None
     assert compared >= 60
-    assert find_vision_template_name(saved, IMAGE_PROMPTS[name], registry) == name
+    assert find_template_name(saved, registry, IMAGE_PROMPTS[name]) == name
+    assert find_template_name(saved, registry) is None

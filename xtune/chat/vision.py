@@ -16,13 +16,8 @@ from xtune.chat.session import ChatSession
 from xtune.data.images import IMAGES, check_image, load_image
 from xtune.errors import UsageError
 from xtune.models.vlm import image_prompt_of
-from xtune.templates.images import (
-                                    IMAGE_MARKER,
-                                    as_content_parts,
-                                    count_images,
-                                    find_vision_template_name,
-                                    with_image_prompt,
-)
+from xtune.templates.export import find_template_name
+from xtune.templates.images import IMAGE_MARKER, as_content_parts, count_images, with_image_prompt
 
 
 class VisionChatSession(ChatSession):
@@ -34,8 +29,7 @@ class VisionChatSession(ChatSession):
         self.image_prompt = image_prompt_of(model, self.registry) or processor.image_token
         self.pending: list[str] = []
         if self.use_tokenizer_template and self.template is None:  # a folder xtune wrote?
-            name = find_vision_template_name(processor.tokenizer.chat_template, self.image_prompt,
-                                             self.registry)
+            name = find_template_name(processor.tokenizer.chat_template, self.registry, self.image_prompt)
             if name:
                 self.template, self.use_tokenizer_template = name, False
                 self.stop_words = self._stop_words()

@@ -14,7 +14,6 @@ from typing import Any
 
 from xtune.data.conversation import RecordError
 from xtune.data.formats import openai, sharegpt
-from xtune.data.readers import collect
 from xtune.errors import DataError
 from xtune.templates.images import IMAGE_MARKER, count_images
 
@@ -123,11 +122,10 @@ def image_folder(cfg: dict) -> Path | None:
     return None
 
 
-def resolve_images(conversations: list, wheres: list[str], folder: Path | None, *,
-                   skip_bad: bool = False) -> tuple[list[list[str]], list[int]]:
-    """(absolute image paths per conversation, indices of conversations kept). Every image is opened and
-    verified; problems name the record and the image and are raised together (or, with `skip_bad`,
-    logged and their records left out)."""
+def resolve_images(conversations: list, wheres: list[str],
+                   folder: Path | None) -> tuple[list[list[str]], list[int], list[str]]:
+    """(absolute image paths per good conversation, indices of those, problems). Every image is opened and
+    verified; a problem names the record and the image."""
     paths_per, kept, problems = [], [], []
     for index, (messages, where) in enumerate(zip(conversations, wheres, strict=True)):
         paths, bad = [], []
@@ -143,15 +141,7 @@ def resolve_images(conversations: list, wheres: list[str], folder: Path | None, 
         if not bad:
             paths_per.append(paths)
             kept.append(index)
-    if problems and not (skip_bad and kept):
-        hint = None if folder else "set image_folder to the folder the image paths start from"
-        raise DataError(collect(problems), hint=hint)
-    if problems:
-        import logging
-
-        for problem in problems:
-            logging.getLogger("xtune.data").warning("skipped bad record: %s", problem)
-    return paths_per, kept
+    return paths_per, kept, problems
 
 
 def check_image(path: Path) -> str | None:

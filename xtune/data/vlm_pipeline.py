@@ -18,7 +18,7 @@ from xtune.data import cache
 from xtune.data.image_tokens import ImageTokens, cut_before_images
 from xtune.data.images import image_folder, image_size, resolve_images
 from xtune.data.pipeline import REPORT_PREFIX, build_rows, fingerprint_for, render_conversations
-from xtune.data.records import check_settings, load_conversations, local_source_print
+from xtune.data.records import check_settings, load_conversations, local_source_print, settle_problems
 from xtune.data.tokenize import encode_many, encode_pretrain, finish
 from xtune.errors import DataError
 from xtune.templates.images import with_image_prompt
@@ -55,11 +55,13 @@ def build_image_dataset(cfg: dict, processor, *, image_prompt: str = "", registr
         if cached is not None:
             return cached
     skipped: list[str] = []
+    problems: list[str] = []  # bad records and bad pictures, reported together
     conversations, wheres, source_print = load_conversations(cfg, registry, progress=progress,
-                                                             skipped=skipped)
-    images, kept = resolve_images(conversations, wheres, image_folder(cfg),
-                                  skip_bad=bool(cfg.get("skip_bad_records")))
-    skipped += [wheres[i] for i in sorted(set(range(len(conversations))) - set(kept))]
+                                                             deferred=problems)
+    folder = image_folder(cfg)
+    images, kept, bad = resolve_images(conversations, wheres, folder)
+    settle_problems(problems + bad, cfg, len(kept), skipped,
+                    hint=None if folder else "set image_folder to the folder the image paths start from")
     conversations, wheres = [conversations[i] for i in kept], [wheres[i] for i in kept]
     key = _key(cfg, processor, image_prompt, source_print, registry)
     if use_cache and (cached := cache.load(cache_dir, key)) is not None:

@@ -90,26 +90,20 @@ def _build_dataset(cfg, tokenizer, registry, seed: int, processor=None):
     """The data pipeline's rows; rank 0 builds (and caches) first so other ranks read its cache."""
     from mmengine.dist import barrier, get_rank, is_distributed
 
-    from xtune.data.from_recipe import dataset_cfg
-    from xtune.data.pipeline import build_train_dataset
+    from xtune.data.from_recipe import build_dataset, dataset_cfg
+    from xtune.models.build import model_adapter
 
     data_cfg = dataset_cfg(cfg)
     data_cfg.setdefault("seed", seed)
+    adapter = model_adapter(cfg, registry)
+    if processor is not None and data_cfg.get("pack_to_max_length") and not adapter.supports_varlen:
+        raise ConfigError(f"pack_to_max_length=True: {adapter.name} models place tokens by their own "
+                          "(multimodal) positions, which packed rows would break",
+                          hint="set pack_to_max_length=False (batches are grouped by length)")
     if is_distributed() and get_rank() != 0:
         barrier()
-    if processor is not None:  # images: the vision-language pipeline, with the model's image prompt
-        from xtune.data.vlm_pipeline import build_image_dataset
-        from xtune.models.build import model_adapter
-
-        adapter = model_adapter(cfg, registry)
-        if data_cfg.get("pack_to_max_length") and not adapter.supports_varlen:
-            raise ConfigError(f"pack_to_max_length=True: {adapter.name} models place tokens by their own "
-                              "(multimodal) positions, which packed rows would break",
-                              hint="set pack_to_max_length=False (batches are grouped by length)")
-        dataset = build_image_dataset(data_cfg, processor, registry=registry,
-                                      image_prompt=adapter.image_prompt)
-    else:
-        dataset = build_train_dataset(data_cfg, tokenizer, registry=registry)
+    dataset = build_dataset(data_cfg, tokenizer, registry=registry, processor=processor,
+                            image_prompt=adapter.image_prompt if adapter is not None else "")
     if is_distributed() and get_rank() == 0:
         barrier()
     return dataset

@@ -57,11 +57,7 @@ def recipe_tokenizer(cfg, registry):
     except ConfigError:
         raise
     except Exception as exc:
-        raise ConfigError(
-            f"could not load the tokenizer {tok_cfg.get('pretrained_model_name_or_path')!r}: "
-            f"{type(exc).__name__}: {_first_line(exc)}",
-            hint="pass --cfg-options pretrained_model_name_or_path=LOCAL_FOLDER",
-        ) from None
+        raise _load_error("tokenizer", tok_cfg.get("pretrained_model_name_or_path"), exc) from None
 
 
 def build_trainable(cfg, registry, *, precision: str = "float32", for_export: bool = False) -> Trainable:
@@ -89,8 +85,27 @@ def build_trainable(cfg, registry, *, precision: str = "float32", for_export: bo
 
 
 def recipe_processor(cfg, registry):
-    """The processor (tokenizer + image processor) of a vision-language recipe; None for a text recipe."""
-    return vlm_processor(cfg, registry) if is_vlm(model_adapter(cfg, registry)) else None
+    """The processor (tokenizer + image processor) of a vision-language recipe; None for a text recipe.
+    One that cannot be loaded is a ConfigError naming it, as for tokenizers."""
+    from xtune.errors import ConfigError
+
+    if not is_vlm(model_adapter(cfg, registry)):
+        return None
+    try:
+        return vlm_processor(cfg, registry)
+    except ConfigError:
+        raise
+    except Exception as exc:
+        vision = (cfg.get("vlm") or {}).get("vision_model")
+        raise _load_error("processor of", vision or cfg["tokenizer"].get("pretrained_model_name_or_path"),
+                          exc) from None
+
+
+def _load_error(what: str, name, exc: Exception):
+    from xtune.errors import ConfigError
+
+    return ConfigError(f"could not load the {what} {name!r}: {type(exc).__name__}: {_first_line(exc)}",
+                       hint="pass --cfg-options pretrained_model_name_or_path=LOCAL_FOLDER")
 
 
 def _first_line(exc: Exception) -> str:

@@ -16,7 +16,8 @@ from pathlib import Path
 from xtune.errors import ConfigError
 from xtune.templates.images import IMAGE_MARKER
 
-PROJECTOR = "model.multi_modal_projector."
+# The projector's weights as a LLaVA folder stores them (transformers saves the hub's layout) or in memory.
+PROJECTOR_PREFIXES = ("multi_modal_projector.", "model.multi_modal_projector.")
 
 
 def _vision_config(path: str):
@@ -65,9 +66,9 @@ def compose_llava(llm, vision: str, tokenizer, *, projector_from: str | None = N
     config = llava_config(llm.config, _vision_config(vision), tokenizer, feature_layer)
     with torch.device("meta"):
         llava = LlavaForConditionalGeneration(config)
-    dtype = next(llm.parameters()).dtype if not _quantized(llm) else torch.float32
+    embeddings = llm.get_input_embeddings().weight  # never quantised: the dtype the rest computes in
+    dtype, device = embeddings.dtype, embeddings.device
     tower = type(llava.model.vision_tower).from_pretrained(vision, dtype=dtype)
-    device = next(llm.parameters()).device
     llava.model.vision_tower = tower.to(device)
     llava.model.language_model = llm.get_decoder() if hasattr(llm, "get_decoder") else llm.model
     llava.lm_head = llm.get_output_embeddings()
@@ -75,21 +76,31 @@ def compose_llava(llm, vision: str, tokenizer, *, projector_from: str | None = N
     for attr in ("is_loaded_in_4bit", "is_loaded_in_8bit", "hf_quantizer", "quantization_method"):
         if hasattr(llm, attr):
             setattr(llava, attr, getattr(llm, attr))
-    if len(tokenizer) > llava.get_input_embeddings().weight.shape[0]:
-        llava.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    _grow_embeddings(llava, len(tokenizer))
     if projector_from:
         load_projector(llava, projector_from)
     llava.config.use_cache = False
     return llava
 
 
-def _quantized(model) -> bool:
-    return bool(getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False))
+def _grow_embeddings(llava, size: int) -> None:
+    """Room for the `<image>` token. Its rows start at the mean of the others, not at random, so that every
+    build of the same recipe (training, `convert pth_to_hf`) is the same model; the input row is never
+    read (image features replace it)."""
+    import torch
+
+    old = llava.get_input_embeddings().weight.shape[0]
+    if size <= old:
+        return
+    llava.resize_token_embeddings(size, mean_resizing=False)
+    with torch.no_grad():
+        for layer in {llava.get_input_embeddings(), llava.get_output_embeddings()}:
+            layer.weight[old:] = layer.weight[:old].mean(dim=0)
 
 
 def load_projector(llava, source: str) -> int:
     """The projector weights of the 'pretrain' stage: its WORK_DIR/hf folder (a LLaVA model) or a
-    .safetensors file holding `model.multi_modal_projector.*`."""
+    .safetensors file holding `multi_modal_projector.*`."""
     from safetensors.torch import load_file
 
     path = Path(source).expanduser()
@@ -99,9 +110,12 @@ def load_projector(llava, source: str) -> int:
                           hint="point it at the 'pretrain' stage's WORK_DIR/hf")
     found = {}
     for f in files:
-        found.update({k[len(PROJECTOR):]: v for k, v in load_file(str(f)).items() if k.startswith(PROJECTOR)})
+        for key, value in load_file(str(f)).items():
+            prefix = next((p for p in PROJECTOR_PREFIXES if key.startswith(p)), None)
+            if prefix:
+                found[key[len(prefix):]] = value
     if not found:
-        raise ConfigError(f"projector_from {source!r} holds no {PROJECTOR}* weights",
+        raise ConfigError(f"projector_from {source!r} holds no multi_modal_projector.* weights",
                           hint="point it at the 'pretrain' stage's WORK_DIR/hf")
     projector = llava.model.multi_modal_projector
     own = projector.state_dict()

@@ -27,10 +27,19 @@ def image_only(cls):
 
 
 def _processor_class(path: str, trust_remote_code: bool):
+    """The processor class a folder names (processor_config.json), else its model type's."""
+    import json
+
     import transformers
     from transformers import AutoConfig
     from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES
 
+    for file in ("processor_config.json", "preprocessor_config.json"):
+        saved = Path(path) / file
+        name = (json.loads(saved.read_text(encoding="utf-8")).get("processor_class") if saved.is_file()
+                else None)
+        if name and hasattr(transformers, name):
+            return getattr(transformers, name)
     model_type = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code).model_type
     name = PROCESSOR_MAPPING_NAMES.get(model_type)
     if not name:

@@ -13,7 +13,7 @@ import json
 import re
 
 from xtune.registry import ChatTemplate
-from xtune.templates.images import IMAGE_MARKER
+from xtune.templates.images import IMAGE_MARKER, vision_jinja
 from xtune.templates.messages import ROLES
 from xtune.templates.render import get_template
 
@@ -266,8 +266,10 @@ def attach_chat_template(tokenizer, template_name: str | None, registry=None) ->
     return jinja
 
 
-def find_template_name(chat_template: str | None, registry=None) -> str | None:
-    """The registered template whose exported jinja is exactly `chat_template`, else None.
+def find_template_name(chat_template: str | None, registry=None,
+                       image_prompt: str | None = None) -> str | None:
+    """The registered template whose exported jinja is exactly `chat_template`, else None; with an
+    `image_prompt`, the template a processor carries (`xtune.templates.images.vision_jinja` of it).
 
     Folders written by `xtune convert` carry such jinja; recognising it gives chat the template's stop words.
     """
@@ -277,8 +279,11 @@ def find_template_name(chat_template: str | None, registry=None) -> str | None:
         from xtune.plugins import get_registry
 
         registry = get_registry()
-    first_line = chat_template.split("\n", 1)[0]
+    head = chat_template if image_prompt is not None else chat_template.split("\n", 1)[0]
     for entry in registry.chat_templates:
-        if repr(entry.name) in first_line and export_jinja(entry) == chat_template:
+        if f"xtune chat template {entry.name!r}:" not in head:
+            continue
+        jinja = export_jinja(entry)
+        if (jinja if image_prompt is None else vision_jinja(jinja, image_prompt)) == chat_template:
             return entry.name
     return None

@@ -67,15 +67,3 @@ def vision_jinja(jinja: str, image_prompt: str) -> str:
     ]
     return "\n".join(lines) + "\n" + jinja
 
-
-def find_vision_template_name(chat_template: str | None, image_prompt: str, registry) -> str | None:
-    """The registered template whose `vision_jinja` is exactly `chat_template`, else None."""
-    from xtune.templates.export import export_jinja
-
-    if not chat_template or "xtune: content lists" not in chat_template:
-        return None
-    for entry in registry.chat_templates:
-        if repr(entry.name) in chat_template and (vision_jinja(export_jinja(entry), image_prompt)
-                                                  == chat_template):
-            return entry.name
-    return None
