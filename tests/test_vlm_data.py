@@ -7,7 +7,7 @@ import json
 
 import pytest
 from conftest import shared_path
-from test_vlm_fixtures import draw, make_llava, make_qwen2_vl, write_llava, write_mllm
+from test_vlm_fixtures import draw, make_idefics3, make_llava, make_qwen2_vl, write_llava, write_mllm
 
 from xtune.data.image_batches import build_image_collator
 from xtune.data.pipeline import build_report, build_train_dataset
@@ -168,3 +168,42 @@ def test_rows_are_what_the_processor_makes_of_the_saved_template(tmp_path, make,
         images = [Image.open(tmp_path / name).convert("RGB") for name in record["images"]]
         ours = processor(text=[text], images=images, add_special_tokens=False)
         assert list(ours["input_ids"][0]) == row["input_ids"]
+
+
+@pytest.mark.parametrize("make,template,prompt", [(make_llava, "vicuna", ""),
+                                                  (make_qwen2_vl, "qwen2_vl_chat", QWEN_PROMPT),
+                                                  (make_idefics3, "idefics3", "")])
+def test_batches_equal_trl_vision_collator(tmp_path, make, template, prompt, registry):
+    """TRL's DataCollatorForVisionLanguageModeling (assistant_only_loss, the template exported with
+    generation tags) makes the same input_ids, labels and pixels from the same records."""
+    import torch
+    from PIL import Image
+
+    trl = pytest.importorskip("trl.trainer.sft_trainer")
+    from xtune.models.processors import load_processor
+    from xtune.templates.export import export_jinja
+    from xtune.templates.images import as_content_parts, vision_jinja
+
+    processor = load_processor(make(tmp_path / "model"))
+    data = write_mllm(tmp_path)
+    rows = build(dict(dataset_map="mllm", data_path=str(data), prompt_template=template), processor, registry,
+                 image_prompt=prompt)
+    ours = build_image_collator({}, processor)([rows[i] for i in range(len(rows))])
+    processor.chat_template = vision_jinja(export_jinja(template, generation_tags=True, registry=registry),
+                                           prompt or processor.image_token)
+    examples = [{"messages": as_content_parts(r["messages"]),
+                 "images": [Image.open(tmp_path / n).convert("RGB") for n in r["images"]]}
+                for r in json.loads(data.read_text())]
+    theirs = trl.DataCollatorForVisionLanguageModeling(processor, assistant_only_loss=True)(examples)
+    assert torch.equal(ours["input_ids"], theirs["input_ids"])
+    assert torch.equal(ours["labels"], theirs["labels"])  # TRL ignores the first label too
+    assert torch.allclose(_pictures(ours["pixel_values"]), _pictures(theirs["pixel_values"]))
+
+
+def _pictures(pixel_values):
+    """The real pictures of a batch, in order: Idefics3's (batch, picture, ...) layout flattened, the
+    all-zero padding pictures (TRL pads each row to the most pictures) dropped, as the model does."""
+    if pixel_values.dim() == 5:
+        pixel_values = pixel_values.flatten(0, 1)
+        pixel_values = pixel_values[pixel_values.flatten(1).abs().sum(1) > 0]
+    return pixel_values.float()

@@ -48,19 +48,20 @@ def _processor_class(path: str, trust_remote_code: bool):
 
 
 def load_processor(path: str | Path, *, trust_remote_code: bool = False, **kwargs):
-    """`AutoProcessor.from_pretrained(path)` with slow (PIL) image processors; without torchvision the
-    processors that also handle videos are built for images only."""
+    """`AutoProcessor.from_pretrained(path)`; without torchvision (PIL image processors) the processors that
+    also handle videos are built for images only."""
     from transformers import AutoProcessor
 
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    # No backend= here: transformers hands it to the tokenizer as well (which then stops counting as fast);
+    # without torchvision the image processors are the PIL ones anyway.
     try:
-        return AutoProcessor.from_pretrained(str(path), trust_remote_code=trust_remote_code, backend="pil",
-                                             **kwargs)
+        return AutoProcessor.from_pretrained(str(path), trust_remote_code=trust_remote_code, **kwargs)
     except (ImportError, OSError) as exc:  # no torchvision, or a folder saved without the video part
         if "torchvision" not in str(exc).lower() and "video processor" not in str(exc).lower():
             raise
     cls = image_only(_processor_class(str(path), trust_remote_code))
-    return cls.from_pretrained(str(path), backend="pil", **kwargs)
+    return cls.from_pretrained(str(path), **kwargs)
 
 
 def is_processor(obj) -> bool:
