@@ -42,7 +42,7 @@ def encoder(folder: Path) -> Path:
 def run(recipe: str, work_dir: Path, options: list[str]) -> dict:
     from xtune.cli.main import main
 
-    if main(["train", recipe, "--work-dir", str(work_dir), "--cfg-options", *options]) != 0:
+    if main(["train", recipe, "--work-dir", str(work_dir), "--overwrite", "--cfg-options", *options]) != 0:
         raise SystemExit(f"bench_vlm: {recipe} failed")
     losses = [h["loss"] for h in json.loads((work_dir / "loss_history.json").read_text())["train"]]
     scalars = sorted(work_dir.glob("*/vis_data/scalars.json"))[-1].read_text().splitlines()
