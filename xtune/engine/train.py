@@ -254,9 +254,7 @@ def _train_checked(cfg, registry, recipe_path: Path, work_dir: str, args, state)
     state.started = True
     _run_restoring_sigterm(runner)
     return TrainedRun(cfg=cfg, runner=runner, tokenizer=processor if processor is not None else tokenizer,
-                      schedule=schedule,
-                      method=trained.method,
-                      recipe=recipe_path.stem, work_dir=work_dir)
+                      schedule=schedule, method=trained.method, recipe=recipe_path.stem, work_dir=work_dir)
 
 
 def _check_resume_fits(model, checkpoint: str) -> None:
