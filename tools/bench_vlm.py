@@ -108,7 +108,7 @@ def main(argv=None) -> int:
     stage2_options = common + [f"data_path={mllm_data}", "dataset_map=mllm", "lr=1e-3"]
     stage2 = run(RECIPES[1], out / "stage2", stage2_options)
     report = dict(cpu=torch.backends.cpu.get_cpu_capability(), threads=torch.get_num_threads(),
-                  batch="2 samples x ~225 tokens (196 image tokens)", stage1_projector=stage1,
+                  batch="2 samples x ~250 tokens (196 of them image tokens)", stage1_projector=stage1,
                   stage2_lora=stage2, trl=trl_check(stage2_options, mllm_data))
     print(json.dumps(report, indent=1))
     return 0
