@@ -49,16 +49,19 @@ def test_index_matches_files(registry):
     for recipe in builtin_recipes(registry):
         meta = read_metadata(Path(recipe.path))
         assert (meta.name, meta.family, meta.method, meta.dataset, meta.epochs, meta.template, meta.hub_id,
-                meta.model) == (recipe.name, recipe.family, recipe.method, recipe.dataset, recipe.epochs,
-                                recipe.template, recipe.hub_id, recipe.model), recipe.name
-        assert recipe.name == f"{recipe.model}_{recipe.method}_{recipe.dataset}_e{recipe.epochs}"
+                meta.model, meta.stage) == (recipe.name, recipe.family, recipe.method, recipe.dataset,
+                                            recipe.epochs, recipe.template, recipe.hub_id, recipe.model,
+                                            recipe.stage), recipe.name
+        stage = f"{recipe.stage}_" if recipe.stage else ""  # LLaVA's two stages
+        assert recipe.name == f"{recipe.model}_{recipe.method}_{stage}{recipe.dataset}_e{recipe.epochs}"
 
 
 def test_generator_reads_the_registry(registry):
-    """One catalogue: every built-in model has recipes, each with its adapter's template and remote-code
-    flag."""
-    recipes = builtin_recipes(registry)
-    models = {m.name: m for m in registry.models if m.plugin == "xtune"}
+    """One catalogue: every built-in language model has recipes, each with its adapter's template and
+    remote-code flag (vision-language recipes: tests/test_vlm_recipes.py)."""
+    models = {m.name: m for m in registry.models
+              if m.plugin == "xtune" and registry.model_adapters.get(m.family).model_kind == "llm"}
+    recipes = [r for r in builtin_recipes(registry) if r.model in models]
     assert {r.model for r in recipes} == set(models)
     for recipe in recipes:
         model = models[recipe.model]
@@ -113,7 +116,8 @@ def test_generator_check_fails_on_a_hand_edit(tmp_path):
 
     root = tmp_path / "repo"
     (root / "tools").mkdir(parents=True)
-    shutil.copy(REPO / "tools" / "gen_recipes.py", root / "tools")
+    for name in ("gen_recipes.py", "gen_recipes_vlm.py"):
+        shutil.copy(REPO / "tools" / name, root / "tools")
     shutil.copytree(builtin_recipe_dir(), root / "recipes", ignore=shutil.ignore_patterns("__pycache__"))
     run = [sys.executable, "tools/gen_recipes.py", "--check"]
     assert subprocess.run(run, cwd=root, capture_output=True).returncode == 0

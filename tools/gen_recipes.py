@@ -17,6 +17,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import gen_recipes_vlm  # the vision-language part of the matrix (tools/gen_recipes_vlm.py)
+
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = ROOT / "recipes"
 
@@ -90,9 +92,10 @@ FLAGSHIPS = ["internlm_7b", "internlm_chat_7b", "internlm2_chat_7b", "internlm2_
 
 
 def matrix():
-    """Yield (model, method, data) for every recipe: each built-in model of the registry."""
+    """Yield (model, method, data) for every text recipe: each built-in language model of the registry
+    (vision-language recipes come from tools/gen_recipes_vlm.py)."""
     for model in REGISTRY.models:
-        if model.plugin != "xtune":
+        if model.plugin != "xtune" or REGISTRY.model_adapters.get(model.family).model_kind != "llm":
             continue
         plan = {m: list(ds) for m, ds in STANDARD.items()}
         if model.name in FLAGSHIPS:
@@ -145,6 +148,27 @@ def _py(value) -> str:
         mantissa, exponent = f"{value:e}".split("e")
         return f"{float(mantissa):g}e{int(exponent)}"  # 2e-4, not 0.0002
     return repr(value)
+
+
+# Optimizer, schedule and runtime: the same in every recipe.
+RUNTIME = """\
+# ------------------------------------------------------------------------ PART 4  Optimizer & schedule
+optim_wrapper = dict(
+    optimizer=dict(type=optim_type, lr=lr, betas=betas, weight_decay=weight_decay),
+    clip_grad=dict(max_norm=max_norm),
+    accumulative_counts=accumulative_counts,
+    dtype='auto',  # bf16 mixed precision where supported
+)
+param_scheduler = dict(type='cosine', warmup_ratio=warmup_ratio, eta_min=0.0)
+train_cfg = dict(max_epochs=max_epochs, max_steps=max_steps)
+
+# ---------------------------------------------------------------------------------- PART 5  Runtime
+checkpoint = dict(interval=save_steps, max_keep_ckpts=save_total_limit)
+evaluate_chat = dict(every=evaluation_freq, inputs=evaluation_inputs, system=SYSTEM, max_new_tokens=256)
+log_interval = 10
+randomness = dict(seed=seed, deterministic=False)
+export_hf = True  # write WORK_DIR/hf (adapter or model + tokenizer with its chat template) at the end
+"""
 
 
 def render(model, method: str, data: Data) -> str:
@@ -261,24 +285,8 @@ train_dataloader = dict(
     num_workers=dataloader_num_workers,
 )
 
-# ------------------------------------------------------------------------ PART 4  Optimizer & schedule
-optim_wrapper = dict(
-    optimizer=dict(type=optim_type, lr=lr, betas=betas, weight_decay=weight_decay),
-    clip_grad=dict(max_norm=max_norm),
-    accumulative_counts=accumulative_counts,
-    dtype='auto',  # bf16 mixed precision where supported
-)
-param_scheduler = dict(type='cosine', warmup_ratio=warmup_ratio, eta_min=0.0)
-train_cfg = dict(max_epochs=max_epochs, max_steps=max_steps)
-
-# ---------------------------------------------------------------------------------- PART 5  Runtime
-checkpoint = dict(interval=save_steps, max_keep_ckpts=save_total_limit)
-evaluate_chat = dict(every=evaluation_freq, inputs=evaluation_inputs, system=SYSTEM, max_new_tokens=256)
-log_interval = 10
-randomness = dict(seed=seed, deterministic=False)
-export_hf = True  # write WORK_DIR/hf (adapter or model + tokenizer with its chat template) at the end
 """
-    return lines
+    return lines + RUNTIME
 
 
 def generate() -> dict[Path, str]:
@@ -295,6 +303,13 @@ def generate() -> dict[Path, str]:
         index[name] = dict(path=str(rel), model=model.name, family=model.family, method=method,
                            dataset=data.name, epochs=data.epochs, template=template, hub_id=model.hub_id,
                            description=f"{METHODS[method]['title']} of {model.title} on {data.name}")
+    vlm_files, vlm_index = gen_recipes_vlm.generate(REGISTRY, RECIPES, _py, method_lines, quantization_lines,
+                                                   RUNTIME)
+    twice = sorted(set(index) & set(vlm_index))
+    if twice:
+        raise SystemExit(f"gen_recipes: the matrix produces {twice[0]} twice")
+    files.update(vlm_files)
+    index.update(vlm_index)
     files[RECIPES / "index.json"] = (json.dumps(dict(sorted(index.items())), indent=1, ensure_ascii=False)
                                      + "\n")
     return files

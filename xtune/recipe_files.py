@@ -25,6 +25,7 @@ _METADATA_VARS = {
     "epochs": "max_epochs",
     "template": "prompt_template",
     "hub_id": "pretrained_model_name_or_path",
+    "stage": "stage",  # vision-language (LLaVA) recipes
 }
 
 
@@ -53,7 +54,8 @@ def literal_assignments(path: Path) -> dict[str, object]:
 
 
 def model_key(name: str, method: str) -> str:
-    """`internlm2_chat_7b_qlora_oasst1_e3` -> `internlm2_chat_7b` (the part before the method)."""
+    """`internlm2_chat_7b_qlora_oasst1_e3` -> `internlm2_chat_7b` (the part before the method; for LLaVA
+    recipes the language model and the vision encoder)."""
     head, sep, _ = name.partition(f"_{method}_")
     return head if sep else name
 

@@ -93,14 +93,16 @@ class ChatSession:
         return [i for i in dict.fromkeys(ids) if i is not None]
 
     # ------------------------------------------------------------------ generation
-    def _generate_kwargs(self, text: str) -> dict:
-        prompt = self.render(self.messages(text))
+    def model_inputs(self, prompt: str) -> dict:
+        """The tensors `generate` gets for a rendered prompt (a session with pictures adds their pixels)."""
         inputs = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+        return {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"]}
+
+    def _generate_kwargs(self, text: str) -> dict:
         device = next(self.model.parameters()).device
+        kwargs = {k: v.to(device) for k, v in self.model_inputs(self.render(self.messages(text))).items()}
         s = self.settings
-        kwargs = dict(input_ids=inputs["input_ids"].to(device),
-                      attention_mask=inputs["attention_mask"].to(device),
-                      max_new_tokens=s.max_new_tokens, eos_token_id=self.eos_token_ids,
+        kwargs.update(max_new_tokens=s.max_new_tokens, eos_token_id=self.eos_token_ids,
                       pad_token_id=self.tokenizer.pad_token_id, repetition_penalty=s.repetition_penalty)
         if s.temperature and s.temperature > 0:
             kwargs.update(do_sample=True, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k)

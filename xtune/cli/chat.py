@@ -1,4 +1,5 @@
-"""`xtune chat MODEL`: talk to a model, a model + adapter, or a 4/8-bit model.
+"""`xtune chat MODEL`: talk to a model, a model + adapter, or a 4/8-bit model; `--image FILE` shows a
+vision-language model a picture with the first message (`/image PATH` in the REPL, for later ones).
 
 With `--prompt TEXT`, or with text piped on stdin, it prints one answer and exits 0; otherwise it is an
 interactive chat with streamed answers (see `xtune.chat.repl`).
@@ -26,6 +27,8 @@ def add_parser(subparsers, common):
                    help="xtune chat template (default: the model's own chat_template, else its family's)")
     p.add_argument("--system", metavar="TEXT", help="system prompt")
     p.add_argument("--prompt", metavar="TEXT", help="answer this one message and exit")
+    p.add_argument("--image", action="append", default=[], metavar="FILE",
+                   help="a picture for a vision-language model, with the first message (repeatable)")
     p.add_argument("--max-new-tokens", type=int, default=512, metavar="N")
     p.add_argument("--temperature", type=float, default=0.7, metavar="T", help="0 for greedy decoding")
     p.add_argument("--top-p", type=float, default=0.9, metavar="P")
@@ -51,11 +54,39 @@ def _check(args) -> None:
         raise UsageError("--top-k must be >= 0 and --repetition-penalty > 0")
     if args.prompt is not None and not args.prompt.strip():
         raise UsageError("--prompt is empty")
+    from pathlib import Path
+
+    from xtune.data.images import check_image
+
+    for image in args.image:  # before the model loads
+        problem = check_image(Path(image).expanduser())
+        if problem:
+            raise UsageError(f"--image {image!r}: {problem}")
     if args.prompt_template:
         from xtune.plugins import get_registry
         from xtune.templates import get_template
 
         get_template(args.prompt_template, get_registry())  # fail before loading the model
+
+
+def _session(model, tokenizer, args, settings, registry):
+    """A chat session; a vision-language model's (with its processor) gets the --image pictures."""
+    from xtune.chat.session import ChatSession
+    from xtune.chat.vision import VisionChatSession
+    from xtune.errors import UsageError
+    from xtune.models.processors import is_processor
+
+    kwargs = dict(registry=registry, template=args.prompt_template, system=args.system, settings=settings,
+                  model_name=args.model)
+    if not is_processor(tokenizer):
+        if args.image:
+            raise UsageError(f"--image: {args.model!r} is a text model and cannot see images",
+                             hint="chat with a vision-language model (e.g. a LLaVA recipe's WORK_DIR/hf)")
+        return ChatSession(model, tokenizer, **kwargs)
+    session = VisionChatSession(model, tokenizer, **kwargs)
+    for image in args.image:
+        session.add_image(image)
+    return session
 
 
 def run(args) -> int:
@@ -76,7 +107,7 @@ def run(args) -> int:
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     from xtune.chat.repl import answer_once, interactive
-    from xtune.chat.session import ChatSession, GenerationSettings
+    from xtune.chat.session import GenerationSettings
     from xtune.models.build import load_for_inference
     from xtune.plugins import get_registry
 
@@ -86,8 +117,7 @@ def run(args) -> int:
                                   top_p=args.top_p, top_k=args.top_k,
                                   repetition_penalty=args.repetition_penalty,
                                   seed=args.seed)
-    session = ChatSession(model, tokenizer, registry=get_registry(), template=args.prompt_template,
-                          system=args.system, settings=settings, model_name=args.model)
+    session = _session(model, tokenizer, args, settings, get_registry())
     stream = not args.no_stream
     text = args.prompt if args.prompt is not None else piped
     if text is not None:

@@ -29,3 +29,15 @@ def dataset_cfg(recipe) -> dict[str, Any]:
         if key not in cfg and key in recipe:
             cfg[key] = recipe[key]
     return cfg
+
+
+def build_dataset(data_cfg: dict, tokenizer, *, registry=None, processor=None, image_prompt: str = ""):
+    """A recipe's training rows: the vision-language pipeline when there is a processor (with the family's
+    image prompt), else the text one. Training and the dataset tools build them the same way."""
+    if processor is not None:
+        from xtune.data.vlm_pipeline import build_image_dataset
+
+        return build_image_dataset(data_cfg, processor, registry=registry, image_prompt=image_prompt)
+    from xtune.data.pipeline import build_train_dataset
+
+    return build_train_dataset(data_cfg, tokenizer, registry=registry)

@@ -46,10 +46,12 @@ def best_fit_decreasing(lengths: list[int], capacity: int, seed: int | None = No
 
 
 def pack_rows(input_ids: list[list[int]], labels: list[list[int]], max_length: int,
-              seed: int | None = None) -> dict[str, list[list[int]]]:
-    """Columns of packed rows: input_ids, labels and position_ids (restarting per sample)."""
+              seed: int | None = None, extra: dict[str, list[list]] | None = None) -> dict[str, list[list]]:
+    """Columns of packed rows: input_ids, labels and position_ids (restarting per sample), plus each `extra`
+    list column (e.g. a sample's image files) concatenated in the order of the row's samples."""
     bins = best_fit_decreasing([len(x) for x in input_ids], max_length, seed)
-    rows: dict[str, list[list[int]]] = {"input_ids": [], "labels": [], "position_ids": []}
+    extra = extra or {}
+    rows: dict[str, list[list]] = {key: [] for key in ("input_ids", "labels", "position_ids", *extra)}
     for members in bins:
         ids, labs, pos = [], [], []
         for i in members:
@@ -59,6 +61,8 @@ def pack_rows(input_ids: list[list[int]], labels: list[list[int]], max_length: i
         rows["input_ids"].append(ids)
         rows["labels"].append(labs)
         rows["position_ids"].append(pos)
+        for key, column in extra.items():
+            rows[key].append([item for i in members for item in column[i]])
     return rows
 
 

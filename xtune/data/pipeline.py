@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from xtune.data import cache
+from xtune.data.images import has_images
 from xtune.data.records import (
     check_settings,
     dataset_map_entry,
@@ -108,6 +109,10 @@ def build_train_dataset(cfg: dict, tokenizer, *, registry=None, progress: bool =
     skipped: list[str] = []
     conversations, wheres, source_print = load_conversations(cfg, registry, progress=progress,
                                                              skipped=skipped)
+    if has_images(conversations):
+        raise ConfigError(f"the data set {cfg.get('data_path') or cfg.get('dataset_map')!r} shows images, "
+                          "but the model is a text model",
+                          hint="train it with a vision-language model adapter")
     key = fingerprint_for(cfg, tokenizer, source_print, registry)
     if use_cache:
         cached = cache.load(cache_dir, key)
@@ -116,7 +121,7 @@ def build_train_dataset(cfg: dict, tokenizer, *, registry=None, progress: bool =
     segments = render_conversations(conversations, wheres, cfg.get("prompt_template"), tokenizer, registry)
     segments = [clip_segments(s, int(cfg.get("max_length") or 2048)) for s in segments]
     columns = _tokenize(segments, cfg, tokenizer, key, progress)
-    result, report = _rows(columns, cfg)
+    result, report = build_rows(columns, cfg)
     report.update(records=len(conversations), skipped_bad_records=len(skipped))
     result.info.description = REPORT_PREFIX + json.dumps(report)
     if use_cache:
@@ -145,7 +150,7 @@ def _tokenize(segments, cfg: dict, tokenizer, key: str, progress: bool) -> dict[
     return tokenized.to_dict()  # plain lists: per-row access to a datasets column is slow
 
 
-def _rows(columns: dict[str, list], cfg: dict):
+def build_rows(columns: dict[str, list], cfg: dict):
     """The kept samples as the training data set (packed into rows when the recipe packs), and the report."""
     import datasets
 
@@ -161,15 +166,17 @@ def _rows(columns: dict[str, list], cfg: dict):
             hint="raise max_length",
         )
     ids, labels = [columns["input_ids"][i] for i in kept], [columns["labels"][i] for i in kept]
+    extra = {k: [v[i] for i in kept] for k, v in columns.items()
+             if k not in ("input_ids", "labels", "status")}  # e.g. the images of each sample
     if cfg.get("pack_to_max_length"):
         from xtune.data.packing import pack_rows
 
         seed = cfg.get("seed", 0) if cfg.get("shuffle_before_pack", True) else None
-        rows = pack_rows(ids, labels, max_length, seed=seed)
+        rows = pack_rows(ids, labels, max_length, seed=seed, extra=extra)
         report["fill_ratio"] = sum(map(len, rows["input_ids"])) / (len(rows["input_ids"]) * max_length)
         result = datasets.Dataset.from_dict(rows)
     else:
-        result = datasets.Dataset.from_dict({"input_ids": ids, "labels": labels})
+        result = datasets.Dataset.from_dict({"input_ids": ids, "labels": labels, **extra})
     report["rows"] = len(result)
     return result, report
 

@@ -92,13 +92,14 @@ def converter_options(cfg: dict, base_options: dict, convert=None) -> dict:
     return options
 
 
-def load_conversations(cfg: dict, registry=None, *, progress: bool = True,
-                       skipped: list[str] | None = None) -> tuple[list, list[str], str]:
+def load_conversations(cfg: dict, registry=None, *, progress: bool = True, skipped: list[str] | None = None,
+                       deferred: list[str] | None = None) -> tuple[list, list[str], str]:
     """Every record of the configured source as a checked conversation: (conversations, wheres, fingerprint).
 
     Raises one DataError listing every bad record (file, line, field). With the recipe switch
     `skip_bad_records=True` bad records are left out instead, each one logged as a warning and
-    appended to `skipped`, so the build report counts them.
+    appended to `skipped`, so the build report counts them. With `deferred`, the problems are appended
+    there for the caller to settle (`settle_problems`) together with its own.
     """
     check_settings(cfg)
     parts = _parts(cfg, registry)
@@ -125,7 +126,20 @@ def load_conversations(cfg: dict, registry=None, *, progress: bool = True,
                 continue
             conversations.append(messages)
             wheres.append(where)
-    if problems and cfg.get("skip_bad_records") and conversations:
+    if deferred is not None:
+        deferred += problems  # the caller settles them with its own (e.g. the pictures')
+    else:
+        settle_problems(problems, cfg, len(conversations), skipped)
+    if not conversations and not (deferred and problems):
+        raise DataError(f"the data set {cfg.get('data_path') or cfg.get('dataset_map')!r} is empty")
+    return conversations, wheres, "|".join(prints)
+
+
+def settle_problems(problems: list[str], cfg: dict, kept: int, skipped: list[str] | None = None,
+                    hint: str | None = None) -> None:
+    """Bad records: one DataError listing them all, or with `skip_bad_records=True` (while some records
+    are left) a warning each, counted in `skipped`."""
+    if problems and cfg.get("skip_bad_records") and kept:
         import logging
 
         log = logging.getLogger("xtune.data")
@@ -134,10 +148,7 @@ def load_conversations(cfg: dict, registry=None, *, progress: bool = True,
         if skipped is not None:
             skipped += problems
     elif problems:
-        raise DataError(collect(problems))
-    if not conversations:
-        raise DataError(f"the data set {cfg.get('data_path') or cfg.get('dataset_map')!r} is empty")
-    return conversations, wheres, "|".join(prints)
+        raise DataError(collect(problems), hint=hint)
 
 
 def check_settings(cfg: dict) -> None:

@@ -5,6 +5,7 @@ and column names, so adding one is a few lines of data. Column pairs read as
 (field the converter expects, column in the data set).
 """
 
+from xtune.default_plugins.datasets_vlm import IMAGE_DATA
 from xtune.hookspecs import hookimpl
 from xtune.registry import DatasetMap
 
@@ -98,5 +99,5 @@ DATASETS = [
 
 @hookimpl
 def register_dataset_maps(register):
-    for entry in FORMATS + DATASETS:
+    for entry in FORMATS + DATASETS + IMAGE_DATA:
         register(entry)

@@ -7,6 +7,10 @@ prefix, hub id, title, billions of parameters, instruction-tuned or base). The r
 table of `models.json` (and its chat template, if new) followed by a regenerate. Architecture figures for
 `xtune estimate` come from `xtune.default_plugins.architectures`, keyed by hub id.
 
+Vision-language families (`kind` "vlm", with the module paths of their vision tower, projector and
+language model) and the image encoders xtune composes into LLaVA models (`kind` "vision") are rows of the
+sibling `models_vlm.json`, in the same two tables.
+
 `trust_remote_code` marks families whose hub checkpoints need their own modelling code; their recipes set
 `trust_remote_code = True` visibly, so running hub code is always the user's choice.
 """
@@ -18,9 +22,16 @@ from xtune.default_plugins.architectures import ARCHITECTURES
 from xtune.hookspecs import hookimpl
 from xtune.registry import Model, ModelAdapter
 
+CATALOGUES = ("models.json", "models_vlm.json")
+
 
 def _catalogue() -> dict:
-    return json.loads((resources.files("xtune.default_plugins") / "models.json").read_text(encoding="utf-8"))
+    tables: dict[str, list] = {"families": [], "models": []}
+    for name in CATALOGUES:
+        data = json.loads((resources.files("xtune.default_plugins") / name).read_text(encoding="utf-8"))
+        for key, rows in tables.items():
+            rows += data[key]
+    return tables
 
 
 def adapters(catalogue: dict) -> list[ModelAdapter]:

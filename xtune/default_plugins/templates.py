@@ -10,6 +10,7 @@ of models that ship their own jinja.
 
 from xtune.default_plugins.template_parts import CHATML, COMMUNITY, DS_BOS, DS_EOS, STRICT
 from xtune.default_plugins.templates_official import OFFICIAL_TEMPLATES
+from xtune.default_plugins.templates_vlm import VLM_TEMPLATES
 from xtune.hookspecs import hookimpl
 from xtune.registry import ChatTemplate
 
@@ -87,5 +88,5 @@ TEMPLATES = [
 
 @hookimpl
 def register_chat_templates(register):
-    for template in TEMPLATES + OFFICIAL_TEMPLATES:
+    for template in TEMPLATES + OFFICIAL_TEMPLATES + VLM_TEMPLATES:
         register(template)

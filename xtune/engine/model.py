@@ -45,8 +45,9 @@ class CausalLMModel(BaseModel):
         mmengine's default would also choke on 4-bit packed weights."""
 
     def forward(self, input_ids, labels=None, attention_mask=None, position_ids=None, mode: str = "loss",
-                **_):
-        kwargs = {"input_ids": input_ids, "use_cache": False}
+                **images):
+        # `images`: a vision-language batch's pixel inputs (pixel_values, image_grid_thw, ...), passed on
+        kwargs = {"input_ids": input_ids, "use_cache": False, **images}
         if attention_mask is not None:
             kwargs["attention_mask"] = attention_mask
         if position_ids is not None:

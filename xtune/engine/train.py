@@ -26,7 +26,7 @@ class TrainedRun:
 
     cfg: Any
     runner: Any
-    tokenizer: Any
+    tokenizer: Any  # a vision-language model's processor
     schedule: Any
     method: Any  # the TuningMethod entry
     recipe: str
@@ -86,18 +86,24 @@ def default_work_dir(recipe_path: Path) -> str:
     return str(Path("work_dirs") / recipe_path.stem)
 
 
-def _build_dataset(cfg, tokenizer, registry, seed: int):
+def _build_dataset(cfg, tokenizer, registry, seed: int, processor=None):
     """The data pipeline's rows; rank 0 builds (and caches) first so other ranks read its cache."""
     from mmengine.dist import barrier, get_rank, is_distributed
 
-    from xtune.data.from_recipe import dataset_cfg
-    from xtune.data.pipeline import build_train_dataset
+    from xtune.data.from_recipe import build_dataset, dataset_cfg
+    from xtune.models.build import model_adapter
 
     data_cfg = dataset_cfg(cfg)
     data_cfg.setdefault("seed", seed)
+    adapter = model_adapter(cfg, registry)
+    if processor is not None and data_cfg.get("pack_to_max_length") and not adapter.supports_varlen:
+        raise ConfigError(f"pack_to_max_length=True: {adapter.name} models place tokens by their own "
+                          "(multimodal) positions, which packed rows would break",
+                          hint="set pack_to_max_length=False (batches are grouped by length)")
     if is_distributed() and get_rank() != 0:
         barrier()
-    dataset = build_train_dataset(data_cfg, tokenizer, registry=registry)
+    dataset = build_dataset(data_cfg, tokenizer, registry=registry, processor=processor,
+                            image_prompt=adapter.image_prompt if adapter is not None else "")
     if is_distributed() and get_rank() == 0:
         barrier()
     return dataset
@@ -115,11 +121,13 @@ def _sampler(dataset, cfg, seed: int):
     return LengthGroupedSampler(lengths, int(cfg.train_dataloader.batch_size), seed=seed)
 
 
-def _dataloader(dataset, cfg, tokenizer, sampler) -> dict:
+def _dataloader(dataset, cfg, tokenizer, sampler, processor=None) -> dict:
     from xtune.data.collate import build_collator
+    from xtune.data.image_batches import build_image_collator
 
-    return dict(dataset=dataset, sampler=sampler,
-                collate_fn=build_collator(dict(cfg.train_dataset), tokenizer),
+    collate = (build_image_collator(dict(cfg.train_dataset), processor) if processor is not None
+               else build_collator(dict(cfg.train_dataset), tokenizer))
+    return dict(dataset=dataset, sampler=sampler, collate_fn=collate,
                 batch_size=int(cfg.train_dataloader.batch_size),
                 num_workers=int(cfg.train_dataloader.get("num_workers", 0) or 0))
 
@@ -191,8 +199,8 @@ def _deepspeed_config(args, cfg, registry, schedule, precision, world_size: int)
     return ds_config, keep_alive
 
 
-def _data(cfg, registry, seed: int, tokenizer):
-    dataset = _build_dataset(cfg, tokenizer, registry, seed)
+def _data(cfg, registry, seed: int, tokenizer, processor=None):
+    dataset = _build_dataset(cfg, tokenizer, registry, seed, processor)
     val_dataset = None
     if float(cfg.get("val_ratio") or 0) > 0:
         split = dataset.train_test_split(test_size=float(cfg.val_ratio), seed=seed)
@@ -210,7 +218,7 @@ def _train_checked(cfg, registry, recipe_path: Path, work_dir: str, args, state)
     from xtune.engine.runner_setup import RunParts, build_runner
     from xtune.fileio import atomic_write_text
     from xtune.methods.common import count_parameters
-    from xtune.models.build import build_trainable, recipe_tokenizer
+    from xtune.models.build import build_trainable, recipe_processor, recipe_tokenizer
     from xtune.schedule import plan_schedule
 
     _console_logging()
@@ -221,8 +229,9 @@ def _train_checked(cfg, registry, recipe_path: Path, work_dir: str, args, state)
     set_random_seed(seed, deterministic=bool(cfg.get("randomness", {}).get("deterministic", False)))
     resume_from = find_resume_checkpoint(getattr(args, "resume", None), work_dir)
     precision = _precision(cfg)
-    tokenizer = recipe_tokenizer(cfg, registry)
-    dataset, val_dataset = _data(cfg, registry, seed, tokenizer)
+    processor = recipe_processor(cfg, registry)  # None for a text model
+    tokenizer = processor.tokenizer if processor is not None else recipe_tokenizer(cfg, registry)
+    dataset, val_dataset = _data(cfg, registry, seed, tokenizer, processor)
     schedule = plan_schedule(cfg, len(dataset), world_size)
     ds_config, _keep_alive = _deepspeed_config(args, cfg, registry, schedule, precision, world_size)
     trained = build_trainable(cfg, registry, precision=precision.name)
@@ -233,7 +242,7 @@ def _train_checked(cfg, registry, recipe_path: Path, work_dir: str, args, state)
                      val_dataset=val_dataset, schedule=schedule, precision=precision, work_dir=work_dir,
                      launcher=launcher, ds_config=ds_config, resume_from=resume_from, seed=seed,
                      params=params, world_size=world_size, sampler=_sampler(dataset, cfg, seed),
-                     dataloader=lambda ds, sampler: _dataloader(ds, cfg, tokenizer, sampler),
+                     dataloader=lambda ds, sampler: _dataloader(ds, cfg, tokenizer, sampler, processor),
                      registry=registry, quiet=not debug,
                      recipe=recipe_record(cfg, recipe_path, args.cfg_options or [], trained))
     runner = build_runner(cfg, parts)
@@ -244,8 +253,8 @@ def _train_checked(cfg, registry, recipe_path: Path, work_dir: str, args, state)
                        f"trainable params {params[0]:,} / {params[1]:,}")
     state.started = True
     _run_restoring_sigterm(runner)
-    return TrainedRun(cfg=cfg, runner=runner, tokenizer=tokenizer, schedule=schedule, method=trained.method,
-                      recipe=recipe_path.stem, work_dir=work_dir)
+    return TrainedRun(cfg=cfg, runner=runner, tokenizer=processor if processor is not None else tokenizer,
+                      schedule=schedule, method=trained.method, recipe=recipe_path.stem, work_dir=work_dir)
 
 
 def _check_resume_fits(model, checkpoint: str) -> None:

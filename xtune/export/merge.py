@@ -73,6 +73,8 @@ def merge(base: str, adapter: str, out: str, *, registry, dtype: str = "auto", m
     if dtype in ("4bit", "int4", "nf4", "8bit", "int8"):
         raise UsageError(f"--dtype {dtype}: merging needs a full- or half-precision base",
                          hint="use float32, bfloat16 or float16")
+    from xtune.models.vlm import image_prompt_of
+
     out_path = check_output(out, force, inputs=(base, adapter))
     adapter_dir = check_adapter_dir(adapter)
     if prompt_template:
@@ -84,7 +86,8 @@ def merge(base: str, adapter: str, out: str, *, registry, dtype: str = "auto", m
         info["prompt_template"] = prompt_template
     with atomic_output_dir(out_path, force=force, inputs=(base, adapter)) as tmp:
         merged.save_pretrained(str(tmp), max_shard_size=max_shard_size)
-        save_tokenizer(tokenizer, tmp, prompt_template, registry)
+        save_tokenizer(tokenizer, tmp, prompt_template, registry,
+                       image_prompt=image_prompt_of(merged, registry))
         write_info(tmp, info)
         write_card(tmp, info, merged_from=str(adapter_dir))
     log.info("merged %s into %s -> %s", adapter_dir, base, out_path)

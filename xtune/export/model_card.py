@@ -71,23 +71,27 @@ def render_card(info: dict[str, Any], *, title: str, merged_from: str | None = N
     """The README.md text for an exported folder described by `info`."""
     adapter = info.get("kind") == "adapter" and not merged_from
     base = info.get("base_model") or "unknown"
+    vision = info.get("modality") == "vision-language"
+    auto, loader = ("AutoModelForImageTextToText", "AutoProcessor") if vision else ("AutoModelForCausalLM",
+                                                                                 "AutoTokenizer")
+    chat = "xtune chat PATH" + (" --image PICTURE" if vision else "")
     tags = ["xtune", str(info.get("method") or "fine-tuned")] + (["merged"] if merged_from else [])
     header = (
         ["---", f"library_name: {'peft' if adapter else 'transformers'}", f"base_model: {base}", "tags:"]
               + [f"- {t}" for t in tags] + ["---", ""])
     if adapter:
         use = (
-            "```python\nfrom peft import AutoPeftModelForCausalLM\nfrom transformers import AutoTokenizer\n\n"
-            'model = AutoPeftModelForCausalLM.from_pretrained("PATH")\n'
-            'tokenizer = AutoTokenizer.from_pretrained("PATH")\n```\n\n'
-            f"or `xtune chat {base} --adapter PATH`; merge into a standalone model with "
+            f"```python\nfrom peft import PeftModel\nfrom transformers import {auto}, {loader}\n\n"
+            f'model = PeftModel.from_pretrained({auto}.from_pretrained("{base}"), "PATH")\n'
+            f'tokenizer = {loader}.from_pretrained("PATH")\n```\n\n'
+            f"or `{chat.replace('PATH', base)} --adapter PATH`; merge into a standalone model with "
             f"`xtune convert merge {base} PATH OUT`."
         )
     else:
         use = (
-            "```python\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
-            'model = AutoModelForCausalLM.from_pretrained("PATH")\n'
-            'tokenizer = AutoTokenizer.from_pretrained("PATH")\n```\n\nor `xtune chat PATH`.'
+            f"```python\nfrom transformers import {auto}, {loader}\n\n"
+            f'model = {auto}.from_pretrained("PATH")\n'
+            f'tokenizer = {loader}.from_pretrained("PATH")\n```\n\nor `{chat}`.'
         )
     body = [f"# {title}", "",
             f"Fine-tuned with xtune from `{base}`"

@@ -32,8 +32,10 @@ def load_trained_weights(model, state_dict: dict, *, source: str, recipe: str) -
 
 
 def save_hf(llm, tokenizer, out: str | Path, *, info: dict, uses_peft: bool, force: bool = False,
-            max_shard_size: str = "5GB", dtype=None, registry=None, inputs=()) -> Path:
-    """Write the adapter (peft) or the full model, the tokenizer with the chat template, the card."""
+            max_shard_size: str = "5GB", dtype=None, registry=None, inputs=(),
+            image_prompt: str = "") -> Path:
+    """Write the adapter (peft) or the full model, the tokenizer (a vision-language model's processor)
+    with the chat template, the card."""
     with atomic_output_dir(out, force=force, inputs=inputs) as tmp:
         if uses_peft:
             llm.save_pretrained(str(tmp), safe_serialization=True)
@@ -46,7 +48,7 @@ def save_hf(llm, tokenizer, out: str | Path, *, info: dict, uses_peft: bool, for
                 llm.save_pretrained(str(tmp), max_shard_size=max_shard_size)
             finally:
                 llm.config.use_cache = previous
-        save_tokenizer(tokenizer, tmp, info.get("prompt_template"), registry)
+        save_tokenizer(tokenizer, tmp, info.get("prompt_template"), registry, image_prompt=image_prompt)
         write_info(tmp, info)
         write_card(tmp, info)
     return Path(out)
@@ -58,7 +60,7 @@ def pth_to_hf(recipe: str, checkpoint: str, out: str, *, registry, cfg_options: 
     from xtune.checkpoint.read import read_checkpoint
     from xtune.export.stored_recipe import check_against_stored, recipe_for
     from xtune.hardware import torch_dtype
-    from xtune.models.build import build_trainable, recipe_tokenizer
+    from xtune.models.build import build_trainable, recipe_processor, recipe_tokenizer
     from xtune.recipe_files import resolve_recipe
 
     recipe_path = resolve_recipe(recipe, registry)
@@ -73,12 +75,37 @@ def pth_to_hf(recipe: str, checkpoint: str, out: str, *, registry, cfg_options: 
     loaded = load_trained_weights(trained.model, weights.state_dict, source=weights.source,
                                   recipe=recipe_path.stem)
     log.info("loaded %d trained tensors from %s", loaded, weights.source)
-    tokenizer = recipe_tokenizer(cfg, registry)
+    processor = recipe_processor(cfg, registry)
+    tokenizer = processor if processor is not None else recipe_tokenizer(cfg, registry)
     info = training_info(cfg, recipe=recipe_path.stem, step=weights.step, final_loss=weights.final_loss,
                          method=trained.method.name, uses_peft=trained.method.uses_peft)
-    return save_hf(trained.model, tokenizer, out, info=info, uses_peft=trained.method.uses_peft, force=force,
+    model, uses_peft, info, prompt = _saved(trained.model, cfg, registry, trained.method, info, processor)
+    return save_hf(model, tokenizer, out, info=info, uses_peft=uses_peft, force=force,
                    max_shard_size=max_shard_size, dtype=torch_dtype(dtype) if dtype else None,
-                   registry=registry, inputs=inputs)
+                   registry=registry, inputs=inputs, image_prompt=prompt)
+
+
+def _saved(model, cfg, registry, method, info: dict, processor):
+    """(model, as an adapter?, info, image prompt) to save; a vision-language run per `xtune.export.vlm`."""
+    if processor is None:
+        return model, method.uses_peft, info, ""
+    from xtune.export import vlm
+    from xtune.models.vlm import image_prompt_of
+
+    if vlm.is_composed(cfg) and method.uses_peft and vlm.is_quantized(model):
+        model = _full_precision(model, cfg, registry, info.get("recipe", ""))  # merging into 4-bit rounds
+    model, uses_peft = vlm.prepare(model, cfg, method.uses_peft)
+    return model, uses_peft, vlm.vlm_info(info, cfg), image_prompt_of(model, registry)
+
+
+def _full_precision(model, cfg, registry, recipe: str):
+    """The recipe's model rebuilt unquantised, with `model`'s trained tensors in it."""
+    from xtune.models.build import build_trainable
+
+    rebuilt = build_trainable(cfg, registry, for_export=True).model
+    state = {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
+    load_trained_weights(rebuilt, state, source="the trained model", recipe=recipe)
+    return rebuilt
 
 
 def export_after_training(*, cfg, runner, tokenizer, out_dir: str, recipe: str, method, schedule,
@@ -88,6 +115,7 @@ def export_after_training(*, cfg, runner, tokenizer, out_dir: str, recipe: str, 
     Under DeepSpeed ZeRO-3 every rank takes part in gathering the partitioned weights; rank 0 writes.
     """
     from xtune.checkpoint.read import final_loss_from_message_hub
+    from xtune.models.processors import is_processor
     from xtune.schedule import unwrap_model
 
     llm = unwrap_model(runner.model).llm
@@ -96,10 +124,11 @@ def export_after_training(*, cfg, runner, tokenizer, out_dir: str, recipe: str, 
                          uses_peft=method.uses_peft)
     with _gathered(llm):
         if runner.rank == 0:
-            save_hf(llm, tokenizer, out_dir, info=info, uses_peft=method.uses_peft, force=True,
-                    registry=registry)
-            runner.logger.info(
-                f"exported the trained {'adapter' if method.uses_peft else 'model'} to {out_dir}")
+            processor = tokenizer if is_processor(tokenizer) else None
+            model, uses_peft, info, prompt = _saved(llm, cfg, registry, method, info, processor)
+            save_hf(model, tokenizer, out_dir, info=info, uses_peft=uses_peft, force=True, registry=registry,
+                    image_prompt=prompt)
+            runner.logger.info(f"exported the trained {'adapter' if uses_peft else 'model'} to {out_dir}")
     return Path(out_dir)
 
 

@@ -52,10 +52,13 @@ def apply_method(model, method_cfg: dict, registry, adapter=None):
     return apply_resolved(model, entry, settings, adapter)
 
 
-def apply_resolved(model, entry, settings: dict, adapter=None):
-    """The model made trainable by a resolved method (`resolve_method`); logs trainable / total parameters."""
+def apply_resolved(model, entry, settings: dict, adapter=None, finish=None):
+    """The model made trainable by a resolved method (`resolve_method`); logs trainable / total parameters.
+    `finish(model)` runs after the builder (a vision-language model sets its parts' trainability there)."""
     builder = import_object(entry.builder)
     model = builder(model, settings, adapter)
+    if finish is not None:
+        finish(model)
     trainable, total = count_parameters(model)
     if trainable == 0:
         raise ConfigError(f"method {entry.name!r} left no trainable parameters in this model")

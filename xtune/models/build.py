@@ -19,6 +19,7 @@ from xtune.methods.common import apply_resolved, resolve_method
 from xtune.models.loading import load_model
 from xtune.models.quant import disable_bnb_cpu_repacking, quantization_config
 from xtune.models.sources import resolve_source
+from xtune.models.vlm import apply_vlm_method, is_vlm, load_vlm, vlm_processor, vlm_settings
 
 log = logging.getLogger("xtune")
 
@@ -56,11 +57,7 @@ def recipe_tokenizer(cfg, registry):
     except ConfigError:
         raise
     except Exception as exc:
-        raise ConfigError(
-            f"could not load the tokenizer {tok_cfg.get('pretrained_model_name_or_path')!r}: "
-            f"{type(exc).__name__}: {_first_line(exc)}",
-            hint="pass --cfg-options pretrained_model_name_or_path=LOCAL_FOLDER",
-        ) from None
+        raise _load_error("tokenizer", tok_cfg.get("pretrained_model_name_or_path"), exc) from None
 
 
 def build_trainable(cfg, registry, *, precision: str = "float32", for_export: bool = False) -> Trainable:
@@ -77,9 +74,38 @@ def build_trainable(cfg, registry, *, precision: str = "float32", for_export: bo
         model_cfg["gradient_checkpointing"] = False
         if method.uses_peft:
             model_cfg["quantization"], bits = None, None
+    if is_vlm(adapter):  # vision-language: its own loading and per-part trainability (xtune.models.vlm)
+        vlm = load_vlm(cfg, model_cfg, adapter, registry, load_in_bits=bits, method=method if bits else None,
+                       precision=precision)
+        vlm = apply_vlm_method(vlm, method, settings, adapter, vlm_settings(cfg))
+        return Trainable(vlm, method, settings, adapter)
     llm = load_model(model_cfg, adapter=adapter, load_in_bits=bits, method=method if bits else None,
                      source=cfg.get("model_source", "auto"), precision=precision)
     return Trainable(apply_resolved(llm, method, settings, adapter), method, settings, adapter)
+
+
+def recipe_processor(cfg, registry):
+    """The processor (tokenizer + image processor) of a vision-language recipe; None for a text recipe.
+    One that cannot be loaded is a ConfigError naming it, as for tokenizers."""
+    from xtune.errors import ConfigError
+
+    if not is_vlm(model_adapter(cfg, registry)):
+        return None
+    try:
+        return vlm_processor(cfg, registry)
+    except ConfigError:
+        raise
+    except Exception as exc:
+        vision = (cfg.get("vlm") or {}).get("vision_model")
+        raise _load_error("processor of", vision or cfg["tokenizer"].get("pretrained_model_name_or_path"),
+                          exc) from None
+
+
+def _load_error(what: str, name, exc: Exception):
+    from xtune.errors import ConfigError
+
+    return ConfigError(f"could not load the {what} {name!r}: {type(exc).__name__}: {_first_line(exc)}",
+                       hint="pass --cfg-options pretrained_model_name_or_path=LOCAL_FOLDER")
 
 
 def _first_line(exc: Exception) -> str:
@@ -103,9 +129,9 @@ def _inference_dtype(dtype: str):
 def load_for_inference(name_or_path: str, *, adapter: str | None = None, bits: int | None = None,
                        dtype: str = "auto", source: str = "auto", label: str = "model"):
     """(model, tokenizer) ready for `generate`, on CUDA when there is one, optionally 4/8-bit and with a
-    PEFT adapter on top."""
+    PEFT adapter on top. A vision-language model comes with its processor in the tokenizer's place."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
 
     if bits not in (None, 4, 8):
         raise UsageError(f"--bits {bits}: use 4 or 8 (bitsandbytes), or leave it out for full precision")
@@ -122,25 +148,46 @@ def load_for_inference(name_or_path: str, *, adapter: str | None = None, bits: i
         kwargs["quantization_config"] = quantization_config(None, bits, compute_dtype=compute)
         if cuda:
             kwargs["device_map"] = {"": 0}
+    vision = _is_vision_language(src.path, gguf)
     try:
-        model = AutoModelForCausalLM.from_pretrained(src.path, **kwargs)
+        model = (AutoModelForImageTextToText if vision else AutoModelForCausalLM).from_pretrained(src.path,
+                                                                                                 **kwargs)
     except (OSError, ValueError, ImportError) as exc:
         raise UsageError(f"cannot load model {name_or_path!r}: {_first_line(exc)}") from None
     if cuda and not bits:
         model = model.to("cuda")
     disable_bnb_cpu_repacking(model)  # training turned it off on the same layers: same arithmetic
-    tokenizer_dir, tokenizer_kwargs = (str(adapter), {}) if has_tokenizer(adapter) else (src.path, gguf)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, **tokenizer_kwargs)
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"cannot load the tokenizer of {tokenizer_dir!r}: {_first_line(exc)}") from None
+    tokenizer = _inference_tokenizer(src.path, adapter, gguf, vision)
     if adapter:
         from xtune.models.adapters import apply_adapter
 
         model = apply_adapter(model, adapter, base_name=f"{label} {name_or_path!r}")
     model.eval()
     model.config.use_cache = True
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.padding_side = "left"
+    text = getattr(tokenizer, "tokenizer", tokenizer)  # a processor's tokenizer
+    if text.pad_token is None:
+        text.pad_token = text.eos_token
+    text.padding_side = "left"
     return model, tokenizer
+
+
+def _is_vision_language(path: str, gguf: dict) -> bool:
+    from transformers import AutoConfig
+
+    try:
+        return getattr(AutoConfig.from_pretrained(path, **gguf), "vision_config", None) is not None
+    except (OSError, ValueError):
+        return False  # the loading below reports it
+
+
+def _inference_tokenizer(path: str, adapter, gguf: dict, vision: bool):
+    """The tokenizer (a processor for a vision-language model), from the adapter folder when it has one."""
+    from transformers import AutoTokenizer
+
+    from xtune.models.processors import load_processor
+
+    where, kwargs = (str(adapter), {}) if has_tokenizer(adapter) else (path, gguf)
+    try:
+        return load_processor(where) if vision else AutoTokenizer.from_pretrained(where, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot load the tokenizer of {where!r}: {_first_line(exc)}") from None

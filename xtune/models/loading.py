@@ -75,9 +75,13 @@ def load_tokenizer(tokenizer_cfg: dict, adapter=None, source: str = "auto"):
 
 
 def load_model(model_cfg: dict, *, adapter=None, load_in_bits: int | None = None, source: str = "auto",
-               method=None, precision: str = "float32"):
+               method=None, precision: str = "float32", auto_class=None, unquantized: tuple[str, ...] = ()):
     """A causal LM ready for a tuning method: dtype and attention resolved, quantised when the recipe or
-    the method asks, `use_cache=False`, gradient checkpointing as the recipe says."""
+    the method asks, `use_cache=False`, gradient checkpointing as the recipe says.
+
+    `auto_class` loads another kind of model (a vision-language one); `unquantized` names modules that
+    stay in full precision when the rest is quantised (its vision tower and projector).
+    """
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -97,15 +101,22 @@ def load_model(model_cfg: dict, *, adapter=None, load_in_bits: int | None = None
     if src.gguf_file:
         kwargs["gguf_file"] = src.gguf_file
     if quant is not None:
+        if unquantized:
+            quant.llm_int8_skip_modules = [*(quant.llm_int8_skip_modules or ()), *unquantized]
         kwargs["quantization_config"] = quant
         if torch.cuda.is_available():
             kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", 0))}
-    model = AutoModelForCausalLM.from_pretrained(src.path, **kwargs)
+    model = (auto_class or AutoModelForCausalLM).from_pretrained(src.path, **kwargs)
     disable_bnb_cpu_repacking(model)
     model.config.use_cache = False
     if gradient_checkpointing:
-        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x
-            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-        else:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_checkpointing(model)
     return model
+
+
+def enable_checkpointing(model) -> None:
+    """Activation (gradient) checkpointing, non-reentrant."""
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

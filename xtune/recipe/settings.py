@@ -21,7 +21,7 @@ ENGINE_SETTINGS: dict[str, Any] = {
 # Top-level sections the engine reads from every recipe.
 SECTIONS = ("tokenizer", "model", "method_cfg", "train_dataset", "train_dataloader", "optim_wrapper",
             "param_scheduler", "train_cfg", "checkpoint", "evaluate_chat", "randomness", "export_hf",
-            "objective")
+            "objective", "vlm")  # vlm: a vision-language recipe's parts (xtune.models.vlm)
 # Other frameworks' names for xtune's settings (LLaMA-Factory / TRL / HF Trainer), for "did you mean".
 ALIASES = {"learning_rate": "lr", "num_train_epochs": "max_epochs", "epochs": "max_epochs",
            "per_device_train_batch_size": "batch_size", "train_batch_size": "batch_size",

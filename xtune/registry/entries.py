@@ -48,11 +48,26 @@ class ModelAdapter(Entry):
     supports_flash_attn: bool = True
     supports_varlen: bool = True
     pad_token: str | None = None  # token to use as pad when the tokenizer has none (else EOS)
+    # "llm" (a causal LM), "vlm" (a vision-language model: the parts below say where its vision tower,
+    # projector and language model sit, as module paths) or "vision" (an image encoder for LLaVA).
+    model_kind: str = "llm"
+    vision_tower: str = ""
+    projector: str = ""
+    language_model: str = ""
+    image_prompt: str = ""  # the text that stands for one image in a prompt ("": the processor's token)
+
+    MODEL_KINDS: ClassVar[tuple[str, ...]] = ("llm", "vlm", "vision")
 
     def validate(self) -> None:
         super().validate()
         if not self.model_types:
             raise ValueError(f"model adapter {self.name!r} lists no model_types")
+        if self.model_kind not in self.MODEL_KINDS:
+            raise ValueError(f"model adapter {self.name!r}: model_kind must be one of "
+                             f"{', '.join(self.MODEL_KINDS)}, got {self.model_kind!r}")
+        if self.model_kind == "vlm" and not (self.vision_tower and self.projector and self.language_model):
+            raise ValueError(f"model adapter {self.name!r} (model_kind 'vlm') needs vision_tower, projector "
+                             "and language_model (module paths)")
 
 
 @dataclass(frozen=True)
@@ -165,6 +180,8 @@ class ChatTemplate(Entry):
     assistant_suffix: str = ""  # text after the end-of-turn (a newline), not trained
     conversation_end: str = ""  # closes a conversation rendered without the generation prompt, not trained
     trim: bool = False  # strip whitespace around every message (the reference's `| trim`)
+    # Put before every message's text unless it opens with an image (Idefics3: "User:<image>", "User: hi").
+    content_lead: str = ""
     alternate: bool = False  # after the optional system message, roles must go user/assistant/user/...
     date_string: str = ""  # default {date_string}; with `date_format`, today's date in that strftime format
     date_format: str = ""
@@ -252,6 +269,7 @@ class Recipe(Entry):
     epochs: int = 0
     template: str = ""
     hub_id: str = ""
+    stage: str = ""  # vision-language recipes: 'pretrain' (projector only) or 'finetune'
 
     def validate(self) -> None:
         super().validate()

@@ -13,6 +13,7 @@ import json
 import re
 
 from xtune.registry import ChatTemplate
+from xtune.templates.images import IMAGE_MARKER, vision_jinja
 from xtune.templates.messages import ROLES
 from xtune.templates.render import get_template
 
@@ -39,6 +40,14 @@ def _expr(fmt: str, content: str = "content") -> str:
 
 def _out(fmt: str, content: str = "content") -> str:
     return "" if not fmt else "{{- " + _expr(fmt, content) + " }}"
+
+
+def _lead(t: ChatTemplate, var: str) -> str:
+    """The template's `content_lead` before `var` unless it opens with an image (as `lead_content`)."""
+    if not t.content_lead:
+        return ""
+    return ("{%- if not " + var + ".startswith(" + _lit(IMAGE_MARKER) + ") %}{%- set " + var + " = "
+            + _lit(t.content_lead) + " + " + var + " %}{%- endif %}")
 
 
 def _raise(message: str) -> str:
@@ -95,7 +104,8 @@ def _leading_system(t: ChatTemplate) -> list[str]:
         if t.system_placement == "refuse":
             add("    " + _raise(f"template {t.name} does not support a system message"))
         else:
-            add("    {%- set ns.system = messages[0].content %}{%- set ns.offset = 1 %}")
+            add("    {%- set ns.system = messages[0].content %}{%- set ns.offset = 1 %}"
+                + _lead(t, "ns.system"))
             add("    {%- set loop_messages = messages[1:] %}")
         add("{%- endif %}")
     if t.default_system is not None:
@@ -163,7 +173,7 @@ def _message_loop(t: ChatTemplate, generation_tags: bool) -> list[str]:
     lines: list[str] = []
     add = lines.append
     add("{%- for message in loop_messages %}")
-    add("    {%- set content = message.content %}")
+    add("    {%- set content = message.content %}" + _lead(t, "content"))
     if t.system_placement in ("first_user", "last_user"):
         add("    {%- if loop.index0 == ns.fold %}{%- set content = " + _expr(t.system, "ns.system")
             + " + content %}{%- endif %}")
@@ -256,8 +266,10 @@ def attach_chat_template(tokenizer, template_name: str | None, registry=None) ->
     return jinja
 
 
-def find_template_name(chat_template: str | None, registry=None) -> str | None:
-    """The registered template whose exported jinja is exactly `chat_template`, else None.
+def find_template_name(chat_template: str | None, registry=None,
+                       image_prompt: str | None = None) -> str | None:
+    """The registered template whose exported jinja is exactly `chat_template`, else None; with an
+    `image_prompt`, the template a processor carries (`xtune.templates.images.vision_jinja` of it).
 
     Folders written by `xtune convert` carry such jinja; recognising it gives chat the template's stop words.
     """
@@ -267,8 +279,11 @@ def find_template_name(chat_template: str | None, registry=None) -> str | None:
         from xtune.plugins import get_registry
 
         registry = get_registry()
-    first_line = chat_template.split("\n", 1)[0]
+    head = chat_template if image_prompt is not None else chat_template.split("\n", 1)[0]
     for entry in registry.chat_templates:
-        if repr(entry.name) in first_line and export_jinja(entry) == chat_template:
+        if f"xtune chat template {entry.name!r}:" not in head:
+            continue
+        jinja = export_jinja(entry)
+        if (jinja if image_prompt is None else vision_jinja(jinja, image_prompt)) == chat_template:
             return entry.name
     return None

@@ -8,6 +8,7 @@ from typing import Any
 
 from xtune.errors import UsageError
 from xtune.registry import ChatTemplate
+from xtune.templates.images import lead_content
 
 ROLES = ("system", "user", "assistant")
 _REASONING_KEYS = ("reasoning_content", "thinking", "reasoning")  # the aliases transformers accepts
@@ -47,5 +48,5 @@ def check_messages(template: ChatTemplate, messages: Any) -> list[Message]:
         reasoning = next((message[k] for k in _REASONING_KEYS if message.get(k) is not None), None)
         if reasoning is not None and not isinstance(reasoning, str):
             raise UsageError(f"{where} ({role}): field 'reasoning_content' must be a string")
-        checked.append(Message(i, role, content, train, reasoning))
+        checked.append(Message(i, role, lead_content(content, template.content_lead), train, reasoning))
     return checked
