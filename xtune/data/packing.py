@@ -48,17 +48,29 @@ def best_fit_decreasing(lengths: list[int], capacity: int, seed: int | None = No
 def pack_rows(input_ids: list[list[int]], labels: list[list[int]], max_length: int,
               seed: int | None = None) -> dict[str, list[list[int]]]:
     """Columns of packed rows: input_ids, labels and position_ids (restarting per sample)."""
-    bins = best_fit_decreasing([len(x) for x in input_ids], max_length, seed)
-    rows: dict[str, list[list[int]]] = {"input_ids": [], "labels": [], "position_ids": []}
+    rows = pack_units([[(ids, labs)] for ids, labs in zip(input_ids, labels, strict=True)], max_length, seed)
+    del rows["units"]
+    return rows
+
+
+def pack_units(units: list[list[tuple[list[int], list[int]]]], capacity: int,
+               seed: int | None = None) -> dict[str, list[list[int]]]:
+    """Rows of whole units (a unit is a few samples that must stay together and in order, such as the chosen
+    and rejected sequence of a preference pair), positions restarting per sample; `units` lists the indices of
+    the units each row holds."""
+    bins = best_fit_decreasing([sum(len(ids) for ids, _ in unit) for unit in units], capacity, seed)
+    rows: dict[str, list[list[int]]] = {"input_ids": [], "labels": [], "position_ids": [], "units": []}
     for members in bins:
         ids, labs, pos = [], [], []
         for i in members:
-            ids += input_ids[i]
-            labs += labels[i]
-            pos += range(len(input_ids[i]))
+            for sample_ids, sample_labels in units[i]:
+                ids += sample_ids
+                labs += sample_labels
+                pos += range(len(sample_ids))
         rows["input_ids"].append(ids)
         rows["labels"].append(labs)
         rows["position_ids"].append(pos)
+        rows["units"].append(list(members))
     return rows
 
 
