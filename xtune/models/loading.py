@@ -75,11 +75,13 @@ def load_tokenizer(tokenizer_cfg: dict, adapter=None, source: str = "auto"):
 
 
 def load_model(model_cfg: dict, *, adapter=None, load_in_bits: int | None = None, source: str = "auto",
-               method=None, precision: str = "float32"):
+               method=None, precision: str = "float32", head: str = "causal_lm"):
     """A causal LM ready for a tuning method: dtype and attention resolved, quantised when the recipe or
-    the method asks, `use_cache=False`, gradient checkpointing as the recipe says."""
+    the method asks, `use_cache=False`, gradient checkpointing as the recipe says. With `head='score'` the
+    same checkpoint is loaded as a reward model, `AutoModelForSequenceClassification` with one label (the
+    scalar head is new, the rest is the checkpoint's)."""
     import torch
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     cfg = dict(model_cfg)
     src = resolve_source(cfg.pop("pretrained_model_name_or_path", ""), source)
@@ -100,7 +102,10 @@ def load_model(model_cfg: dict, *, adapter=None, load_in_bits: int | None = None
         kwargs["quantization_config"] = quant
         if torch.cuda.is_available():
             kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", 0))}
-    model = AutoModelForCausalLM.from_pretrained(src.path, **kwargs)
+    if head == "score":
+        kwargs["num_labels"] = 1
+    model_class = AutoModelForSequenceClassification if head == "score" else AutoModelForCausalLM
+    model = model_class.from_pretrained(src.path, **kwargs)
     disable_bnb_cpu_repacking(model)
     model.config.use_cache = False
     if gradient_checkpointing:
