@@ -51,7 +51,9 @@ def test_index_matches_files(registry):
         assert (meta.name, meta.family, meta.method, meta.dataset, meta.epochs, meta.template, meta.hub_id,
                 meta.model) == (recipe.name, recipe.family, recipe.method, recipe.dataset, recipe.epochs,
                                 recipe.template, recipe.hub_id, recipe.model), recipe.name
-        assert recipe.name == f"{recipe.model}_{recipe.method}_{recipe.dataset}_e{recipe.epochs}"
+        objective = f"_{recipe.objective}" if recipe.objective else ""  # preference recipes name theirs
+        assert recipe.name == f"{recipe.model}_{recipe.method}{objective}_{recipe.dataset}_e{recipe.epochs}"
+        assert meta.objective == recipe.objective, recipe.name
 
 
 def test_generator_reads_the_registry(registry):
