@@ -13,6 +13,6 @@ def recipe_dataset(name_or_path: str, cfg_options: list[str]):
 
     registry = get_registry()
     recipe = load_recipe_cfg(name_or_path, registry, cfg_options)
-    cfg = dataset_cfg(recipe)
+    cfg = dataset_cfg(recipe, registry)
     tokenizer = recipe_tokenizer(recipe, registry)
     return cfg, tokenizer, build_train_dataset(cfg, tokenizer, registry=registry)
