@@ -81,7 +81,7 @@ def assert_same(trl_loss, trl_model, ours: dict, our_model, trl_metrics: dict | 
 
 
 def trl_dpo(assets, tmp_path, policy, reference, peft_config=None, **config):
-    """(TRL's DPO loss on PAIRS, the model it ran, its metrics, a copy of the model from before the step)."""
+    """(TRL's DPO loss on PAIRS, the model it ran, its metrics, its state dict from before the step)."""
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
@@ -91,7 +91,7 @@ def trl_dpo(assets, tmp_path, policy, reference, peft_config=None, **config):
     trainer = DPOTrainer(model=policy, ref_model=reference, args=args, train_dataset=data,
                          processing_class=tokenizer, peft_config=peft_config)
     trainer.model.train()
-    before = copy.deepcopy(trainer.model)
+    before = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
     batch = trainer.data_collator([{"prompt_ids": p, "chosen_ids": c, "rejected_ids": r}
                                    for p, c, r in PAIRS])
     loss = trainer.compute_loss(trainer.model, batch)
@@ -117,15 +117,18 @@ def test_dpo_equals_trl(assets, tmp_path, loss_type, packed):
 
 def test_dpo_with_adapters_off_reference_equals_trl(assets, tmp_path):
     """A new LoRA adapter: TRL's reference is the model with the adapter disabled, and so is xtune's."""
-    from peft import LoraConfig
+    from peft import LoraConfig, get_peft_model
 
     from xtune.objectives.dpo import DPO
     from xtune.objectives.reference import Reference
 
     _, _, _, reference = assets
     config = LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False, lora_dropout=0.0)
-    loss, trl_model, _, ours = trl_dpo(assets, tmp_path, copy.deepcopy(reference), None, peft_config=config,
-                                       beta=0.1)
+    loss, trl_model, _, state = trl_dpo(assets, tmp_path, copy.deepcopy(reference), None, peft_config=config,
+                                        beta=0.1)
+    # TRL's adapter weights in a model of our own (a deep copy of TRL's patched model would still run TRL's)
+    ours = get_peft_model(copy.deepcopy(reference), config)
+    ours.load_state_dict(state)
     out = DPO(beta=0.1).loss(ours, xtune_batch(PAIRS, True), Reference("adapters_off"))
     assert 0.01 < abs(float(out["rewards/margins"]))  # the adapter moved the policy away from the reference
     assert_same(loss, trl_model, out, ours)
@@ -170,7 +173,8 @@ def cpo_batch() -> dict:
 
 def stand_in(trainer_cls, **attrs):
     """A trainer-shaped object whose loss methods are TRL's own (bound), for trainers that need TRL data."""
-    fake = types.SimpleNamespace(is_encoder_decoder=False, pad_token_id=3, aux_loss_enabled=False,
+    fake = types.SimpleNamespace(is_encoder_decoder=False, pad_token_id=3, padding_value=3,
+                                 aux_loss_enabled=False,
                                  accelerator=types.SimpleNamespace(device=torch.device("cpu"),
                                                                    gather_for_metrics=lambda x: x),
                                  concatenated_inputs=trainer_cls.concatenated_inputs,
