@@ -76,6 +76,7 @@ class ObjectiveParts:
     reference: Any
     heads: dict
     dataset: Any
+    summary: str = ""  # one line for the run's log: the objective, its settings and its reference
 
 
 def prepare_objective(built, llm, dataset, *, collator, batch_size: int, tokenizer, cfg, registry,
@@ -83,7 +84,7 @@ def prepare_objective(built, llm, dataset, *, collator, batch_size: int, tokeniz
     """The objective ready to train `llm`: reference, heads, setup; precomputed reference log-probs are
     added to `dataset` as `ref_logps`."""
     objective = built.objective
-    reference = None
+    reference, said = None, []
     if built.entry.reference:
         from xtune.objectives.reference import make_reference, precompute_ref_logps
 
@@ -92,7 +93,7 @@ def prepare_objective(built, llm, dataset, *, collator, batch_size: int, tokeniz
             log.info("objective %s: computing the reference log-probs of %d rows", built.entry.name,
                      len(dataset))
             dataset = precompute_ref_logps(dataset, llm, collator, batch_size)
-        log.info("objective %s: the reference is %s", built.entry.name, reference.describe())
+        said.append(f"reference: {reference.describe()}")
     heads = objective.heads(llm) if hasattr(objective, "heads") else {}
     if hasattr(objective, "setup"):
         if world_size > 1:
@@ -100,7 +101,9 @@ def prepare_objective(built, llm, dataset, *, collator, batch_size: int, tokeniz
                               hint="unset NPROC_PER_NODE")
         objective.setup(llm=llm, tokenizer=tokenizer, template=cfg.train_dataset.get("prompt_template"),
                         registry=registry, precision=precision)
-        log.info("objective %s: %s", built.entry.name, objective.describe())
+        said.append(objective.describe())
     settings = ", ".join(f"{k}={v!r}" for k, v in built.settings.items())
-    log.info("objective %s%s", built.entry.name, f" ({settings})" if settings else "")
-    return ObjectiveParts(objective, reference, heads, dataset)
+    summary = f"objective {built.entry.name}" + (f" ({settings})" if settings else "") + \
+        "".join(f"; {s}" for s in said)
+    log.info(summary)
+    return ObjectiveParts(objective, reference, heads, dataset, summary)

@@ -249,6 +249,8 @@ def _train_checked(cfg, registry, recipe_path: Path, work_dir: str, args, state)
                        f"{schedule.accumulation} x {cfg.train_dataloader.batch_size} rows x {world_size} "
                        f"processes ({schedule.max_iters} micro-batches); {precision.name}; "
                        f"trainable params {params[0]:,} / {params[1]:,}")
+    if objective.summary and objective.summary != "objective sft":
+        runner.logger.info(objective.summary)
     state.started = True
     _run_restoring_sigterm(runner)
     return TrainedRun(cfg=cfg, runner=runner, tokenizer=tokenizer, schedule=schedule, method=trained.method,
