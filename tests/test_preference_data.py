@@ -38,6 +38,40 @@ def test_shared_preference_layouts(dataset_map, name, rows, count):
     assert all(a and a[-1]["role"] == "assistant" and a[-1]["content"].strip() for a in answers)
 
 
+UF_CHOSEN = [{"role": "user", "content": "Name a colour."}, {"role": "assistant", "content": "Blue."}]
+INLINE = [
+    ("preference", {"prompt": "Name a colour.", "chosen": UF_CHOSEN,  # UltraFeedback: whole conversations
+                    "rejected": [UF_CHOSEN[0], {"role": "assistant", "content": "Seven."}]}),
+    ("preference", {"prompt": "Name a colour.", "chosen": "Blue.", "rejected": "Seven.",
+                    "system": "Be brief."}),
+    ("preference", {"prompt": [{"role": "user", "content": "Name a colour."}],
+                    "chosen": [{"role": "assistant", "content": "Blue."}],
+                    "rejected": [{"role": "assistant", "content": "Seven."}]}),
+    ("hh_rlhf", {"chosen": "\n\nHuman: Name a colour.\n\nAssistant: Blue.",
+                 "rejected": "\n\nHuman: Name a colour.\n\nAssistant: Seven."}),
+    ("medicalgpt_preference", {"question": "Name a colour.", "response_chosen": "Blue.",
+                               "response_rejected": "Seven."}),
+    ("alpaca_preference", {"instruction": "Name a colour.", "input": "", "output": ["Blue.", "Seven.", "x"]}),
+    ("orca_dpo_pairs", {"system": "Be brief.", "question": "Name a colour.", "chosen": "Blue.",
+                        "rejected": "Seven."}),
+]
+
+
+@pytest.mark.parametrize("dataset_map, record", INLINE)
+def test_every_layout_gives_the_same_pair(tmp_path, dataset_map, record):
+    from xtune.data.preference import load_items
+
+    data = tmp_path / "data.json"
+    data.write_text(json.dumps([record]), encoding="utf-8")
+    [item], _, _ = load_items({"dataset_map": dataset_map, "data_path": str(data), "rows": "pairs"},
+                              progress=False)
+    assert [(m["role"], m["content"]) for m in item["prompt"] if m["role"] != "system"] == [
+        ("user", "Name a colour.")]
+    assert [m["content"] for m in item["chosen"]] == ["Blue."]
+    assert [m["content"] for m in item["rejected"]] == ["Seven."]
+    assert ("system" in record) == (item["prompt"][0]["role"] == "system")
+
+
 @pytest.mark.parametrize("record, field", [
     (pair("hi", {"from": "gpt", "value": "same"}, {"from": "gpt", "value": "same"}), "chosen"),
     (pair("hi", {"from": "gpt", "value": "a"}, None), "rejected"),

@@ -68,6 +68,18 @@ def test_dpo_qlora_run_logs_trl_metrics_and_exports_an_adapter(assets, tmp_path)
     assert (wd / "hf" / "adapter_config.json").is_file()
     assert json.loads((wd / "hf" / "xtune_info.json").read_text())["objective"] == "dpo"
     PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(assets[0]), str(wd / "hf"))
+    merged = tmp_path / "merged"  # the policy is an ordinary fine-tune: merge it and chat with it
+    assert main(["convert", "merge", str(assets[0]), str(wd / "hf"), str(merged), "--dtype", "float32"]) == 0
+    assert main(["chat", str(merged), "--prompt", "write the cat", "--max-new-tokens", "4",
+                 "--temperature", "0"]) == 0
+
+
+def test_log_dataset_marks_chosen_and_rejected(assets, capsys):
+    opts = options(*assets, prompt_template="llama2_chat")
+    assert main(["log-dataset", "llama2_7b_chat_qlora_dpo_ultrafeedback_e1", "-n", "2", "--cfg-options",
+                 *opts]) == 0
+    out = capsys.readouterr().out
+    assert "sample 0 (chosen)" in out and "sample 1 (rejected)" in out and "[[" in out
 
 
 def test_packed_dpo_loss_equals_unpacked_on_pipeline_rows(assets, tmp_path):
