@@ -123,13 +123,34 @@ def reward_accuracy(adapter: Path, batches) -> dict:
             "mean_margin": round(sum(margins) / len(margins), 4)}
 
 
+def ppo(model: str, reward: Path, records, work: Path, steps: int) -> dict:
+    """A few PPO steps of the SmolLM2 policy against the reward model just trained (held-out prompts)."""
+    from xtune.cli.main import main
+
+    data = work.parent / "ppo_prompts.json"
+    data.write_text(json.dumps(records), encoding="utf-8")
+    opts = [f"pretrained_model_name_or_path={model}", "dataset_map=sharegpt_preference", f"data_path={data}",
+            "max_length=256", "batch_size=4", f"max_steps={steps}", f"save_steps={steps}", "lr=1e-5",
+            "evaluation_inputs=[]", "log_interval=1", "objective.max_new_tokens=32", "objective.ppo_epochs=2",
+            f"objective.reward_model={reward}", "method_cfg.r=16"]
+    start = time.perf_counter()
+    if main(["train", RECIPE.format("ppo"), "--work-dir", str(work), "--cfg-options", *opts]) != 0:
+        raise SystemExit("xtune train ppo failed")
+    rows = [json.loads(line) for p in work.glob("*/vis_data/scalars.json")
+            for line in p.read_text().splitlines()]
+    return {"steps": steps, "prompts_per_step": 4, "wall_s": round(time.perf_counter() - start, 1),
+            "scores": [round(r["ppo/score"], 3) for r in rows if "ppo/score" in r],
+            "kl": [round(r["ppo/kl"], 3) for r in rows if "ppo/kl" in r]}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=48)
     parser.add_argument("--pairs", type=int, default=32, help="pairs DPO / ORPO train (and are measured) on")
     parser.add_argument("--held-out", type=int, default=60, help="pairs the reward model never sees")
     parser.add_argument("--reward-steps", type=int, default=60)
-    parser.add_argument("--only", nargs="+", default=["dpo", "orpo", "reward"])
+    parser.add_argument("--ppo-steps", type=int, default=3)
+    parser.add_argument("--only", nargs="+", default=["dpo", "orpo", "reward", "ppo"])
     parser.add_argument("--out", default="work_dirs/preference_demo")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).parent))
@@ -161,6 +182,8 @@ def main(argv=None) -> int:
         run = train("reward", model, reward_file, out / "reward", args.reward_steps, 4, 2e-4)
         run["held_out"] = reward_accuracy(out / "reward" / "hf", pair_batches(held, tokenizer, out))
         report["reward"] = run
+    if "ppo" in args.only and (out / "reward" / "hf").is_dir():
+        report["ppo"] = ppo(model, out / "reward" / "hf", held, out / "ppo", args.ppo_steps)
     print(json.dumps(report, indent=1))
     (out / "report.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
     return 0

@@ -57,6 +57,9 @@ def objective_problems(cfg, registry, deepspeed: str | None) -> list[str]:
                         "val_ratio=0")
     method = registry.tuning_methods.get(cfg.method_cfg.get("type")) if cfg.method_cfg.get("type") in \
         registry.tuning_methods else None
+    if entry.head == "score" and method is not None and method.builder.startswith("xtune.methods.prompt:"):
+        problems.append(f"objective {entry.name!r} scores with the model's own layers: method "
+                        f"{method.name!r} (virtual tokens) does not combine with it; use lora, qlora, full")
     if entry.reference and deepspeed and method is not None and not method.uses_peft:
         problems.append(f"objective {entry.name!r} with method {method.name!r} needs a frozen reference "
                         "copy, which DeepSpeed does not manage: train with an adapter method, or without "
