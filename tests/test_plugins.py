@@ -126,6 +126,31 @@ def test_hook_register_deepspeed_presets(system):
     assert preset.as_dict()["zero_optimization"]["stage"] == 2
 
 
+def test_hook_register_objectives(system):
+    from xtune.registry import Objective
+
+    def register_objectives(register):
+        register(Objective(name="rso", loss="my_pkg.rso:RSO", data="pairs", reference=True,
+                           defaults=(("beta", 0.05),)))
+
+    system.add(plugin_module("p", register_objectives=register_objectives), "p", "xtune-rso", "1.0")
+    entry = system.registry.objectives.get("rso")
+    assert (entry.plugin, entry.data, entry.reference, dict(entry.defaults)) == ("xtune-rso", "pairs", True,
+                                                                                  {"beta": 0.05})
+    assert {"sft", "dpo", "orpo", "simpo", "kto", "reward", "ppo"} <= set(system.registry.objectives.names())
+
+
+def test_objective_entries_are_checked(system):
+    from xtune.registry import Objective
+
+    def register_objectives(register):
+        register(Objective(name="bad", loss="my_pkg.bad:Bad", data="triples"))
+
+    system.add(plugin_module("p", register_objectives=register_objectives), "p", "xtune-bad", "1.0")
+    assert "bad" not in system.registry.objectives
+    assert "data must be one of" in system.info["p"].error
+
+
 def test_hook_register_recipes(system, tmp_path):
     recipe_file = tmp_path / "my_model_lora_my_data_e2.py"
     recipe_file.write_text(

@@ -49,11 +49,13 @@ def test_index_matches_files(registry):
     for recipe in builtin_recipes(registry):
         meta = read_metadata(Path(recipe.path))
         assert (meta.name, meta.family, meta.method, meta.dataset, meta.epochs, meta.template, meta.hub_id,
-                meta.model, meta.stage) == (recipe.name, recipe.family, recipe.method, recipe.dataset,
-                                            recipe.epochs, recipe.template, recipe.hub_id, recipe.model,
-                                            recipe.stage), recipe.name
+                meta.model, meta.stage, meta.objective) == (
+                    recipe.name, recipe.family, recipe.method, recipe.dataset, recipe.epochs, recipe.template,
+                    recipe.hub_id, recipe.model, recipe.stage, recipe.objective), recipe.name
         stage = f"{recipe.stage}_" if recipe.stage else ""  # LLaVA's two stages
-        assert recipe.name == f"{recipe.model}_{recipe.method}_{stage}{recipe.dataset}_e{recipe.epochs}"
+        objective = f"_{recipe.objective}" if recipe.objective else ""  # preference recipes name theirs
+        assert recipe.name == (f"{recipe.model}_{recipe.method}{objective}_{stage}{recipe.dataset}"
+                               f"_e{recipe.epochs}")
 
 
 def test_generator_reads_the_registry(registry):

@@ -107,8 +107,68 @@ def matrix():
                 yield model, method, DATASETS[name]
 
 
-def recipe_name(model, method: str, data: Data) -> str:
-    return f"{model.name}_{method}_{data.name}_e{data.epochs}"
+# ------------------------------------------------------------------------------- preference matrix
+# Objectives (registry names, docs/preference.md) with their learning rates per method and a title.
+OBJECTIVES = {"dpo": dict(lr={"full": 5e-7, "lora": 5e-6, "qlora": 5e-6}, title="DPO"),
+              "orpo": dict(lr={"full": 8e-6, "lora": 8e-6, "qlora": 8e-6}, title="ORPO"),
+              "simpo": dict(lr={"full": 1e-6, "lora": 1e-5, "qlora": 1e-5}, title="SimPO"),
+              "kto": dict(lr={"full": 5e-7, "lora": 5e-6, "qlora": 5e-6}, title="KTO"),
+              "reward": dict(lr={"full": 1e-5, "lora": 1e-4, "qlora": 1e-4}, title="a reward model"),
+              "ppo": dict(lr={"full": 1e-6, "lora": 1e-5, "qlora": 1e-5}, title="PPO (RLHF)")}
+PREFERENCE_DATA = {d.name: d for d in [Data("ultrafeedback", 1), Data("ultrafeedback_cleaned", 1),
+                                       Data("hh_rlhf", 1), Data("orca_dpo_pairs", 1), Data("kto_mix", 1)]}
+# Every chat model: DPO and a reward model on QLoRA, ORPO on LoRA; flagships and the smallest models more.
+PREFERENCE_STANDARD = [("qlora", "dpo", "ultrafeedback"), ("lora", "orpo", "ultrafeedback"),
+                       ("qlora", "reward", "ultrafeedback")]
+PREFERENCE_FLAGSHIP = [("qlora", "dpo", "hh_rlhf"), ("qlora", "dpo", "orca_dpo_pairs"),
+                       ("qlora", "simpo", "ultrafeedback"), ("qlora", "kto", "kto_mix"),
+                       ("qlora", "reward", "ultrafeedback_cleaned"), ("qlora", "ppo", "ultrafeedback")]
+PREFERENCE_SMALL = {"smollm2_135m_instruct": [
+    ("lora", "dpo", "ultrafeedback"), ("full", "dpo", "ultrafeedback"), ("lora", "simpo", "ultrafeedback"),
+    ("lora", "kto", "kto_mix"), ("lora", "reward", "ultrafeedback"), ("lora", "ppo", "ultrafeedback"),
+    ("lora", "dpo", "hh_rlhf")]}
+
+
+OVERRIDE_EXAMPLES = {"dpo": "objective.beta=0.2 dataset_map=sharegpt_preference data_path=./my_pairs.json",
+                     "kto": "objective.beta=0.2 dataset_map=kto data_path=./my_kto.json",
+                     "reward": "lr=5e-5 dataset_map=sharegpt_preference data_path=./my_pairs.json",
+                     "ppo": "objective.kl_coef=0.1 objective.reward_model=./my_reward_model"}
+
+
+def preference_matrix():
+    """Yield (model, method, objective, data) for every preference recipe: the built-in chat language models
+    (preference objectives train text models)."""
+    for model in REGISTRY.models:
+        if model.plugin != "xtune" or not model.chat or \
+                REGISTRY.model_adapters.get(model.family).model_kind != "llm":
+            continue
+        plan = list(PREFERENCE_STANDARD)
+        if model.name in FLAGSHIPS:
+            plan += PREFERENCE_FLAGSHIP
+        plan += PREFERENCE_SMALL.get(model.name, [])
+        for method, objective, name in plan:
+            yield model, method, objective, PREFERENCE_DATA[name]
+
+
+def recipe_name(model, method: str, data: Data, objective: str | None = None) -> str:
+    middle = f"{method}_{objective}" if objective else method
+    return f"{model.name}_{middle}_{data.name}_e{data.epochs}"
+
+
+def objective_lines(objective: str | None, model, method: str) -> str:
+    """`objective = dict(...)` with the objective's registered defaults written out ('' for SFT)."""
+    if objective is None:
+        return ""
+    defaults = dict(REGISTRY.objectives.get(objective).defaults)
+    if objective == "ppo":
+        defaults["reward_model"] = f"./work_dirs/{model.name}_{method}_reward_ultrafeedback_e1/hf"
+    comments = {"loss_type": "  # 'sigmoid', 'ipo' or 'hinge'",
+                "reference": "  # 'auto': the model with adapters off (peft), else a frozen copy",
+                "precompute_ref_log_probs": "  # True: reference log-probs computed once before training",
+                "reward_model": "  # train the reward recipe first: its WORK_DIR/hf",
+                "nll_on_prompt": "  # True: the NLL covers the prompt too, as TRL computes it"}
+    body = "".join(f"    {k}={_py(v)},{comments.get(k, '')}\n" for k, v in defaults.items())
+    return f"\nobjective = dict(\n    type={_py(objective)},\n{body})\n"
 
 
 def data_source(data: Data) -> str | None:
@@ -171,15 +231,21 @@ export_hf = True  # write WORK_DIR/hf (adapter or model + tokenizer with its cha
 """
 
 
-def render(model, method: str, data: Data) -> str:
-    name = recipe_name(model, method, data)
+def render(model, method: str, data: Data, objective: str | None = None) -> str:
+    name = recipe_name(model, method, data, objective)
     meta = METHODS[method]
     adapter = REGISTRY.model_adapters.get(model.family)
     template, remote = adapter.default_template, adapter.trust_remote_code
     small = model.params_b <= 2
-    batch_size = 1
-    accumulative_counts = 16
-    max_length = 2048
+    ppo = objective == "ppo"
+    batch_size = 8 if ppo else 1
+    accumulative_counts = 1 if ppo else 16
+    max_length = 1024 if ppo else 2048
+    title = meta["title"] if objective is None else f"{OBJECTIVES[objective]['title']} with {meta['title']}"
+    lr = meta["lr"] if objective is None else OBJECTIVES[objective]["lr"][method]
+    pack = ("False  # prompts, answered in left-padded batches" if ppo else "True  # rows of whole pairs, "
+            "2 x max_length tokens; no attention across sequences") if objective else \
+        "True  # rows of several samples; each attends only to itself (varlen FA2 on CUDA)"
     deepspeed = "zero3" if method == "full" and model.params_b > 2 else "zero2"
     source = data_source(data)
     downloads = f"the model {model.hub_id}"
@@ -190,8 +256,12 @@ def render(model, method: str, data: Data) -> str:
     data_path = _py(source) if source else "None"
     data_comment = f"  # {data.note}" if data.note else ""
     system = ""
-    inputs = EVALUATION_INPUTS.get(data.name, _ZH_EN_INPUTS)
+    inputs = [] if objective == "reward" else EVALUATION_INPUTS.get(data.name, _ZH_EN_INPUTS)
     remote_comment = "  # this family's modelling code comes from the hub" if remote else ""
+    train_flags = "  # one process: PPO generates, scores and updates in turn" if ppo \
+        else f" --deepspeed {deepspeed}"
+    example = "lr=1e-4 max_length=1024 data_path=./my_data.jsonl" if objective is None else \
+        OVERRIDE_EXAMPLES.get(objective, OVERRIDE_EXAMPLES["dpo"])
     quant = quantization_lines(method)
     method_cfg = method_lines(method)
     extra_settings = extra_data = ""
@@ -205,10 +275,10 @@ def render(model, method: str, data: Data) -> str:
     lines = f"""\
 # =====================================================================================================
 # {name}
-# {meta["title"]} of {model.title} on {data.name}, {data.epochs} epoch{"s" if data.epochs > 1 else ""}.
+# {title} of {model.title} on {data.name}, {data.epochs} epoch{"s" if data.epochs > 1 else ""}.
 #
-#   xtune train {name} --deepspeed {deepspeed}
-#   xtune train {name} --cfg-options lr=1e-4 max_length=1024 data_path=./my_data.jsonl
+#   xtune train {name}{train_flags}
+#   xtune train {name} --cfg-options {example}
 #
 # Downloads {downloads} (Hugging Face hub; a ModelScope id or a local path works as well).
 # Generated by tools/gen_recipes.py: to change it, `xtune copy-cfg {name} .` and edit the copy.
@@ -226,7 +296,7 @@ dataset_map = {_py(data.name)}
 data_path = {data_path}{data_comment}
 prompt_template = {_py(template)}
 max_length = {max_length}
-pack_to_max_length = True  # rows of several samples; each attends only to itself (varlen FA2 on CUDA)
+pack_to_max_length = {pack}
 {extra_settings}
 # Scheduler & optimizer
 batch_size = {batch_size}  # per device
@@ -235,7 +305,7 @@ dataloader_num_workers = 0
 max_epochs = {data.epochs}
 max_steps = 0  # > 0: stop after this many optimizer steps instead
 optim_type = 'AdamW'
-lr = {_py(meta["lr"])}
+lr = {_py(lr)}
 betas = (0.9, 0.999)
 weight_decay = 0.0
 max_norm = 1.0  # gradient clipping
@@ -267,7 +337,7 @@ model = dict(
     quantization={quant},
 )
 {method_cfg}
-
+{objective_lines(objective, model, method)}
 # ------------------------------------------------------------------------------------- PART 3  Data
 train_dataset = dict(
     dataset_map=dataset_map,
@@ -293,16 +363,21 @@ def generate() -> dict[Path, str]:
     """Every file the generator owns, path -> content (recipes plus index.json)."""
     files: dict[Path, str] = {}
     index: dict[str, dict] = {}
-    for model, method, data in matrix():
-        name = recipe_name(model, method, data)
+    plans = [(m, method, None, d) for m, method, d in matrix()] + list(preference_matrix())
+    for model, method, objective, data in plans:
+        name = recipe_name(model, method, data, objective)
         rel = Path(model.family) / f"{name}.py"
         if name in index:
             raise SystemExit(f"gen_recipes: the matrix produces {name} twice")
-        files[RECIPES / rel] = render(model, method, data)
+        files[RECIPES / rel] = render(model, method, data, objective)
         template = REGISTRY.model_adapters.get(model.family).default_template
+        title = METHODS[method]["title"] if objective is None else \
+            f"{OBJECTIVES[objective]['title']} with {METHODS[method]['title']}"
         index[name] = dict(path=str(rel), model=model.name, family=model.family, method=method,
                            dataset=data.name, epochs=data.epochs, template=template, hub_id=model.hub_id,
-                           description=f"{METHODS[method]['title']} of {model.title} on {data.name}")
+                           description=f"{title} of {model.title} on {data.name}")
+        if objective:
+            index[name]["objective"] = objective
     vlm_files, vlm_index = gen_recipes_vlm.generate(REGISTRY, RECIPES, _py, method_lines, quantization_lines,
                                                    RUNTIME)
     twice = sorted(set(index) & set(vlm_index))

@@ -123,6 +123,26 @@ def register_deepspeed_presets(register):
 
 
 @hookspec
+def register_objectives(register):
+    """Register training objectives (`xtune.registry.Objective`): sft, dpo, orpo, simpo, kto, reward, ppo ...
+
+    Args:
+        register: call ``register(Objective(name=..., loss="pkg.module:Class", data="pairs"))``. The class
+            is built with the recipe's ``objective = dict(type=NAME, ...)`` settings over `defaults`; its
+            ``loss(llm, batch, reference)`` returns ``{"loss": tensor, **metrics}``. `data` names the rows
+            it trains on ('sft', 'pairs', 'unpaired', 'prompts'), `head` the model ('causal_lm' or
+            'score'), `reference` whether it needs a reference model's log-probs.
+
+    Example::
+
+        @hookimpl
+        def register_objectives(register):
+            register(Objective(name="rso", loss="my_pkg.rso:RSO", data="pairs", reference=True,
+                               defaults=(("beta", 0.05),)))
+    """
+
+
+@hookspec
 def register_recipes(register):
     """Register recipes (`xtune.registry.Recipe`): a Python config file plus the metadata that
     `xtune list-cfg` shows without opening it.

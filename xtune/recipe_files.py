@@ -53,6 +53,18 @@ def literal_assignments(path: Path) -> dict[str, object]:
     return values
 
 
+def objective_type(path: Path) -> str:
+    """The `type` of a top-level `objective = dict(type=...)` ('' when the recipe has none: SFT)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    for node in tree.body:
+        if (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
+                and node.targets[0].id == "objective" and isinstance(node.value, ast.Call)):
+            for keyword in node.value.keywords:
+                if keyword.arg == "type" and isinstance(keyword.value, ast.Constant):
+                    return str(keyword.value.value)
+    return ""
+
+
 def model_key(name: str, method: str) -> str:
     """`internlm2_chat_7b_qlora_oasst1_e3` -> `internlm2_chat_7b` (the part before the method; for LLaVA
     recipes the language model and the vision encoder)."""
@@ -66,7 +78,9 @@ def read_metadata(path: Path) -> Recipe:
     fields = {key: values.get(var, "") for key, var in _METADATA_VARS.items()}
     fields["epochs"] = fields["epochs"] if isinstance(fields["epochs"], int) else 0
     name = path.stem
+    objective = objective_type(path)
     return Recipe(name=name, path=str(path), model=model_key(name, str(fields["method"])),
+                  objective="" if objective == "sft" else objective,
                   **{k: v if k == "epochs" else str(v) for k, v in fields.items()})
 
 

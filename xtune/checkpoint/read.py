@@ -133,6 +133,12 @@ def read_checkpoint(path: str | Path) -> TrainedWeights:
     return _read_file(path)
 
 
+def without_heads(state_dict: dict[str, Any]) -> dict[str, Any]:
+    """The model's tensors without the heads an objective trains beside it (`heads.`: PPO's value head),
+    which are part of a checkpoint but never of the exported or resumed model."""
+    return {k: v for k, v in state_dict.items() if not k.startswith("heads.")}
+
+
 def check_fits(model, state_dict: dict, *, source: str, what: str, hint: str) -> None:
     """Every trainable parameter of `model` must come from `state_dict`, and every entry of it must have a
     place of the same shape (else one UsageError: the checkpoint is from another model or other settings)."""

@@ -59,10 +59,21 @@ def _check_recipe(args) -> dict:
 
 def _check_file(args) -> dict:
     from xtune.data.pipeline import load_conversations, render_conversations
+    from xtune.data.records import map_data
 
     cfg = {"dataset_map": args.format, "data_path": args.data, "prompt_template": args.template,
            "max_length": args.max_length, "pack_to_max_length": False}
-    conversations, wheres, _ = load_conversations(cfg)
+    kind = map_data(args.format) if args.format in _registry().dataset_maps else "sft"
+    if kind != "sft":
+        from xtune.data.preference import load_items, sequences
+
+        cfg["rows"] = kind  # preference pairs (or KTO items): each rendered as its two sequences
+        items, wheres, _ = load_items(cfg)
+        records, conversations = len(items), sequences(items, kind)
+        wheres = [w for w in wheres for _ in (0, 1)]
+    else:
+        conversations, wheres, _ = load_conversations(cfg)
+        records = len(conversations)
     summary = {"source": args.data, "format": args.format, "template": args.template}
     if args.tokenizer:
         from transformers import AutoTokenizer
@@ -84,10 +95,16 @@ def _check_file(args) -> dict:
         trained = [sum(len(m["content"]) for m in conv if m["loss"]) for conv in conversations]
     from xtune.data.inspect import length_histogram
 
-    return {**summary, "records": len(conversations), "messages": sum(map(len, conversations)),
+    return {**summary, "records": records, "messages": sum(map(len, conversations)),
             "characters": sum(chars), "trained_characters": sum(trained),
             "length_histogram_chars": length_histogram(chars),
             "note": "pass --tokenizer PATH (and --template) for token counts, truncation and drops"}
+
+
+def _registry():
+    from xtune.plugins import get_registry
+
+    return get_registry()
 
 
 def _print(summary: dict, as_json: bool) -> None:

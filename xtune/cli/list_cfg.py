@@ -36,7 +36,7 @@ def run(args) -> int:
                      key=lambda r: r.name)
     if args.json:
         fields = ("name", "plugin", "model", "family", "method", "dataset", "epochs", "template", "hub_id",
-                  "path")
+                  "path", "objective")
         json.dump([{f: getattr(r, f) for f in fields} for r in recipes], sys.stdout, indent=1,
                   ensure_ascii=False)
         sys.stdout.write("\n")

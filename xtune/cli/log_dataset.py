@@ -20,11 +20,13 @@ def add_parser(subparsers, common):
 
 def run(args) -> int:
     from xtune.cli.recipe_data import recipe_dataset
+    from xtune.data.encode import build_report
     from xtune.data.inspect import TRAIN_MARKS, dataset_stats, format_stats, render_sample
     from xtune.data.packing import sample_lengths
     from xtune.data.tokenize import IGNORE_INDEX
 
     cfg, tokenizer, dataset = recipe_dataset(args.recipe, args.cfg_options)
+    roles = build_report(dataset).get("sample_roles") or []  # preference rows: chosen, rejected, ...
     print(
         f"Trained text is marked {TRAIN_MARKS[0]}...{TRAIN_MARKS[1]}; template {cfg.get('prompt_template')}, "
         f"max_length {cfg.get('max_length')}, packed {bool(cfg.get('pack_to_max_length'))}."
@@ -37,7 +39,8 @@ def run(args) -> int:
             labels = row["labels"][start : start + length]
             start += length
             trained = sum(1 for label in labels if label != IGNORE_INDEX)
-            print(f"\n----- sample {shown}: {length} tokens, {trained} trained -----")
+            role = f" ({roles[shown % len(roles)]})" if len(roles) > 1 else ""
+            print(f"\n----- sample {shown}{role}: {length} tokens, {trained} trained -----")
             print(text)
             shown += 1
             if shown >= args.num:

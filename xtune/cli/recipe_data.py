@@ -13,7 +13,7 @@ def recipe_dataset(name_or_path: str, cfg_options: list[str]):
 
     registry = get_registry()
     recipe = load_recipe_cfg(name_or_path, registry, cfg_options)
-    cfg = dataset_cfg(recipe)
+    cfg = dataset_cfg(recipe, registry)
     processor = recipe_processor(recipe, registry)
     tokenizer = processor.tokenizer if processor is not None else recipe_tokenizer(recipe, registry)
     prompt = model_adapter(recipe, registry).image_prompt if processor is not None else ""

@@ -19,15 +19,19 @@ def load_recipe_cfg(name_or_path: str, registry, options: list[str] | None = Non
     return load_recipe(resolve_recipe(name_or_path, registry), options or [])
 
 
-def dataset_cfg(recipe) -> dict[str, Any]:
+def dataset_cfg(recipe, registry=None) -> dict[str, Any]:
     """The recipe's `train_dataset` dict, with the top-level seed and self-cognition names when it lacks
-    them: what training and the dataset tools both hand to the data pipeline."""
+    them, and `rows` (pairs, unpaired, prompts) when its objective trains on preference data: what training
+    and the dataset tools both hand to the data pipeline."""
     if "train_dataset" not in recipe:
         raise ConfigError("the recipe has no train_dataset section")
     cfg = dict(recipe["train_dataset"])
     for key in ("self_cognition_name", "self_cognition_author", "seed"):
         if key not in cfg and key in recipe:
             cfg[key] = recipe[key]
+    rows = objective_rows(recipe, registry)
+    if rows != "sft":
+        cfg.setdefault("rows", rows)
     return cfg
 
 
@@ -41,3 +45,13 @@ def build_dataset(data_cfg: dict, tokenizer, *, registry=None, processor=None, i
     from xtune.data.pipeline import build_train_dataset
 
     return build_train_dataset(data_cfg, tokenizer, registry=registry)
+
+
+def objective_rows(recipe, registry=None) -> str:
+    """The kind of rows the recipe's objective trains on ('sft' without an `objective` section)."""
+    name = (recipe.get("objective") or {}).get("type", "sft")
+    if name == "sft":
+        return "sft"
+    from xtune.data.records import registry_or_default
+
+    return registry_or_default(registry).objectives.get(name).data  # an unknown name: the closest ones

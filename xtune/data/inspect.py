@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from xtune.data.encode import build_report
 from xtune.data.packing import sample_lengths
-from xtune.data.pipeline import build_report
 from xtune.data.tokenize import IGNORE_INDEX
 
 TRAIN_MARKS = ("[[", "]]")  # around trained text in plain output
@@ -47,7 +47,10 @@ def dataset_stats(dataset, max_length: int | None = None) -> dict[str, Any]:
         "length_histogram": length_histogram(lengths, max_length),
     }
     if packed and max_length:
-        stats["fill_ratio"] = tokens / (len(dataset) * max_length) if len(dataset) else 0.0
+        stats["row_length"] = report.get("row_length", max_length)  # preference rows hold 2 x max_length
+        stats["fill_ratio"] = tokens / (len(dataset) * stats["row_length"]) if len(dataset) else 0.0
+    if report.get("sample_roles"):
+        stats["sample_roles"] = report["sample_roles"]  # preference rows: (chosen, rejected) ...
     return stats
 
 
@@ -75,8 +78,8 @@ def format_stats(stats: dict[str, Any]) -> str:
         f"trained tokens:   {stats['trained_tokens']}",
     ]
     if stats.get("packed"):
-        lines.append(f"packed rows:      {stats['rows']} of {stats['max_length']} tokens, fill ratio "
-                     f"{stats.get('fill_ratio', 0):.4f}")
+        lines.append(f"packed rows:      {stats['rows']} of {stats.get('row_length', stats['max_length'])} "
+                     f"tokens, fill ratio {stats.get('fill_ratio', 0):.4f}")
     lines.append("sample length histogram (tokens):")
     peak = max((c for _, _, c in stats["length_histogram"]), default=0) or 1
     for low, high, count in stats["length_histogram"]:

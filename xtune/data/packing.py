@@ -49,20 +49,31 @@ def pack_rows(input_ids: list[list[int]], labels: list[list[int]], max_length: i
               seed: int | None = None, extra: dict[str, list[list]] | None = None) -> dict[str, list[list]]:
     """Columns of packed rows: input_ids, labels and position_ids (restarting per sample), plus each `extra`
     list column (e.g. a sample's image files) concatenated in the order of the row's samples."""
-    bins = best_fit_decreasing([len(x) for x in input_ids], max_length, seed)
-    extra = extra or {}
-    rows: dict[str, list[list]] = {key: [] for key in ("input_ids", "labels", "position_ids", *extra)}
+    rows = pack_units([[(ids, labs)] for ids, labs in zip(input_ids, labels, strict=True)], max_length, seed)
+    members = rows.pop("units")
+    for key, column in (extra or {}).items():
+        rows[key] = [[item for i in row for item in column[i]] for row in members]
+    return rows
+
+
+def pack_units(units: list[list[tuple[list[int], list[int]]]], capacity: int,
+               seed: int | None = None) -> dict[str, list[list[int]]]:
+    """Rows of whole units (a unit is a few samples that must stay together and in order, such as the chosen
+    and rejected sequence of a preference pair), positions restarting per sample; `units` lists the indices of
+    the units each row holds."""
+    bins = best_fit_decreasing([sum(len(ids) for ids, _ in unit) for unit in units], capacity, seed)
+    rows: dict[str, list[list[int]]] = {"input_ids": [], "labels": [], "position_ids": [], "units": []}
     for members in bins:
         ids, labs, pos = [], [], []
         for i in members:
-            ids += input_ids[i]
-            labs += labels[i]
-            pos += range(len(input_ids[i]))
+            for sample_ids, sample_labels in units[i]:
+                ids += sample_ids
+                labs += sample_labels
+                pos += range(len(sample_ids))
         rows["input_ids"].append(ids)
         rows["labels"].append(labs)
         rows["position_ids"].append(pos)
-        for key, column in extra.items():
-            rows[key].append([item for i in members for item in column[i]])
+        rows["units"].append(list(members))
     return rows
 
 

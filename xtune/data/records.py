@@ -62,8 +62,8 @@ def accepted_options(convert) -> list[str]:
 
     params = inspect.signature(convert).parameters
     names = [n for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY]
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD
-           for p in params.values()) and convert.__name__ == "sharegpt":
+    takes_tags = getattr(convert, "tags", convert.__name__ == "sharegpt")  # sharegpt's role tags as options
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()) and takes_tags:
         names += list(SHAREGPT_TAGS)
     return names
 
@@ -101,9 +101,25 @@ def load_conversations(cfg: dict, registry=None, *, progress: bool = True, skipp
     appended to `skipped`, so the build report counts them. With `deferred`, the problems are appended
     there for the caller to settle (`settle_problems`) together with its own.
     """
+    return load_records(cfg, registry, checked_conversation, progress=progress, skipped=skipped,
+                        deferred=deferred)
+
+
+def checked_conversation(messages, *, system: str, train_on: str, map_name: str):
+    """A converter's conversation with the recipe's system prompt and train_on applied, checked."""
+    if messages and messages[0]["role"] != "text":
+        messages = validate(apply_settings(messages, system=system, train_on=train_on))
+    return messages
+
+
+def load_records(cfg: dict, registry, check, *, progress: bool = True, skipped: list[str] | None = None,
+                 deferred: list[str] | None = None) -> tuple[list, list[str], str]:
+    """Every record converted by its dataset map and passed through `check(converted, system=, train_on=,
+    map_name=)` (which raises RecordError): (items, wheres, fingerprint), bad records reported together
+    (or, with `deferred`, appended there for the caller to settle with its own)."""
     check_settings(cfg)
     parts = _parts(cfg, registry)
-    conversations, wheres, problems, prints = [], [], [], []
+    items, wheres, problems, prints = [], [], [], []
     for map_name, data_path in parts:
         convert, options, entry = resolve_map(map_name, registry)
         options = converter_options(cfg, options, convert)
@@ -111,28 +127,26 @@ def load_conversations(cfg: dict, registry=None, *, progress: bool = True, skipp
                                      split=entry.split, data_files=entry.data_files)
         prints.append(source.fingerprint)
         problems += source.problems
-        system = cfg.get("system") or entry.system
+        settings = dict(system=cfg.get("system") or entry.system, train_on=cfg.get("train_on", "all_turns"),
+                        map_name=map_name)
         for where, record in _progress(source, f"Checking {source.name}", progress):
             try:
-                messages = convert(record, **options)
-                if messages and messages[0]["role"] != "text":
-                    messages = validate(apply_settings(messages, system=system,
-                                                       train_on=cfg.get("train_on", "all_turns")))
+                item = check(convert(record, **options), **settings)
             except RecordError as exc:
                 problems.append(f"{where}: {exc.describe()}")
                 continue
             except (TypeError, AttributeError) as exc:  # a record of the wrong shape for this format
                 problems.append(f"{where}: not a {map_name} record ({exc})")
                 continue
-            conversations.append(messages)
+            items.append(item)
             wheres.append(where)
     if deferred is not None:
         deferred += problems  # the caller settles them with its own (e.g. the pictures')
     else:
-        settle_problems(problems, cfg, len(conversations), skipped)
-    if not conversations and not (deferred and problems):
+        settle_problems(problems, cfg, len(items), skipped)
+    if not items and not (deferred and problems):
         raise DataError(f"the data set {cfg.get('data_path') or cfg.get('dataset_map')!r} is empty")
-    return conversations, wheres, "|".join(prints)
+    return items, wheres, "|".join(prints)
 
 
 def settle_problems(problems: list[str], cfg: dict, kept: int, skipped: list[str] | None = None,
@@ -149,6 +163,19 @@ def settle_problems(problems: list[str], cfg: dict, kept: int, skipped: list[str
             skipped += problems
     elif problems:
         raise DataError(collect(problems), hint=hint)
+
+
+def map_data(name: str, registry=None) -> str:
+    """What a dataset map's converter yields ('sft', 'pairs', 'unpaired'): a `format=` map inherits its
+    base's kind, a mixture its members' (which must agree)."""
+    table = registry_or_default(registry).dataset_maps
+    entry = table.get(name)
+    if entry.combine:
+        kinds = {map_data(member, registry) for member in entry.combine}
+        return kinds.pop() if len(kinds) == 1 else "mixed"
+    while entry.format and entry.data == "sft":
+        entry = table.get(entry.format)
+    return entry.data
 
 
 def check_settings(cfg: dict) -> None:

@@ -97,7 +97,39 @@ DATASETS = [
                        split="train_sft", description="UltraChat 200k multi-turn (messages)")]
 
 
+# Preference data (docs/preference.md): pairs for DPO / ORPO / SimPO / reward models, unpaired items for KTO.
+_PREF = "xtune.data.preference_formats"
+PREFERENCE = [
+    DatasetMap(name="sharegpt_preference", convert=f"{_PREF}:sharegpt_preference", data="pairs",
+               description="LLaMA-Factory ranking sharegpt: conversations + chosen / rejected turns"),
+    DatasetMap(name="preference", convert=f"{_PREF}:preference", data="pairs",
+               description="TRL preference: prompt / chosen / rejected as text or messages (implicit prompt "
+                           "when the sides are whole conversations)"),
+    DatasetMap(name="hh_rlhf", convert=f"{_PREF}:hh_rlhf", data="pairs", hub_id="Anthropic/hh-rlhf",
+               license="MIT",
+               description="HH-RLHF full texts ('Human:' / 'Assistant:') differing in the last answer"),
+    DatasetMap(name="medicalgpt_preference", convert=f"{_PREF}:medicalgpt_preference", data="pairs",
+               language="zh", description="MedicalGPT question / response_chosen / response_rejected JSONL"),
+    DatasetMap(name="alpaca_preference", convert=f"{_PREF}:alpaca_preference", data="pairs",
+               description="LLaMA-Factory ranking alpaca (reward-model files): output [chosen, rejected]"),
+    DatasetMap(name="kto", convert=f"{_PREF}:kto", data="unpaired",
+               description="KTO unpaired: prompt / completion / label, or messages + label (kto_tag)"),
+    DatasetMap(name="ultrafeedback", format="preference", hub_id="HuggingFaceH4/ultrafeedback_binarized",
+               split="train_prefs", license="MIT", description="UltraFeedback binarized (H4), the DPO set"),
+    DatasetMap(name="ultrafeedback_cleaned", format="preference",
+               hub_id="argilla/ultrafeedback-binarized-preferences-cleaned", license="MIT",
+               description="UltraFeedback binarized and cleaned (Argilla), XTuner's reward-model data"),
+    DatasetMap(name="orca_dpo_pairs", format="preference", hub_id="Intel/orca_dpo_pairs",
+               license="Apache-2.0", columns=(("prompt", "question"),), description="Orca DPO pairs (Intel)"),
+    DatasetMap(name="kto_mix", format="kto", hub_id="trl-lib/kto-mix-14k", license="MIT",
+               description="KTO mix 14k (TRL): prompt / completion messages with a label"),
+    DatasetMap(name="llamafactory_v1_preference", format="preference",
+               columns=(("chosen", "chosen_messages"), ("rejected", "rejected_messages")),
+               description="LLaMA-Factory v1 chosen_messages / rejected_messages conversations"),
+]
+
+
 @hookimpl
 def register_dataset_maps(register):
-    for entry in FORMATS + DATASETS + IMAGE_DATA:
+    for entry in FORMATS + DATASETS + IMAGE_DATA + PREFERENCE:
         register(entry)

@@ -53,6 +53,9 @@ def preflight(cfg, registry, *, work_dir: str | Path, deepspeed: str | None = No
         except XtuneError as exc:
             problems.append(f"--deepspeed: {exc}")
     _numbers(problems, cfg)
+    from xtune.engine.objective_setup import objective_problems
+
+    problems += objective_problems(cfg, registry, deepspeed)
     problem = _writable(Path(work_dir))
     if problem:
         problems.append(problem)

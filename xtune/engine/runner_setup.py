@@ -36,6 +36,7 @@ class RunParts:
     registry: Any = None
     recipe: dict | None = None  # what every checkpoint records about the recipe (train.recipe_record)
     quiet: bool = True  # hide mmengine's environment, config and hook tables from the console
+    objective: Any = None  # engine.objective_setup.ObjectiveParts (None: SFT)
 
 
 def build_hooks(cfg, parts: RunParts, val_loader) -> list:
@@ -55,7 +56,7 @@ def build_hooks(cfg, parts: RunParts, val_loader) -> list:
                                   max_keep_ckpts=int(ckpt.get("max_keep_ckpts", -1) or -1),
                                   recipe=parts.recipe)]
     chat = cfg.get("evaluate_chat") or {}
-    if chat.get("inputs"):
+    if chat.get("inputs") and hasattr(parts.llm, "generate") and not _scores(parts.llm):
         hooks.append(
             EvaluateChatHook(parts.tokenizer, chat["inputs"], every=int(chat.get("every", 0) or 0),
                              schedule=schedule, template=cfg.train_dataset.get("prompt_template"),
@@ -65,6 +66,12 @@ def build_hooks(cfg, parts: RunParts, val_loader) -> list:
         every = int(cfg.get("val_steps") or ckpt.get("interval", 0) or 0)
         hooks.append(ValidationLossHook(val_loader, every=every, schedule=schedule, history=history))
     return hooks
+
+
+def _scores(llm) -> bool:
+    """A reward model (a score head, no language-model head): it has no sample chats to show."""
+    base = llm.get_base_model() if hasattr(llm, "get_base_model") else llm
+    return type(base).__name__.endswith("ForSequenceClassification")
 
 
 def describe_dataset(dataset, tokenizer) -> str:
@@ -92,12 +99,11 @@ def build_runner(cfg, parts: RunParts):
     from mmengine.hooks import DistSamplerSeedHook, IterTimerHook, LoggerHook
 
     from xtune.compat import ddp_wrapper_cfg
-    from xtune.engine.model import CausalLMModel
 
     val_loader = _val_loader(parts)
     log_every = parts.schedule.iters(max(1, int(cfg.get("log_interval", 10) or 10)))
     common = dict(experiment_name=experiment_name(parts.name),
-                  model=CausalLMModel(parts.llm, on_nan=cfg.get("on_nan", "stop")), work_dir=parts.work_dir,
+                  model=_model(cfg, parts), work_dir=parts.work_dir,
                   train_dataloader=parts.dataloader(parts.dataset, parts.sampler),
                   train_cfg=dict(type="IterBasedTrainLoop", max_iters=parts.schedule.max_iters),
                   optim_wrapper=optim_wrapper_cfg(cfg.optim_wrapper, parts.precision,
@@ -161,6 +167,16 @@ def runner_class(deepspeed: bool, quiet: bool):
             return logger
 
     return XtuneRunner
+
+
+def _model(cfg, parts: RunParts):
+    from xtune.engine.model import CausalLMModel
+
+    objective = parts.objective
+    if objective is None:
+        return CausalLMModel(parts.llm, on_nan=cfg.get("on_nan", "stop"))
+    return CausalLMModel(parts.llm, on_nan=cfg.get("on_nan", "stop"), objective=objective.objective,
+                         reference=objective.reference, heads=objective.heads)
 
 
 def _val_loader(parts: RunParts):

@@ -86,16 +86,18 @@ def default_work_dir(recipe_path: Path) -> str:
     return str(Path("work_dirs") / recipe_path.stem)
 
 
-def _build_dataset(cfg, tokenizer, registry, seed: int, processor=None):
+def _build_dataset(cfg, data_cfg: dict, tokenizer, registry, processor=None):
     """The data pipeline's rows; rank 0 builds (and caches) first so other ranks read its cache."""
     from mmengine.dist import barrier, get_rank, is_distributed
 
-    from xtune.data.from_recipe import build_dataset, dataset_cfg
+    from xtune.data.from_recipe import build_dataset
     from xtune.models.build import model_adapter
 
-    data_cfg = dataset_cfg(cfg)
-    data_cfg.setdefault("seed", seed)
     adapter = model_adapter(cfg, registry)
+    if processor is not None and data_cfg.get("rows", "sft") != "sft":
+        raise ConfigError(f"objective {cfg.objective.type!r}: preference objectives train text models; "
+                          f"{adapter.name} is a vision-language model",
+                          hint="train it with supervised fine-tuning (no objective section)")
     if processor is not None and data_cfg.get("pack_to_max_length") and not adapter.supports_varlen:
         raise ConfigError(f"pack_to_max_length=True: {adapter.name} models place tokens by their own "
                           "(multimodal) positions, which packed rows would break",
@@ -121,12 +123,12 @@ def _sampler(dataset, cfg, seed: int):
     return LengthGroupedSampler(lengths, int(cfg.train_dataloader.batch_size), seed=seed)
 
 
-def _dataloader(dataset, cfg, tokenizer, sampler, processor=None) -> dict:
-    from xtune.data.collate import build_collator
+def _dataloader(dataset, cfg, data_cfg: dict, tokenizer, sampler, processor=None) -> dict:
     from xtune.data.image_batches import build_image_collator
+    from xtune.data.preference_collate import collator_for
 
     collate = (build_image_collator(dict(cfg.train_dataset), processor) if processor is not None
-               else build_collator(dict(cfg.train_dataset), tokenizer))
+               else collator_for(data_cfg, tokenizer))
     return dict(dataset=dataset, sampler=sampler, collate_fn=collate,
                 batch_size=int(cfg.train_dataloader.batch_size),
                 num_workers=int(cfg.train_dataloader.get("num_workers", 0) or 0))
@@ -199,11 +201,11 @@ def _deepspeed_config(args, cfg, registry, schedule, precision, world_size: int)
     return ds_config, keep_alive
 
 
-def _data(cfg, registry, seed: int, tokenizer, processor=None):
-    dataset = _build_dataset(cfg, tokenizer, registry, seed, processor)
+def _data(cfg, data_cfg: dict, registry, tokenizer, processor=None):
+    dataset = _build_dataset(cfg, data_cfg, tokenizer, registry, processor)
     val_dataset = None
     if float(cfg.get("val_ratio") or 0) > 0:
-        split = dataset.train_test_split(test_size=float(cfg.val_ratio), seed=seed)
+        split = dataset.train_test_split(test_size=float(cfg.val_ratio), seed=data_cfg["seed"])
         dataset, val_dataset = split["train"], split["test"]
     if len(dataset) == 0:
         raise ConfigError("the training data set is empty after processing")
@@ -215,10 +217,14 @@ def _train_checked(cfg, registry, recipe_path: Path, work_dir: str, args, state)
 
     from xtune import compat
     from xtune.checkpoint.layout import find_resume_checkpoint
+    from xtune.data.from_recipe import dataset_cfg
+    from xtune.data.preference_collate import collator_for
+    from xtune.engine.objective_setup import prepare_objective
     from xtune.engine.runner_setup import RunParts, build_runner
     from xtune.fileio import atomic_write_text
     from xtune.methods.common import count_parameters
     from xtune.models.build import build_trainable, recipe_processor, recipe_tokenizer
+    from xtune.objectives.build import build_objective
     from xtune.schedule import plan_schedule
 
     _console_logging()
@@ -231,10 +237,17 @@ def _train_checked(cfg, registry, recipe_path: Path, work_dir: str, args, state)
     precision = _precision(cfg)
     processor = recipe_processor(cfg, registry)  # None for a text model
     tokenizer = processor.tokenizer if processor is not None else recipe_tokenizer(cfg, registry)
-    dataset, val_dataset = _data(cfg, registry, seed, tokenizer, processor)
+    data_cfg = dataset_cfg(cfg, registry)
+    data_cfg.setdefault("seed", seed)
+    dataset, val_dataset = _data(cfg, data_cfg, registry, tokenizer, processor)
     schedule = plan_schedule(cfg, len(dataset), world_size)
     ds_config, _keep_alive = _deepspeed_config(args, cfg, registry, schedule, precision, world_size)
     trained = build_trainable(cfg, registry, precision=precision.name)
+    objective = prepare_objective(build_objective(cfg, registry), trained.model, dataset,
+                                  collator=collator_for(data_cfg, tokenizer),
+                                  batch_size=int(cfg.train_dataloader.batch_size), tokenizer=tokenizer,
+                                  cfg=cfg, registry=registry, precision=precision.name, world_size=world_size)
+    dataset = objective.dataset
     if resume_from:
         _check_resume_fits(trained.model, resume_from)
     params = count_parameters(trained.model)
@@ -242,8 +255,9 @@ def _train_checked(cfg, registry, recipe_path: Path, work_dir: str, args, state)
                      val_dataset=val_dataset, schedule=schedule, precision=precision, work_dir=work_dir,
                      launcher=launcher, ds_config=ds_config, resume_from=resume_from, seed=seed,
                      params=params, world_size=world_size, sampler=_sampler(dataset, cfg, seed),
-                     dataloader=lambda ds, sampler: _dataloader(ds, cfg, tokenizer, sampler, processor),
-                     registry=registry, quiet=not debug,
+                     dataloader=lambda ds, sampler: _dataloader(ds, cfg, data_cfg, tokenizer, sampler,
+                                                                processor),
+                     registry=registry, quiet=not debug, objective=objective,
                      recipe=recipe_record(cfg, recipe_path, args.cfg_options or [], trained))
     runner = build_runner(cfg, parts)
     atomic_write_text(Path(work_dir) / recipe_path.name, cfg.pretty_text)  # the resolved recipe
@@ -251,6 +265,8 @@ def _train_checked(cfg, registry, recipe_path: Path, work_dir: str, args, state)
                        f"{schedule.accumulation} x {cfg.train_dataloader.batch_size} rows x {world_size} "
                        f"processes ({schedule.max_iters} micro-batches); {precision.name}; "
                        f"trainable params {params[0]:,} / {params[1]:,}")
+    if objective.summary and objective.summary != "objective sft":
+        runner.logger.info(objective.summary)
     state.started = True
     _run_restoring_sigterm(runner)
     return TrainedRun(cfg=cfg, runner=runner, tokenizer=processor if processor is not None else tokenizer,
@@ -262,10 +278,10 @@ def _check_resume_fits(model, checkpoint: str) -> None:
     would print dozens of size mismatches and then fail in the optimizer."""
     if Path(checkpoint).is_dir():
         return  # DeepSpeed shards: DeepSpeed checks them itself
-    from xtune.checkpoint.read import check_fits, read_checkpoint
+    from xtune.checkpoint.read import check_fits, read_checkpoint, without_heads
 
     weights = read_checkpoint(checkpoint)
-    check_fits(model, weights.state_dict, source=checkpoint, what="this run's model",
+    check_fits(model, without_heads(weights.state_dict), source=checkpoint, what="this run's model",
                hint="resume with the recipe and --cfg-options the checkpoint was trained with, or train "
                     "without --resume")
 

@@ -26,7 +26,8 @@ def training_info(cfg, *, recipe: str, step: int | None, final_loss: float | Non
             "kind": "adapter" if uses_peft else "full model", "dataset_map": data.get("dataset_map"),
             "data_path": data.get("data_path"), "prompt_template": data.get("prompt_template"),
             "max_length": data.get("max_length"), "steps": step,
-            "final_loss": None if final_loss is None else round(float(final_loss), 4)}
+            "final_loss": None if final_loss is None else round(float(final_loss), 4),
+            **({"objective": cfg.objective.get("type")} if cfg.get("objective") else {})}
 
 
 def write_info(out: str | Path, info: dict[str, Any]) -> None:

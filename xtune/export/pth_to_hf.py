@@ -57,7 +57,7 @@ def save_hf(llm, tokenizer, out: str | Path, *, info: dict, uses_peft: bool, for
 def pth_to_hf(recipe: str, checkpoint: str, out: str, *, registry, cfg_options: list[str] | None = None,
               force: bool = False, max_shard_size: str = "5GB", dtype: str | None = None) -> Path:
     """`xtune convert pth_to_hf RECIPE CHECKPOINT OUT`: cheap checks first, then the heavy loading."""
-    from xtune.checkpoint.read import read_checkpoint
+    from xtune.checkpoint.read import read_checkpoint, without_heads
     from xtune.export.stored_recipe import check_against_stored, recipe_for
     from xtune.hardware import torch_dtype
     from xtune.models.build import build_trainable, recipe_processor, recipe_tokenizer
@@ -71,6 +71,7 @@ def pth_to_hf(recipe: str, checkpoint: str, out: str, *, registry, cfg_options: 
     inputs = (checkpoint, cfg.model.get("pretrained_model_name_or_path"))
     check_output(out, force, inputs)
     check_against_stored(stored, cfg, registry)
+    weights.state_dict = without_heads(weights.state_dict)
     trained = build_trainable(cfg, registry, for_export=True)
     loaded = load_trained_weights(trained.model, weights.state_dict, source=weights.source,
                                   recipe=recipe_path.stem)

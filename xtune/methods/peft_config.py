@@ -23,6 +23,8 @@ def wrap(model, config):
     """The peft model, with gradient checkpointing still able to reach the (frozen) input embeddings."""
     from peft import get_peft_model
 
+    if type(model).__name__.endswith("ForSequenceClassification"):
+        config.task_type = "SEQ_CLS"  # a reward model: peft then trains and saves its new score head too
     if uses_checkpointing(model):
         model.enable_input_require_grads()
     return get_peft_model(model, config)

@@ -79,9 +79,30 @@ def build_trainable(cfg, registry, *, precision: str = "float32", for_export: bo
                        precision=precision)
         vlm = apply_vlm_method(vlm, method, settings, adapter, vlm_settings(cfg))
         return Trainable(vlm, method, settings, adapter)
+    head = objective_head(cfg, registry)
     llm = load_model(model_cfg, adapter=adapter, load_in_bits=bits, method=method if bits else None,
-                     source=cfg.get("model_source", "auto"), precision=precision)
-    return Trainable(apply_resolved(llm, method, settings, adapter), method, settings, adapter)
+                     source=cfg.get("model_source", "auto"), precision=precision, head=head)
+    if head == "score":
+        llm.config.pad_token_id = recipe_tokenizer(cfg, registry).pad_token_id  # HF pooling needs it
+    model = apply_resolved(llm, method, settings, adapter)
+    if head == "score":
+        from xtune.models.reward import train_score_head
+
+        train_score_head(model)
+    return Trainable(model, method, settings, adapter)
+
+
+def objective_head(cfg, registry) -> str:
+    """'causal_lm', or 'score' when the recipe's objective trains a reward model."""
+    name = (cfg.get("objective") or {}).get("type", "sft")
+    return registry.objectives.get(name).head if name != "sft" else "causal_lm"
+
+
+def load_reward_model(path: str, *, precision: str = "float32", source: str = "auto"):
+    """A finished reward model (full or adapter folder) to score with: see `xtune.models.reward`."""
+    from xtune.models.reward import load_reward_model as load
+
+    return load(path, precision=precision, source=source)
 
 
 def recipe_processor(cfg, registry):

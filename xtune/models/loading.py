@@ -75,15 +75,18 @@ def load_tokenizer(tokenizer_cfg: dict, adapter=None, source: str = "auto"):
 
 
 def load_model(model_cfg: dict, *, adapter=None, load_in_bits: int | None = None, source: str = "auto",
-               method=None, precision: str = "float32", auto_class=None, unquantized: tuple[str, ...] = ()):
+               method=None, precision: str = "float32", auto_class=None, unquantized: tuple[str, ...] = (),
+               head: str = "causal_lm"):
     """A causal LM ready for a tuning method: dtype and attention resolved, quantised when the recipe or
     the method asks, `use_cache=False`, gradient checkpointing as the recipe says.
 
     `auto_class` loads another kind of model (a vision-language one); `unquantized` names modules that
-    stay in full precision when the rest is quantised (its vision tower and projector).
+    stay in full precision when the rest is quantised (its vision tower and projector). With
+    `head='score'` the same checkpoint is loaded as a reward model, `AutoModelForSequenceClassification`
+    with one label (the scalar head is new, the rest is the checkpoint's).
     """
     import torch
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     cfg = dict(model_cfg)
     src = resolve_source(cfg.pop("pretrained_model_name_or_path", ""), source)
@@ -106,7 +109,10 @@ def load_model(model_cfg: dict, *, adapter=None, load_in_bits: int | None = None
         kwargs["quantization_config"] = quant
         if torch.cuda.is_available():
             kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", 0))}
-    model = (auto_class or AutoModelForCausalLM).from_pretrained(src.path, **kwargs)
+    if head == "score":
+        kwargs["num_labels"] = 1
+    model_class = AutoModelForSequenceClassification if head == "score" else auto_class or AutoModelForCausalLM
+    model = model_class.from_pretrained(src.path, **kwargs)
     disable_bnb_cpu_repacking(model)
     model.config.use_cache = False
     if gradient_checkpointing:

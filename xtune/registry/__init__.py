@@ -13,10 +13,11 @@ from xtune.registry.entries import (
     Entry,
     Model,
     ModelAdapter,
+    Objective,
     Recipe,
     TuningMethod,
 )
 from xtune.registry.tables import Registry, Table, import_object
 
 __all__ = ["ENTRY_TYPES", "ChatTemplate", "DatasetMap", "DeepSpeedPreset", "Entry", "Model", "ModelAdapter",
-           "Recipe", "Registry", "Table", "TuningMethod", "import_object"]
+           "Objective", "Recipe", "Registry", "Table", "TuningMethod", "import_object"]

@@ -132,6 +132,7 @@ class DatasetMap(Entry):
     combine: tuple[str, ...] = ()  # a mixture: the named dataset maps, concatenated
     language: str = "en"
     license: str = ""
+    data: str = "sft"  # what the converter yields: 'sft' conversations, 'pairs', 'unpaired' (Objective.data)
 
     def validate(self) -> None:
         super().validate()
@@ -239,6 +240,33 @@ class TuningMethod(Entry):
 
 
 @dataclass(frozen=True)
+class Objective(Entry):
+    """What a run optimises: SFT's cross-entropy, a preference loss (DPO, ORPO, SimPO, KTO), a reward model's
+    Bradley-Terry loss or PPO. `loss` is the import path of a class built from the recipe's `objective`
+    settings (over `defaults`); `data` says which rows it trains on, `head` which model it trains."""
+
+    kind: ClassVar[str] = "objective"
+    loss: str = ""
+    # 'sft' conversations, 'pairs' (chosen + rejected), 'unpaired' (a completion + a label), 'prompts' (PPO)
+    data: str = "sft"
+    head: str = "causal_lm"  # 'causal_lm', or 'score': AutoModelForSequenceClassification, num_labels=1
+    reference: bool = False  # needs reference log-probs (adapters off, a frozen copy or precomputed)
+    defaults: tuple[tuple[str, Any], ...] = ()
+
+    DATA: ClassVar[tuple[str, ...]] = ("sft", "pairs", "unpaired", "prompts")
+    HEADS: ClassVar[tuple[str, ...]] = ("causal_lm", "score")
+
+    def validate(self) -> None:
+        super().validate()
+        if ":" not in self.loss:
+            raise ValueError(f"objective {self.name!r}: loss must be 'module:Class', got {self.loss!r}")
+        if self.data not in self.DATA:
+            raise ValueError(f"objective {self.name!r}: data must be one of {', '.join(self.DATA)}")
+        if self.head not in self.HEADS:
+            raise ValueError(f"objective {self.name!r}: head must be one of {', '.join(self.HEADS)}")
+
+
+@dataclass(frozen=True)
 class DeepSpeedPreset(Entry):
     """A DeepSpeed JSON config; "auto" values are filled from the recipe at train time."""
 
@@ -270,6 +298,7 @@ class Recipe(Entry):
     template: str = ""
     hub_id: str = ""
     stage: str = ""  # vision-language recipes: 'pretrain' (projector only) or 'finetune'
+    objective: str = ""  # "" for SFT recipes
 
     def validate(self) -> None:
         super().validate()
@@ -284,6 +313,7 @@ ENTRY_TYPES: dict[str, type[Entry]] = {
     "chat_templates": ChatTemplate,
     "tuning_methods": TuningMethod,
     "deepspeed_presets": DeepSpeedPreset,
+    "objectives": Objective,
     "recipes": Recipe,
 }
 

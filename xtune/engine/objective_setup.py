@@ -1,0 +1,112 @@
+"""The recipe's objective in a run: checked before any model loads, then given its reference and heads.
+
+`objective_problems` belongs to the preflight (every problem reported together): the objective and its
+settings, whether the dataset map yields the rows it trains on, and the limits of PPO and of a frozen
+reference copy. `prepare_objective` runs once the trainable model exists: it builds the reference (the
+model with adapters off, a frozen copy, or log-probs precomputed into the rows), the objective's extra
+trained heads and its own setup (PPO loads its reward model).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from xtune.errors import ConfigError, XtuneError
+
+log = logging.getLogger("xtune")
+
+# Which dataset-map kinds each objective's rows can be made from.
+ACCEPTS = {"sft": ("sft",), "pairs": ("pairs",), "unpaired": ("unpaired", "pairs"),
+           "prompts": ("sft", "pairs", "unpaired")}
+
+
+def objective_problems(cfg, registry, deepspeed: str | None) -> list[str]:
+    """What is wrong with the recipe's objective, as preflight messages."""
+    from xtune.data.records import map_data
+    from xtune.objectives.build import objective_settings
+
+    try:
+        entry, settings = objective_settings(cfg, registry)
+    except XtuneError as exc:
+        return [f"objective: {exc}"]
+    problems = []
+    name = (cfg.get("train_dataset") or {}).get("dataset_map")
+    if name in registry.dataset_maps:
+        kind = map_data(name, registry)
+        if kind not in ACCEPTS[entry.data]:
+            problems.append(f"objective {entry.name!r} trains on {entry.data} but dataset map {name!r} "
+                            f"yields {kind} records (preference maps: sharegpt_preference, preference, "
+                            "hh_rlhf, medicalgpt_preference, alpaca_preference, kto)")
+    if hasattr(import_class(entry), "train_step"):  # PPO drives its own optimizer steps
+        if deepspeed:
+            problems.append(f"objective {entry.name!r} runs without DeepSpeed (drop --deepspeed)")
+        if int(cfg.optim_wrapper.get("accumulative_counts", 1) or 1) != 1:
+            problems.append(f"objective {entry.name!r} takes one optimizer step per mini-batch: set "
+                            "accumulative_counts=1")
+        if float(cfg.get("val_ratio") or 0):
+            problems.append(f"objective {entry.name!r} has no validation loss: set val_ratio=0")
+        path = str(settings.get("reward_model") or "")
+        from pathlib import Path
+
+        if path and (path.startswith((".", "/", "~")) and not Path(path).expanduser().exists()):
+            problems.append(f"objective.reward_model {path!r} does not exist")
+    if settings.get("precompute_ref_log_probs") and float(cfg.get("val_ratio") or 0):
+        problems.append("objective.precompute_ref_log_probs=True computes the training rows only: set "
+                        "val_ratio=0")
+    method = registry.tuning_methods.get(cfg.method_cfg.get("type")) if cfg.method_cfg.get("type") in \
+        registry.tuning_methods else None
+    if entry.head == "score" and method is not None and method.builder.startswith("xtune.methods.prompt:"):
+        problems.append(f"objective {entry.name!r} scores with the model's own layers: method "
+                        f"{method.name!r} (virtual tokens) does not combine with it; use lora, qlora, full")
+    if entry.reference and deepspeed and method is not None and not method.uses_peft:
+        problems.append(f"objective {entry.name!r} with method {method.name!r} needs a frozen reference "
+                        "copy, which DeepSpeed does not manage: train with an adapter method, or without "
+                        "DeepSpeed")
+    return problems
+
+
+def import_class(entry):
+    from xtune.registry import import_object
+
+    return import_object(entry.loss)
+
+
+@dataclass
+class ObjectiveParts:
+    objective: Any
+    reference: Any
+    heads: dict
+    dataset: Any
+    summary: str = ""  # one line for the run's log: the objective, its settings and its reference
+
+
+def prepare_objective(built, llm, dataset, *, collator, batch_size: int, tokenizer, cfg, registry,
+                      precision: str, world_size: int) -> ObjectiveParts:
+    """The objective ready to train `llm`: reference, heads, setup; precomputed reference log-probs are
+    added to `dataset` as `ref_logps`."""
+    objective = built.objective
+    reference, said = None, []
+    if built.entry.reference:
+        from xtune.objectives.reference import make_reference, precompute_ref_logps
+
+        reference = make_reference(objective, llm)
+        if reference.mode == "precomputed":
+            log.info("objective %s: computing the reference log-probs of %d rows", built.entry.name,
+                     len(dataset))
+            dataset = precompute_ref_logps(dataset, llm, collator, batch_size)
+        said.append(f"reference: {reference.describe()}")
+    heads = objective.heads(llm) if hasattr(objective, "heads") else {}
+    if hasattr(objective, "setup"):
+        if world_size > 1:
+            raise ConfigError(f"objective {built.entry.name!r} runs in one process",
+                              hint="unset NPROC_PER_NODE")
+        objective.setup(llm=llm, tokenizer=tokenizer, template=cfg.train_dataset.get("prompt_template"),
+                        registry=registry, precision=precision)
+        said.append(objective.describe())
+    settings = ", ".join(f"{k}={v!r}" for k, v in built.settings.items())
+    summary = f"objective {built.entry.name}" + (f" ({settings})" if settings else "") + \
+        "".join(f"; {s}" for s in said)
+    log.info(summary)
+    return ObjectiveParts(objective, reference, heads, dataset, summary)

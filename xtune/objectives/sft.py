@@ -1,0 +1,42 @@
+"""`sft`: supervised fine-tuning, the token-mean cross-entropy over the trained tokens.
+
+The loss runs the output layer only where a label follows (transformers' `logits_to_keep` mask): with a
+49k-token vocabulary the output layer and its log-softmax are a fifth of a small model's step, and the
+prompt positions (system prompt, question) need neither. Models that cannot take the mask use their own
+loss, which is the same token-mean cross-entropy.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from xtune.objectives.logps import IGNORE_INDEX, keeps_selected_logits, model_inputs
+
+
+class SFT:
+    """Recipes without an `objective` section train with this, exactly as before objectives existed."""
+
+    def __init__(self):
+        self._selected: dict[int, bool] = {}  # id(llm) -> whether it takes a logits_to_keep mask
+
+    def loss(self, llm, batch: dict, reference=None) -> dict:
+        if id(llm) not in self._selected:
+            self._selected[id(llm)] = keeps_selected_logits(llm)
+        kwargs = model_inputs(batch)
+        if self._selected[id(llm)]:
+            return {"loss": labelled_token_loss(llm, batch["labels"], kwargs)}
+        return {"loss": llm(**kwargs, labels=batch["labels"]).loss}
+
+
+def labelled_token_loss(llm, labels, model_kwargs: dict):
+    """Mean cross-entropy over the tokens that carry a label, computing logits only at the positions
+    that predict them (position t predicts label t + 1)."""
+    predicts = labels[:, 1:] != IGNORE_INDEX
+    keep = torch.zeros_like(labels, dtype=torch.bool)
+    keep[:, :-1] = predicts
+    if not bool(predicts.any()):  # nothing to learn in this batch; still a graph for the optimizer step
+        logits = llm(**model_kwargs, logits_to_keep=1).logits
+        return logits.sum() * 0.0
+    logits = llm(**model_kwargs, logits_to_keep=keep).logits
+    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels[:, 1:][predicts])
