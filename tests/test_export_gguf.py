@@ -138,6 +138,15 @@ def test_an_architecture_xtune_cannot_write_is_refused_by_name(model_type, setti
                                   **settings))
 
 
+def test_a_reward_model_is_refused_as_gguf():
+    from types import SimpleNamespace
+
+    from xtune.export.gguf_arch import gguf_arch
+
+    with pytest.raises(UsageError, match="reward model"):
+        gguf_arch(SimpleNamespace(model_type="llama", architectures=["LlamaForSequenceClassification"]))
+
+
 # ------------------------------------------------------------------------- tiny models, integration
 ARCHITECTURES = {  # model_type -> settings for a tiny random model that transformers' reader rebuilds as is
     "llama": dict(num_attention_heads=4, num_key_value_heads=2),

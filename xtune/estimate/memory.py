@@ -75,6 +75,9 @@ class Plan:
     num_devices: int = 1
     checkpoint_bytes: int = 2  # bytes per parameter of the checkpoint files (read at load, CPU only)
     labelled_share: float = 1.0  # share of tokens with a label: logits are computed at those positions only
+    objective: str = "sft"  # a preference objective's rows are already in batch_size / seq_len
+    frozen_params: int = 0  # parameters of frozen models beside the policy (a reference copy, a reward model)
+    score_head: bool = False  # a reward model: one score per sequence, no vocabulary logits
 
 
 @dataclass
@@ -208,7 +211,10 @@ def activation_bytes(arch: Architecture, plan: Plan, checkpointing: bool) -> tup
 
 def logits_bytes(arch: Architecture, plan: Plan) -> float:
     """The loss's fp32 log-softmax over the vocabulary, its gradient and the logits' gradient, at the
-    positions that predict a label (xtune computes logits nowhere else)."""
+    positions that predict a label (xtune computes logits nowhere else); a reward model scores each
+    sequence once."""
+    if plan.score_head:
+        return plan.batch_size * plan.seq_len * 4.0
     return plan.batch_size * plan.seq_len * plan.labelled_share * arch.vocab_size * 12.0
 
 
@@ -256,8 +262,9 @@ def estimate(arch: Architecture, plan: Plan) -> Estimate:
     moving = grads + forward if plan.accumulation > 1 else max(forward, grads)
     out.components = {"weights": weights, "gradients": grads, "optimizer states": optim,
                       "activations": acts, "logits and loss": logits_bytes(arch, plan),
-                      "autocast copies": autocast_copies(arch, plan), "DeepSpeed buffers": buffers}
-    out.total = weights + optim + buffers + moving
+                      "autocast copies": autocast_copies(arch, plan), "DeepSpeed buffers": buffers,
+                      "frozen models": float(plan.frozen_params * plan.weight_bytes)}
+    out.total = weights + optim + buffers + moving + out.components["frozen models"]
     if plan.device == "cpu":
         retained = CPU_HEAP_RETENTION * (acts + out.components["autocast copies"])
         out.components["CPU runtime"] = float(CPU_RUNTIME_BYTES)

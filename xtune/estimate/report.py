@@ -25,6 +25,7 @@ def table(est: Estimate, title: str) -> str:
     a, p = est.arch, est.plan
     method = p.method + (f" r={p.lora_rank}" if p.lora_rank else "") + (f", {p.load_in_bits}-bit base"
                                                                         if p.load_in_bits else "")
+    method += f", objective {p.objective}" if p.objective != "sft" else ""
     lines = [f"{title}: {a.params / 1e9:.3g} B parameters ({a.source})",
              f"  {method}; {describe_plan(est)}", "",
              f"  {'per device':<34}{'GiB':>8}  notes"]
@@ -42,10 +43,12 @@ def table(est: Estimate, title: str) -> str:
          + (" (offloaded to CPU)" if p.offload_optimizer else "")),
         ("activations", c["activations"],
          f"{other} checkpointing: {est.activations_other / GiB:.2f}; {attention}"),
-        ("logits and loss", c["logits and loss"],
-         f"fp32 log-softmax at labelled positions ({p.labelled_share:.0%} of tokens), its gradients"),
+        ("logits and loss", c["logits and loss"], "one score per sequence (reward model)" if p.score_head
+         else f"fp32 log-softmax at labelled positions ({p.labelled_share:.0%} of tokens), its gradients"),
         ("autocast copies", c["autocast copies"], "16-bit copies of fp32 matmul weights, kept for backward"),
         ("DeepSpeed buffers", c["DeepSpeed buffers"], "gradient reduction buckets"),
+        ("frozen models", c.get("frozen models"), f"{p.objective}: reference copy and/or reward model, "
+         f"{p.frozen_params / 1e9:.3g} B params"),
         ("CPU runtime", c.get("CPU runtime"), "Python, torch and libraries, tokenizer, data (measured)"),
         ("CPU heap retention", c.get("CPU heap retention"),
          "freed activation memory glibc keeps (measured share)"),
@@ -53,7 +56,7 @@ def table(est: Estimate, title: str) -> str:
     for name, value, note in rows:
         if value is None and name != "trainable parameters":
             continue
-        if value == 0 and name in ("autocast copies", "DeepSpeed buffers"):
+        if value == 0 and name in ("autocast copies", "DeepSpeed buffers", "frozen models"):
             continue
         shown = " " * 8 if value is None else _gib(value)
         lines.append(f"  {name:<34}{shown}  {note}".rstrip())

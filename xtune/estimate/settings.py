@@ -76,6 +76,7 @@ def plan_for_recipe(cfg, registry, *, device: str = "cuda", deepspeed: str | Non
         targets = registry.model_adapters.get(model_cfg["adapter"]).lora_target_modules
     stage, offload_optimizer, offload_params = deepspeed_settings(deepspeed, registry)
     optimizer = dict(cfg.optim_wrapper.get("optimizer") or {})
+    batch_size, seq_len, objective, frozen = _rows(cfg, registry, method, arch)
     plan = Plan(
         method=method.name, lora_rank=rank, lora_dropout=float(settings.get("lora_dropout") or 0.0),
         lora_targets=tuple(targets) if isinstance(targets, (list, tuple)) else (),
@@ -84,11 +85,34 @@ def plan_for_recipe(cfg, registry, *, device: str = "cuda", deepspeed: str | Non
         weight_bytes=_bytes(model_cfg.get("torch_dtype"), 2 if device == "cuda" else 4),
         compute_bytes=_bytes(cfg.optim_wrapper.get("dtype"), 2),
         optimizer=str(optimizer.get("type", "AdamW")),
-        batch_size=int(cfg.train_dataloader.get("batch_size", 1)),
-        seq_len=int(cfg.train_dataset.get("max_length")),
+        batch_size=batch_size, seq_len=seq_len, objective=objective.name, frozen_params=frozen,
+        score_head=objective.score_head,
         accumulation=int(cfg.optim_wrapper.get("accumulative_counts", 1) or 1),
         gradient_checkpointing=bool(model_cfg.get("gradient_checkpointing")),
         attention="eager" if model_cfg.get("attn_implementation") == "eager" else "sdpa",
         deepspeed_stage=stage, offload_optimizer=offload_optimizer, offload_params=offload_params,
         num_devices=num_devices, checkpoint_bytes=_checkpoint_bytes(path))
     return arch, plan
+
+
+def _rows(cfg, registry, method, arch: Architecture):
+    """(micro-batch rows, tokens per row, the objective's cost, frozen parameters beside the policy): a
+    preference objective's pairs are packed into rows of 2 x max_length or batched as 2 x batch_size
+    sequences; PPO's sequences are a prompt and its generated answer."""
+    from xtune.estimate.objective import objective_cost
+
+    cost = objective_cost(cfg, registry, method)
+    batch_size = int(cfg.train_dataloader.get("batch_size", 1))
+    seq_len = int(cfg.train_dataset.get("max_length")) + cost.extra_tokens
+    if cost.sequences > 1:
+        if cfg.train_dataset.get("pack_to_max_length"):
+            seq_len *= cost.sequences
+        else:
+            batch_size *= cost.sequences
+    frozen = arch.params if cost.reference_copy else 0
+    if cost.reward_model:
+        try:
+            frozen += find_architecture(cost.reward_model, registry).params
+        except UsageError:  # not trained yet: a reward model of the policy's size, as the recipes train
+            frozen += arch.params
+    return batch_size, seq_len, cost, frozen

@@ -111,7 +111,8 @@ def load_model(model_cfg: dict, *, adapter=None, load_in_bits: int | None = None
             kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", 0))}
     if head == "score":
         kwargs["num_labels"] = 1
-    model_class = AutoModelForSequenceClassification if head == "score" else auto_class or AutoModelForCausalLM
+    model_class = AutoModelForSequenceClassification if head == "score" else (auto_class or
+                                                                              AutoModelForCausalLM)
     model = model_class.from_pretrained(src.path, **kwargs)
     disable_bnb_cpu_repacking(model)
     model.config.use_cache = False
