@@ -49,7 +49,8 @@ def gguf_arch(config) -> GGUFArch:
     model_type = getattr(config, "model_type", "?")
     names = ", ".join(getattr(config, "architectures", None) or [model_type])
     arch = ARCHITECTURES.get(model_type)
-    if any(name.endswith("ForSequenceClassification") for name in getattr(config, "architectures", None) or ()):
+    classes = getattr(config, "architectures", None) or ()
+    if any(name.endswith("ForSequenceClassification") for name in classes):
         raise UsageError(f"{names} is a reward model (a score head, no language-model head): GGUF holds "
                          "models that generate text",
                          hint="score with it through `xtune reward`; export the policy it trained instead")
