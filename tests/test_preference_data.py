@@ -128,6 +128,10 @@ def test_pairs_render_and_tokenize_like_sft_conversations(tmp_path, tokenizer):
     n = len(sft[0]["input_ids"])
     assert rows[0]["input_ids"][:n] == sft[0]["input_ids"] and rows[0]["labels"][:n] == sft[0]["labels"]
     assert rows[0]["position_ids"][n] == 0  # the rejected sequence starts over
+    from xtune.data.inspect import dataset_stats
+
+    stats = dataset_stats(rows)  # an unpacked pair row is not a packed row: no fill ratio against max_length
+    assert not stats["packed"] and "fill_ratio" not in stats and stats["samples"] == 2
 
 
 def test_packing_keeps_pairs_whole_and_kto_labels_with_them(tmp_path, tokenizer):

@@ -23,14 +23,15 @@ def dataset_stats(dataset, max_length: int | None = None) -> dict[str, Any]:
     """
     report = build_report(dataset)
     max_length = max_length or report.get("max_length")
-    packed = "position_ids" in dataset.column_names
+    has_positions = "position_ids" in dataset.column_names  # packed rows, or the pairs of preference rows
+    packed = bool(report.get("packed", has_positions))
     lengths: list[int] = []
     tokens = trained = 0
     for row in dataset:
         ids, labels = row["input_ids"], row["labels"]
         tokens += len(ids)
         trained += sum(1 for label in labels if label != IGNORE_INDEX)
-        lengths += sample_lengths(row["position_ids"]) if packed else [len(ids)]
+        lengths += sample_lengths(row["position_ids"]) if has_positions else [len(ids)]
     stats = {
         "records": report.get("records", len(lengths)),
         "samples": len(lengths),
