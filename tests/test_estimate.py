@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 from conftest import REPO, shared_path
@@ -270,3 +271,20 @@ def test_preference_objectives_count_both_sequences_and_their_frozen_models():
     assert ppo.seq_len == 1024 + 64 and ppo.frozen_params == arch.params  # the reward model, not trained yet
     _, reward = _plan("smollm2_135m_instruct_lora_reward_ultrafeedback_e1")
     assert reward.score_head and estimate(arch, reward).components["logits and loss"] < GiB / 100
+
+
+def test_a_llava_composition_counts_its_vision_encoder_and_projector():
+    """The encoder's weights (frozen) and LLaVA's two-layer projector (trained) beside the language model:
+    in the 'pretrain' stage the projector is all that trains."""
+    arch, plan = _plan("llava_llama3_1_8b_instruct_clip_vit_large_p14_336_freeze_pretrain_llava_pretrain_e1")
+    h = arch.hidden_size
+    assert plan.vision_params == 303_500_000  # CLIP ViT-L/14-336's vision tower, as the registry records it
+    assert plan.projector_params == 1024 * h + h * h + 2 * h == plan.vision_trained
+    est = estimate(arch, plan)
+    assert est.trainable == plan.projector_params
+    assert est.components["weights"] - estimate(arch, replace(plan, vision_params=0, projector_params=0,
+                                                               vision_trained=0)).components["weights"] \
+        == (plan.vision_params + plan.projector_params) * plan.weight_bytes
+    _, unfrozen = _plan("llava_llama3_1_8b_instruct_clip_vit_large_p14_336_lora_finetune_llava_instruct_e1",
+                        "vlm.freeze_vision=False")
+    assert unfrozen.vision_trained == unfrozen.vision_params + unfrozen.projector_params

@@ -78,6 +78,9 @@ class Plan:
     objective: str = "sft"  # a preference objective's rows are already in batch_size / seq_len
     frozen_params: int = 0  # parameters of frozen models beside the policy (a reference copy, a reward model)
     score_head: bool = False  # a reward model: one score per sequence, no vocabulary logits
+    vision_params: int = 0  # a LLaVA composition's vision encoder (xtune.estimate.vision)
+    projector_params: int = 0
+    vision_trained: int = 0  # of the two, the parameters that train (the projector, the encoder if unfrozen)
 
 
 @dataclass
@@ -239,6 +242,11 @@ def estimate(arch: Architecture, plan: Plan) -> Estimate:
     param_bytes = 4 if plan.lora_rank else plan.weight_bytes  # adapters train in fp32
     devices, stage = max(plan.num_devices, 1), plan.deepspeed_stage
     weights, weights_note = weights_bytes(arch, plan, trainable)
+    if plan.vision_params or plan.projector_params:  # unquantised, beside the language model
+        parts = plan.vision_params + plan.projector_params
+        weights += parts * plan.weight_bytes
+        weights_note += f"; + vision encoder and projector {parts / 1e9:.3g} B"
+        trainable += plan.vision_trained
     grads = float(trainable * param_bytes)
     optim, optim_note = optimizer_bytes(trainable, param_bytes, plan)
     acts, attention, eager = activation_bytes(arch, plan, plan.gradient_checkpointing)

@@ -15,6 +15,7 @@ from pathlib import Path
 from xtune.errors import UsageError
 from xtune.estimate.architecture import Architecture, find_architecture
 from xtune.estimate.memory import Plan
+from xtune.estimate.vision import vision_parts
 
 _DTYPE_BYTES = {"float32": 4, "fp32": 4, "float": 4, "bfloat16": 2, "bf16": 2, "float16": 2, "fp16": 2,
                 "half": 2}
@@ -77,6 +78,7 @@ def plan_for_recipe(cfg, registry, *, device: str = "cuda", deepspeed: str | Non
     stage, offload_optimizer, offload_params = deepspeed_settings(deepspeed, registry)
     optimizer = dict(cfg.optim_wrapper.get("optimizer") or {})
     batch_size, seq_len, objective, frozen = _rows(cfg, registry, method, arch)
+    vision = vision_parts(cfg, registry, arch.hidden_size)
     plan = Plan(
         method=method.name, lora_rank=rank, lora_dropout=float(settings.get("lora_dropout") or 0.0),
         lora_targets=tuple(targets) if isinstance(targets, (list, tuple)) else (),
@@ -86,7 +88,10 @@ def plan_for_recipe(cfg, registry, *, device: str = "cuda", deepspeed: str | Non
         compute_bytes=_bytes(cfg.optim_wrapper.get("dtype"), 2),
         optimizer=str(optimizer.get("type", "AdamW")),
         batch_size=batch_size, seq_len=seq_len, objective=objective.name, frozen_params=frozen,
-        score_head=objective.score_head,
+        score_head=objective.score_head, vision_params=vision.vision_params,
+        projector_params=vision.projector_params,
+        vision_trained=(vision.projector_params if vision.projector_trainable else 0)
+        + (vision.vision_params if vision.vision_trainable else 0),
         accumulation=int(cfg.optim_wrapper.get("accumulative_counts", 1) or 1),
         gradient_checkpointing=bool(model_cfg.get("gradient_checkpointing")),
         attention="eager" if model_cfg.get("attn_implementation") == "eager" else "sdpa",
