@@ -186,8 +186,9 @@ def find_architecture(name_or_path: str, registry) -> Architecture:
         return _read_config(cached)
     known = next((m for m in registry.models if name_or_path in (m.hub_id, m.name)), None)
     if known is not None:
-        raise UsageError(f"no architecture figures for model {str(name_or_path)!r}: {known.plugin} registers "
-                         "it without them (Hugging Face VLM checkpoints have none yet, LLaVA compositions do)",
+        raise UsageError(f"no architecture figures for model {str(name_or_path)!r}: {known.plugin} "
+                         "registers it without them (Hugging Face VLM checkpoints have none yet, LLaVA "
+                         "compositions do)",
                          hint="pass a local folder with its config.json (the language model's figures "
                               "are read from text_config; the vision tower is not counted)")
     raise UsageError(f"no architecture figures for model {str(name_or_path)!r}: it is not a registered "
