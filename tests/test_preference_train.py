@@ -160,6 +160,20 @@ def test_reward_model_exports_a_sequence_classifier_and_scores(reward_model, ass
     assert scores[0] > scores[1]
 
 
+def test_a_reward_model_is_refused_where_text_is_generated(reward_model, assets, tmp_path, capsys):
+    """Loaded as a causal LM its score head would be dropped silently: chat, merge and GGUF export refuse
+    it in one line and write nothing."""
+    hf, base = reward_model / "hf", str(assets[0])
+    capsys.readouterr()
+    for argv in (["chat", base, "--adapter", str(hf), "--prompt", "hi"],
+                 ["convert", "merge", base, str(hf), str(tmp_path / "merged")],
+                 ["convert", "hf_to_gguf", str(hf), str(tmp_path / "model.gguf")]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "is a reward model" in err[0] and "xtune reward" in err[0], (argv, err)
+    assert not any(tmp_path.iterdir())
+
+
 @pytest.fixture(scope="module")
 def sft_policy(assets, tmp_path_factory):
     """The chain's first step: the tiny Llama fine-tuned (full SFT) on both answers of every pair, so it says

@@ -55,3 +55,21 @@ def apply_adapter(model, adapter: str | Path, base_name: str = "the base model")
                              f"base ({text[:200]})")
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     return peft_model
+
+
+def refuse_reward_model(config, adapter, name: str) -> None:
+    """A reward model (a sequence classifier: a score head, no language-model head) cannot generate; loaded
+    as a causal LM its score head would be dropped without a word, so chat, merge and GGUF export refuse it,
+    whether it is a full model (`config`'s architectures) or a SEQ_CLS adapter."""
+    classes = getattr(config, "architectures", None) or ()
+    what = name if any(c.endswith("ForSequenceClassification") for c in classes) else None
+    if adapter and what is None:
+        try:
+            task = json.loads((Path(adapter).expanduser() / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            task = {}  # check_adapter_dir reports it
+        what = str(adapter) if task.get("task_type") == "SEQ_CLS" else None
+    if what is not None:
+        raise UsageError(f"{what!r} is a reward model (a score head, no language-model head): it scores "
+                         "answers, it does not generate them",
+                         hint=f"score with it: xtune reward {what} --prompt P --response R")

@@ -169,7 +169,11 @@ def load_for_inference(name_or_path: str, *, adapter: str | None = None, bits: i
         kwargs["quantization_config"] = quantization_config(None, bits, compute_dtype=compute)
         if cuda:
             kwargs["device_map"] = {"": 0}
-    vision = _is_vision_language(src.path, gguf)
+    config = _config(src.path, gguf)
+    from xtune.models.adapters import refuse_reward_model
+
+    refuse_reward_model(config, adapter, name_or_path)
+    vision = getattr(config, "vision_config", None) is not None
     try:
         model = (AutoModelForImageTextToText if vision else AutoModelForCausalLM).from_pretrained(src.path,
                                                                                                  **kwargs)
@@ -192,13 +196,13 @@ def load_for_inference(name_or_path: str, *, adapter: str | None = None, bits: i
     return model, tokenizer
 
 
-def _is_vision_language(path: str, gguf: dict) -> bool:
+def _config(path: str, gguf: dict):
     from transformers import AutoConfig
 
     try:
-        return getattr(AutoConfig.from_pretrained(path, **gguf), "vision_config", None) is not None
+        return AutoConfig.from_pretrained(path, **gguf)
     except (OSError, ValueError):
-        return False  # the loading below reports it
+        return None  # the loading below reports it
 
 
 def _inference_tokenizer(path: str, adapter, gguf: dict, vision: bool):
