@@ -118,6 +118,9 @@ def test_packed_dpo_loss_equals_unpacked_on_pipeline_rows(assets, tmp_path):
     ("llama2_7b_chat_lora_orpo_ultrafeedback_e1", {}),
     ("smollm2_135m_instruct_lora_simpo_ultrafeedback_e1", {}),
     ("smollm2_135m_instruct_lora_kto_kto_mix_e1", {}),  # KTO on pairs: each side is one judged answer
+    ("smollm2_135m_instruct_lora_dpo_ultrafeedback_e1", {"method": "dora"}),  # any method, any objective
+    ("smollm2_135m_instruct_full_dpo_ultrafeedback_e1", {"method": "freeze",
+                                                          "method_cfg.trainable_layers": 1}),
 ])
 def test_every_objective_trains_a_few_steps(assets, tmp_path, recipe, extra):
     wd = tmp_path / "wd"
@@ -129,7 +132,9 @@ def test_every_objective_trains_a_few_steps(assets, tmp_path, recipe, extra):
     assert len(history) == 3 and all(h["loss"] == h["loss"] for h in history)
     log = "\n".join(p.read_text() for p in wd.glob("*/*.log"))
     if "_dpo_" in recipe:
-        assert ("precomputed" if "_lora_" in recipe else "a frozen copy") in log
+        expected = ("precomputed" if extra.get("objective.precompute_ref_log_probs") else
+                    "adapters disabled" if "_lora_" in recipe else "a frozen copy")
+        assert expected in log, expected
     if "_kto_" in recipe:
         assert "kl:" in log
 
