@@ -211,6 +211,9 @@ def test_batches_equal_trl_vision_collator(tmp_path, make, template, prompt, reg
     theirs = trl.DataCollatorForVisionLanguageModeling(processor, assistant_only_loss=True)(examples)
     assert torch.equal(ours["input_ids"], theirs["input_ids"])
     assert torch.equal(ours["labels"], theirs["labels"])  # TRL ignores the first label too
+    assert set(ours) == set(theirs)  # the same keyword arguments for the model
+    for name in {"image_grid_thw", "image_sizes", "mm_token_type_ids"} & set(ours):
+        assert torch.equal(ours[name], theirs[name]), name
     assert torch.allclose(_pictures(ours["pixel_values"]), _pictures(theirs["pixel_values"]))
 
 
