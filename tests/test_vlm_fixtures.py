@@ -255,7 +255,7 @@ def make_llava_next(folder: Path) -> Path:
 
 def make_internvl(folder: Path) -> Path:
     """A tiny random InternVLForConditionalGeneration (transformers' own, a Qwen2 language model) with its
-    InternVLProcessor (images only; up to 2 tiles of 32 x 32 and a thumbnail, 4 tokens each)."""
+    InternVLProcessor (images only; every picture 2 tiles of 32 x 32 and a thumbnail, 4 tokens each)."""
     import torch
     from transformers import (
         AutoTokenizer,
@@ -278,7 +278,7 @@ def make_internvl(folder: Path) -> Path:
         vision_config=dict(**VISION, image_size=32, patch_size=8), image_seq_length=4,
         image_token_id=tok.convert_tokens_to_ids("<IMG_CONTEXT>"), downsample_ratio=0.5)
     InternVLForConditionalGeneration(config).save_pretrained(folder)
-    images = GotOcr2ImageProcessorPil(size={"height": 32, "width": 32}, crop_to_patches=True, min_patches=1,
+    images = GotOcr2ImageProcessorPil(size={"height": 32, "width": 32}, crop_to_patches=True, min_patches=2,
                                       max_patches=2)
     image_only(InternVLProcessor)(image_processor=images, tokenizer=tok, image_seq_length=4).save_pretrained(
         folder)

@@ -1,6 +1,6 @@
 """The issue's "done when" with the real engine, on tiny models: a LLaVA recipe in its two stages (a tiny
 CLIP + a random Llama with the shared tiny Llama-2's tokenizer) and Hugging Face VLM recipes (tiny
-Qwen2-VL, Qwen2.5-VL, LLaVA-NeXT, InternVL, Idefics3 and SmolVLM) train with `xtune train`, the loss
+LLaVA, Qwen2-VL, Qwen2.5-VL, LLaVA-NeXT, InternVL, Idefics3 and SmolVLM) train with `xtune train`, the loss
 falls, `WORK_DIR/hf` and `convert pth_to_hf` agree, the outputs load in plain transformers, `convert merge`
 folds an adapter in, and `xtune chat --image` answers."""
 
@@ -16,6 +16,7 @@ from test_vlm_fixtures import (
     make_idefics3,
     make_internvl,
     make_llama,
+    make_llava,
     make_llava_next,
     make_qwen2_5_vl,
     make_qwen2_vl,
@@ -116,6 +117,7 @@ def test_llava_finetune_learns_exports_a_plain_llava_and_chats_with_an_image(ass
 
 @pytest.mark.parametrize("recipe,make", [("qwen2_vl_2b_instruct_lora_mllm_demo_e3", make_qwen2_vl),
                                          ("smolvlm_instruct_lora_mllm_demo_e3", make_idefics3),
+                                         ("llava_1_5_7b_hf_lora_mllm_demo_e3", make_llava),
                                          ("qwen2_5_vl_3b_instruct_lora_mllm_demo_e3", make_qwen2_5_vl),
                                          ("llava_v1_6_mistral_7b_hf_lora_mllm_demo_e3", make_llava_next),
                                          ("internvl3_1b_hf_lora_mllm_demo_e3", make_internvl),
