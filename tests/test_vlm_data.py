@@ -7,7 +7,18 @@ import json
 
 import pytest
 from conftest import shared_path
-from test_vlm_fixtures import draw, make_idefics3, make_llava, make_qwen2_vl, write_llava, write_mllm
+from test_vlm_fixtures import (
+    draw,
+    make_idefics3,
+    make_internvl,
+    make_llava,
+    make_llava_next,
+    make_qwen2_5_vl,
+    make_qwen2_vl,
+    make_smolvlm,
+    write_llava,
+    write_mllm,
+)
 
 from xtune.data.image_batches import build_image_collator
 from xtune.data.pipeline import build_report, build_train_dataset
@@ -146,8 +157,13 @@ def test_image_data_with_a_text_model_is_refused(tmp_path, llava, registry):
                             llava.tokenizer, registry=registry, use_cache=False)
 
 
-@pytest.mark.parametrize("make,template,prompt", [(make_llava, "vicuna", ""),
-                                                  (make_qwen2_vl, "qwen2_vl_chat", QWEN_PROMPT)])
+FAMILIES = [(make_llava, "vicuna", ""), (make_qwen2_vl, "qwen2_vl_chat", QWEN_PROMPT),
+            (make_idefics3, "idefics3", ""), (make_qwen2_5_vl, "qwen2_vl_chat", QWEN_PROMPT),
+            (make_llava_next, "mistral", ""), (make_internvl, "internvl_chat", "<IMG_CONTEXT>\n"),
+            (make_smolvlm, "idefics3", "")]  # (tiny model, its family's template and image prompt)
+
+
+@pytest.mark.parametrize("make,template,prompt", FAMILIES)
 def test_rows_are_what_the_processor_makes_of_the_saved_template(tmp_path, make, template, prompt, registry):
     """One template path with pictures: xtune's input_ids are the processor's own for the conversation
     rendered by the chat template xtune saves with it, pixels and all."""
@@ -170,9 +186,7 @@ def test_rows_are_what_the_processor_makes_of_the_saved_template(tmp_path, make,
         assert list(ours["input_ids"][0]) == row["input_ids"]
 
 
-@pytest.mark.parametrize("make,template,prompt", [(make_llava, "vicuna", ""),
-                                                  (make_qwen2_vl, "qwen2_vl_chat", QWEN_PROMPT),
-                                                  (make_idefics3, "idefics3", "")])
+@pytest.mark.parametrize("make,template,prompt", FAMILIES)
 def test_batches_equal_trl_vision_collator(tmp_path, make, template, prompt, registry):
     """TRL's DataCollatorForVisionLanguageModeling (assistant_only_loss, the template exported with
     generation tags) makes the same input_ids, labels and pixels from the same records."""
@@ -197,12 +211,16 @@ def test_batches_equal_trl_vision_collator(tmp_path, make, template, prompt, reg
     theirs = trl.DataCollatorForVisionLanguageModeling(processor, assistant_only_loss=True)(examples)
     assert torch.equal(ours["input_ids"], theirs["input_ids"])
     assert torch.equal(ours["labels"], theirs["labels"])  # TRL ignores the first label too
+    assert set(ours) == set(theirs)  # the same keyword arguments for the model
+    for name in {"image_grid_thw", "image_sizes", "mm_token_type_ids"} & set(ours):
+        assert torch.equal(ours[name], theirs[name]), name
     assert torch.allclose(_pictures(ours["pixel_values"]), _pictures(theirs["pixel_values"]))
 
 
 def _pictures(pixel_values):
-    """The real pictures of a batch, in order: Idefics3's (batch, picture, ...) layout flattened, the
-    all-zero padding pictures (TRL pads each row to the most pictures) dropped, as the model does."""
+    """The real pictures of a batch, in order: Idefics3's and SmolVLM's (batch, picture, ...) layout (and
+    LLaVA-NeXT's (picture, tile, ...)) flattened, the all-zero padding pictures (TRL pads each row to the
+    most pictures; LLaVA-NeXT pads tiles) dropped, as the model does."""
     if pixel_values.dim() == 5:
         pixel_values = pixel_values.flatten(0, 1)
         pixel_values = pixel_values[pixel_values.flatten(1).abs().sum(1) > 0]

@@ -1,8 +1,8 @@
 """The issue's "done when" with the real engine, on tiny models: a LLaVA recipe in its two stages (a tiny
 CLIP + a random Llama with the shared tiny Llama-2's tokenizer) and Hugging Face VLM recipes (tiny
-Qwen2-VL, tiny Idefics3) train with `xtune train`, the loss falls, `WORK_DIR/hf` and `convert pth_to_hf`
-agree, the outputs load in plain transformers, `convert merge` folds an adapter in, and
-`xtune chat --image` answers."""
+LLaVA, Qwen2-VL, Qwen2.5-VL, LLaVA-NeXT, InternVL, Idefics3 and SmolVLM) train with `xtune train`, the loss
+falls, `WORK_DIR/hf` and `convert pth_to_hf` agree, the outputs load in plain transformers, `convert merge`
+folds an adapter in, and `xtune chat --image` answers."""
 
 from __future__ import annotations
 
@@ -11,7 +11,19 @@ from pathlib import Path
 
 import pytest
 from conftest import shared_path
-from test_vlm_fixtures import make_clip, make_idefics3, make_llama, make_qwen2_vl, write_llava, write_mllm
+from test_vlm_fixtures import (
+    make_clip,
+    make_idefics3,
+    make_internvl,
+    make_llama,
+    make_llava,
+    make_llava_next,
+    make_qwen2_5_vl,
+    make_qwen2_vl,
+    make_smolvlm,
+    write_llava,
+    write_mllm,
+)
 
 from xtune.cli.main import main
 
@@ -104,11 +116,19 @@ def test_llava_finetune_learns_exports_a_plain_llava_and_chats_with_an_image(ass
 
 
 @pytest.mark.parametrize("recipe,make", [("qwen2_vl_2b_instruct_lora_mllm_demo_e3", make_qwen2_vl),
-                                         ("smolvlm_instruct_lora_mllm_demo_e3", make_idefics3)])
+                                         ("smolvlm_instruct_lora_mllm_demo_e3", make_idefics3),
+                                         ("llava_1_5_7b_hf_lora_mllm_demo_e3", make_llava),
+                                         ("qwen2_5_vl_3b_instruct_lora_mllm_demo_e3", make_qwen2_5_vl),
+                                         ("llava_v1_6_mistral_7b_hf_lora_mllm_demo_e3", make_llava_next),
+                                         ("internvl3_1b_hf_lora_mllm_demo_e3", make_internvl),
+                                         ("smolvlm_256m_instruct_lora_mllm_demo_e3", make_smolvlm)])
 def test_hf_vlm_lora_learns_merges_and_chats(assets, recipe, make, capsys):
     import torch
     from peft import PeftModel
     from transformers import AutoModelForImageTextToText
+
+    from xtune.data.image_tokens import ImageTokens
+    from xtune.models.processors import load_processor
 
     root = assets["root"] / recipe
     base = make(root / "base")
@@ -118,8 +138,10 @@ def test_hf_vlm_lora_learns_merges_and_chats(assets, recipe, make, capsys):
     adapter = root / "wd" / "hf"
     config = json.loads((adapter / "adapter_config.json").read_text())
     assert "language_model" in config["target_modules"] or "text_model" in config["target_modules"]
-    assert config["modules_to_save"] in (["merger"], ["connector"])
+    assert config["modules_to_save"] in (["merger"], ["connector"], ["multi_modal_projector"])
     assert (adapter / "chat_template.jinja").is_file() and (adapter / "processor_config.json").is_file()
+    tokens = [ImageTokens(load_processor(f)).for_size((40, 40)) for f in (base, adapter)]
+    assert tokens[0] == tokens[1]  # the saved processor writes a picture's tokens as the base's does
     merged = root / "merged"
     assert main(["convert", "merge", str(base), str(adapter), str(merged), "--dtype", "float32"]) == 0
     ids = torch.tensor([[1, 5, 9, 14, 20]])

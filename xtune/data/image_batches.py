@@ -3,8 +3,9 @@
 A row lists its image files in the order of its image tokens; a batch's pictures are decoded here and
 given to the processor's own image processor in row order, which is the order in which the model fills
 image tokens with image features across the batch. What it returns (pixel_values, and image_grid_thw for
-Qwen2-VL, pixel_attention_mask for Idefics3, image_sizes for LLaVA-NeXT) goes to the model as it is, with
-the processor's per-token modality ids where the model asks for them (Qwen2-VL).
+Qwen2-VL, pixel_attention_mask for Idefics3, image_sizes for LLaVA-NeXT) goes to the model as the
+processor would hand it over (InternVL's tiles per picture, `num_patches`, stay behind as there), with the
+processor's per-token modality ids where the model asks for them (Qwen2-VL).
 """
 
 from __future__ import annotations
@@ -12,10 +13,14 @@ from __future__ import annotations
 from xtune.data.collate import Collator, build_collator
 from xtune.data.images import load_image
 
+NOT_FOR_THE_MODEL = ("num_patches",)
+
 
 def pixel_inputs(processor, images: list) -> dict:
-    """The image processor's tensors for `images` (PIL pictures, in token order)."""
-    return dict(processor.image_processor(images=images, return_tensors="pt"))
+    """The image processor's tensors for `images` (PIL pictures, in token order), as the processor itself
+    hands them to the model."""
+    out = processor.image_processor(images=images, return_tensors="pt")
+    return {k: v for k, v in out.items() if k not in NOT_FOR_THE_MODEL}
 
 
 class ImageCollator:
