@@ -77,3 +77,19 @@ def test_list_cfg_pattern_llava_lists_them(capsys):
     out = capsys.readouterr().out
     assert "llava_vicuna_7b_v1_5_clip_vit_large_p14_336_freeze_pretrain_llava_pretrain_e1" in out
     assert "llava_vicuna_7b_v1_5_siglip_so400m_p14_384_qlora_finetune_llava_instruct_e1" in out
+
+
+def test_a_preference_objective_on_a_vlm_is_refused_in_preflight(registry, tmp_path, capsys):
+    """Preference objectives train text models: the recipe is refused with the other preflight problems,
+    before anything loads, and no work dir is left."""
+    from pathlib import Path
+
+    from xtune.cli.main import main
+
+    recipe = Path(registry.recipes.get("qwen2_vl_2b_instruct_lora_mllm_demo_e3").path)
+    copy = tmp_path / "vlm_dpo.py"
+    copy.write_text(recipe.read_text(encoding="utf-8") + "objective = dict(type='dpo')\n", encoding="utf-8")
+    assert main(["train", str(copy), "--work-dir", str(tmp_path / "wd")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "preference objectives train text models" in err[0]
+    assert not (tmp_path / "wd").exists()

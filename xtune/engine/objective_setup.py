@@ -32,6 +32,11 @@ def objective_problems(cfg, registry, deepspeed: str | None) -> list[str]:
     except XtuneError as exc:
         return [f"objective: {exc}"]
     problems = []
+    adapter = (cfg.get("model") or {}).get("adapter")
+    if entry.data != "sft" and adapter in registry.model_adapters and \
+            registry.model_adapters.get(adapter).model_kind != "llm":
+        problems.append(f"objective {entry.name!r}: preference objectives train text models; {adapter} is a "
+                        "vision-language model (train it with supervised fine-tuning: no objective section)")
     name = (cfg.get("train_dataset") or {}).get("dataset_map")
     if name in registry.dataset_maps:
         kind = map_data(name, registry)

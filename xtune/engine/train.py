@@ -94,10 +94,6 @@ def _build_dataset(cfg, data_cfg: dict, tokenizer, registry, processor=None):
     from xtune.models.build import model_adapter
 
     adapter = model_adapter(cfg, registry)
-    if processor is not None and data_cfg.get("rows", "sft") != "sft":
-        raise ConfigError(f"objective {cfg.objective.type!r}: preference objectives train text models; "
-                          f"{adapter.name} is a vision-language model",
-                          hint="train it with supervised fine-tuning (no objective section)")
     if processor is not None and data_cfg.get("pack_to_max_length") and not adapter.supports_varlen:
         raise ConfigError(f"pack_to_max_length=True: {adapter.name} models place tokens by their own "
                           "(multimodal) positions, which packed rows would break",
