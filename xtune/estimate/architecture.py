@@ -198,9 +198,13 @@ def find_architecture(name_or_path: str, registry) -> Architecture:
                           "(register_models)")
 
 
-def _read_config(path: Path) -> Architecture:
+def read_config_json(path: Path) -> dict:
+    """A `config.json` as a dict, or one UsageError naming the file."""
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise UsageError(f"cannot read {str(path)!r}: {exc}") from None
-    return from_config_json(config, f"config.json at {path.parent}")
+
+
+def _read_config(path: Path) -> Architecture:
+    return from_config_json(read_config_json(path), f"config.json at {path.parent}")

@@ -10,11 +10,11 @@ architecture lookup refuses them by name.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from xtune.errors import UsageError
+from xtune.estimate.architecture import read_config_json
 
 
 @dataclass(frozen=True)
@@ -33,8 +33,11 @@ def _encoder(name: str, registry) -> tuple[int, int, str]:
             return int(model.params_b * 1e9), model.hidden_size, f"registry: {model.name}"
     config = Path(str(name)).expanduser() / "config.json"
     if config.is_file():
-        data = json.loads(config.read_text(encoding="utf-8"))
+        data = read_config_json(config)
         data = data.get("vision_config") or data
+        missing = [k for k in ("hidden_size", "num_hidden_layers", "intermediate_size") if k not in data]
+        if missing:
+            raise UsageError(f"{str(config)!r} has no {', '.join(missing)} for its vision encoder")
         h, layers, width = data["hidden_size"], data["num_hidden_layers"], data["intermediate_size"]
         patch, size = data.get("patch_size", 14), data.get("image_size", 336)
         per_layer = 4 * h * h + 2 * h * width + 9 * h  # q/k/v/o, the MLP, biases and norms
