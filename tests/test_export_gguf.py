@@ -138,13 +138,19 @@ def test_an_architecture_xtune_cannot_write_is_refused_by_name(model_type, setti
                                   **settings))
 
 
-def test_a_reward_model_is_refused_as_gguf():
-    from types import SimpleNamespace
-
-    from xtune.export.gguf_arch import gguf_arch
-
-    with pytest.raises(UsageError, match="reward model"):
-        gguf_arch(SimpleNamespace(model_type="llama", architectures=["LlamaForSequenceClassification"]))
+def test_a_reward_model_is_refused_as_gguf(tmp_path, capsys):
+    """A full reward model (a sequence classifier) is refused from its config alone, before any weight is
+    read, and nothing is written (adapters: tests/test_preference_train.py)."""
+    folder = tmp_path / "reward"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({
+        "model_type": "llama", "architectures": ["LlamaForSequenceClassification"], "hidden_size": 16,
+        "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32, "vocab_size": 64}))
+    out = tmp_path / "model.gguf"
+    assert main(["convert", "hf_to_gguf", str(folder), str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is a reward model" in err[0] and "xtune reward" in err[0], err
+    assert not out.exists()
 
 
 # ------------------------------------------------------------------------- tiny models, integration

@@ -49,11 +49,6 @@ def gguf_arch(config) -> GGUFArch:
     model_type = getattr(config, "model_type", "?")
     names = ", ".join(getattr(config, "architectures", None) or [model_type])
     arch = ARCHITECTURES.get(model_type)
-    classes = getattr(config, "architectures", None) or ()
-    if any(name.endswith("ForSequenceClassification") for name in classes):
-        raise UsageError(f"{names} is a reward model (a score head, no language-model head): GGUF holds "
-                         "models that generate text",
-                         hint="score with it through `xtune reward`; export the policy it trained instead")
     if arch is None:
         raise UsageError(f"architecture {model_type!r} ({names}) cannot be written as GGUF by xtune",
                          hint=f"supported: {', '.join(sorted(ARCHITECTURES))}; for others use llama.cpp's "

@@ -196,7 +196,7 @@ def hf_to_gguf(model: str, out: str | Path, *, outtype: str = "f16", adapter: st
     from xtune.export.gguf_arch import gguf_arch
     from xtune.export.merge import check_base
     from xtune.export.tokenizer import save_tokenizer
-    from xtune.models.adapters import check_adapter_dir
+    from xtune.models.adapters import check_adapter_dir, refuse_reward_model
 
     if outtype not in OUTTYPES:
         raise UsageError(f"--outtype {outtype!r} is not a GGUF type xtune writes",
@@ -205,7 +205,9 @@ def hf_to_gguf(model: str, out: str | Path, *, outtype: str = "f16", adapter: st
     out = check_output_file(out, force, ".gguf", inputs=(model, adapter))
     if adapter:
         check_adapter_dir(adapter)
-    arch = gguf_arch(check_base(model, source))  # from the config alone: a refusal costs no weight loading
+    config = check_base(model, source)  # from the config alone: a refusal costs no weight loading
+    refuse_reward_model(config, adapter, str(adapter or model))
+    arch = gguf_arch(config)
     llm, tokenizer, info = load_source(model, adapter, dtype, source)
     name = str(info.get("recipe") or Path(str(model)).name)
     with tempfile.TemporaryDirectory(prefix="xtune-gguf-tokenizer-") as tokenizer_dir:
