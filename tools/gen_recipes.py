@@ -91,12 +91,16 @@ FLAGSHIPS = ["internlm_7b", "internlm_chat_7b", "internlm2_chat_7b", "internlm2_
              "baichuan2_7b_chat"]
 
 
+def builtin_language_models():
+    """The registry's built-in language models (vision-language ones get tools/gen_recipes_vlm.py's)."""
+    return [model for model in REGISTRY.models if model.plugin == "xtune"
+            and REGISTRY.model_adapters.get(model.family).model_kind == "llm"]
+
+
 def matrix():
     """Yield (model, method, data) for every text recipe: each built-in language model of the registry
     (vision-language recipes come from tools/gen_recipes_vlm.py)."""
-    for model in REGISTRY.models:
-        if model.plugin != "xtune" or REGISTRY.model_adapters.get(model.family).model_kind != "llm":
-            continue
+    for model in builtin_language_models():
         plan = {m: list(ds) for m, ds in STANDARD.items()}
         if model.name in FLAGSHIPS:
             plan["qlora"] = [d for d in DATASETS if d != "self_cognition"] + ["self_cognition"]
@@ -138,9 +142,8 @@ OVERRIDE_EXAMPLES = {"dpo": "objective.beta=0.2 dataset_map=sharegpt_preference 
 def preference_matrix():
     """Yield (model, method, objective, data) for every preference recipe: the built-in chat language models
     (preference objectives train text models)."""
-    for model in REGISTRY.models:
-        if model.plugin != "xtune" or not model.chat or \
-                REGISTRY.model_adapters.get(model.family).model_kind != "llm":
+    for model in builtin_language_models():
+        if not model.chat:
             continue
         plan = list(PREFERENCE_STANDARD)
         if model.name in FLAGSHIPS:
