@@ -15,7 +15,7 @@ import pluggy
 import pytest
 
 from xtune import hookspecs, plugins
-from xtune.errors import RegistryError
+from xtune.errors import ConfigError, RegistryError
 from xtune.hookspecs import hookimpl
 from xtune.registry import (
     ChatTemplate,
@@ -138,6 +138,44 @@ def test_hook_register_objectives(system):
     assert (entry.plugin, entry.data, entry.reference, dict(entry.defaults)) == ("xtune-rso", "pairs", True,
                                                                                   {"beta": 0.05})
     assert {"sft", "dpo", "orpo", "simpo", "kto", "reward", "ppo"} <= set(system.registry.objectives.names())
+
+
+def test_hook_register_checkpoint_conversions(system):
+    from xtune.models.legacy import find_legacy
+    from xtune.registry import CheckpointConversion
+
+    def register_checkpoint_conversions(register):
+        register(CheckpointConversion(name="mylm_llama", model_type="mylm", architectures=("MyLMForCausalLM",),
+                                      target="llama", config="my_pkg.mylm:llama_config",
+                                      weights=(("^transformer\\.", "model."),)))
+        register(CheckpointConversion(name="mylm_big", model_type="mylm", when=(("hidden_size", 8192),),
+                                      refuse="the 8192-wide MyLM uses an attention no native model has"))
+
+    system.add(plugin_module("p", register_checkpoint_conversions=register_checkpoint_conversions), "p",
+               "xtune-mylm", "1.0")
+    registry = system.registry
+    assert registry.checkpoint_conversions.get("mylm_llama").plugin == "xtune-mylm"
+    small = {"model_type": "mylm", "architectures": ["MyLMForCausalLM"], "hidden_size": 64}
+    assert find_legacy("dir", small, registry=registry).entry.name == "mylm_llama"
+    assert find_legacy("dir", small, registry=registry, trust_remote_code=True) is None  # the user's choice
+    assert find_legacy("dir", dict(small, architectures=["Other"]), registry=registry) is None
+    with pytest.raises(ConfigError, match="uses an attention no native model has"):
+        find_legacy("dir", dict(small, hidden_size=8192), registry=registry)  # the more specific entry wins
+    # the built-ins sit beside it
+    assert {"internlm2_llama", "chatglm_glm", "baichuan2_llama"} <= set(registry.checkpoint_conversions.names())
+
+
+def test_checkpoint_conversion_entries_are_checked(system):
+    from xtune.registry import CheckpointConversion
+
+    def register_checkpoint_conversions(register):
+        register(CheckpointConversion(name="bad", model_type="mylm", target="llama", config="my_pkg:cfg",
+                                      weights=(("a", ("b", "c"), "no_module_path"),)))
+
+    system.add(plugin_module("p", register_checkpoint_conversions=register_checkpoint_conversions), "p",
+               "xtune-bad", "1.0")
+    assert "bad" not in system.registry.checkpoint_conversions
+    assert "weight rule" in system.info["p"].error
 
 
 def test_objective_entries_are_checked(system):

@@ -71,7 +71,12 @@ def test_generator_reads_the_registry(registry):
         assert (recipe.family, recipe.hub_id, recipe.template) == (model.family, model.hub_id,
                                                                    adapter.default_template)
     text = Path(registry.recipes.get("internlm2_chat_7b_qlora_oasst1_e3").path).read_text(encoding="utf-8")
-    assert "trust_remote_code = True" in text and "use_varlen_attn" not in text
+    # the seed family loads natively (no hub code unless the user sets it): docs/legacy_models.md
+    assert "trust_remote_code = False  # hub-code layout, loaded natively as Llama" in text
+    assert "use_varlen_attn" not in text
+    assert registry.recipes.get("baichuan2_13b_chat_lora_alpaca_e3").unsupported.startswith(
+        "Baichuan's 13B models use ALiBi")
+    assert not registry.recipes.get("baichuan2_7b_chat_lora_alpaca_e3").unsupported
     assert "bnb_4bit_quant_type='nf4'" in text and "lora_alpha=16" in text
 
 

@@ -52,6 +52,30 @@ def register_models(register):
 
 
 @hookspec
+def register_checkpoint_conversions(register):
+    """Register checkpoint conversions (`xtune.registry.CheckpointConversion`): how checkpoints in a legacy
+    hub-code layout (InternLM, Baichuan, ChatGLM ...) load into a native transformers architecture holding
+    the same weights, and how they are written back in their own layout.
+
+    Args:
+        register: call ``register(CheckpointConversion(name=..., model_type=..., target=..., config=...,
+            weights=...))``. It applies to every checkpoint whose raw config.json matches (model_type,
+            architectures, `requires`, `when`); `refuse="why"` names a layout with no native twin.
+
+    Example::
+
+        @hookimpl
+        def register_checkpoint_conversions(register):
+            register(CheckpointConversion(
+                name="skywork_llama", model_type="skywork", architectures=("SkyworkForCausalLM",),
+                target="llama", config="my_pkg.skywork:llama_config",
+                weights=(("attention\\.wo", "self_attn.o_proj"),
+                         ("attention\\.wqkv\\.weight", ("self_attn.q_proj.weight", "self_attn.k_proj.weight",
+                          "self_attn.v_proj.weight"), "xtune.models.legacy_ops:grouped_qkv"))))
+    """
+
+
+@hookspec
 def register_dataset_maps(register):
     """Register data sets and record formats (`xtune.registry.DatasetMap`).
 

@@ -13,7 +13,7 @@
 # Model
 pretrained_model_name_or_path = 'THUDM/chatglm3-6b'
 model_adapter = 'chatglm3'
-trust_remote_code = True  # this family's modelling code comes from the hub
+trust_remote_code = False  # hub-code layout, loaded natively as Glm; True runs the hub's own code (transformers 4.x)
 method = 'lora'
 
 # Data

@@ -13,7 +13,7 @@
 # Model
 pretrained_model_name_or_path = 'internlm/internlm2_5-7b-chat'
 model_adapter = 'internlm2_5'
-trust_remote_code = True  # this family's modelling code comes from the hub
+trust_remote_code = False  # hub-code layout, loaded natively as Llama; True runs the hub's own code (transformers 4.x)
 method = 'qlora'
 
 # Data

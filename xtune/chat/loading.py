@@ -10,8 +10,10 @@ from __future__ import annotations
 def default_template_name(model, name_or_path: str, registry) -> str | None:
     """The model adapter's default template for this model (by `config.model_type`); where several families
     share a model_type (llama), the one whose name appears in the model's name wins."""
+    from xtune.models.legacy import source_model_type
+
     config = getattr(model, "config", None)
-    model_type = getattr(config, "model_type", None)
+    model_type = source_model_type(model) or getattr(config, "model_type", None)
     if model_type is None:
         return None
     candidates = [a for a in registry.model_adapters if model_type in a.model_types]

@@ -36,14 +36,17 @@ def run(args) -> int:
                      key=lambda r: r.name)
     if args.json:
         fields = ("name", "plugin", "model", "family", "method", "dataset", "epochs", "template", "hub_id",
-                  "path", "objective")
+                  "path", "objective", "unsupported")
         json.dump([{f: getattr(r, f) for f in fields} for r in recipes], sys.stdout, indent=1,
                   ensure_ascii=False)
         sys.stdout.write("\n")
         return 0
     width = max((len(r.name) for r in recipes), default=0)
     for r in recipes:
-        print(f"{r.name:<{width}}  {r.plugin}")
+        print(f"{r.name:<{width}}  {r.plugin}" + ("  (unsupported: see below)" if r.unsupported else ""))
     families = len({r.family for r in recipes})
     print(f"{len(recipes)} recipes, {families} model families", file=sys.stderr)
+    for reason in sorted({r.unsupported for r in recipes if r.unsupported}):
+        count = sum(r.unsupported == reason for r in recipes)
+        print(f"unsupported ({count} recipes): {reason}", file=sys.stderr)
     return 0

@@ -90,6 +90,7 @@ ARCHITECTURES: dict[str, dict] = {
     "Qwen/Qwen3-32B": _arch(5120, 64, 64, 8, 25600, 151936, head_dim=128),
     "THUDM/chatglm3-6b-base": _CHATGLM3,
     "THUDM/chatglm3-6b": _CHATGLM3,
+    "baichuan-inc/Baichuan-7B": _arch(4096, 32, 32, 32, 11008, 64000),
     "baichuan-inc/Baichuan2-7B-Base": _BAICHUAN2_7B,
     "baichuan-inc/Baichuan2-7B-Chat": _BAICHUAN2_7B,
     "baichuan-inc/Baichuan2-13B-Base": _BAICHUAN2_13B,

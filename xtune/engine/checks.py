@@ -89,9 +89,25 @@ def _paths(problems: list[str], cfg) -> None:
         from xtune.models.sources import resolve_source
 
         try:  # a local path is checked now (exists, a folder with config.json, no symlink loop)
-            resolve_source(model_path, "local" if cfg.get("model_source") == "local" else "hf")
+            src = resolve_source(model_path, "local" if cfg.get("model_source") == "local" else "hf")
         except ConfigError as exc:
             problems.append(f"pretrained_model_name_or_path: {exc}")
+            return
+        if src.is_local and not src.gguf_file:
+            _legacy_layout(problems, src.path, bool(cfg.model.get("trust_remote_code")))
+
+
+def _legacy_layout(problems: list[str], path: str, trust_remote_code: bool) -> None:
+    """A local checkpoint in a hub-code layout with no native twin (Baichuan 13B's ALiBi ...) is refused now,
+    with the reason, rather than after the data has been prepared."""
+    from xtune.models.legacy import find_legacy, read_raw_config, refuse_unknown_remote_code
+
+    try:
+        raw = read_raw_config(path)
+        if find_legacy(path, raw, trust_remote_code=trust_remote_code) is None and not trust_remote_code:
+            refuse_unknown_remote_code(path, raw)
+    except ConfigError as exc:
+        problems.append(f"pretrained_model_name_or_path: {exc}")
 
 
 def _numbers(problems: list[str], cfg) -> None:

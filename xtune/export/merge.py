@@ -40,10 +40,14 @@ def check_base(base: str, source: str = "auto"):
     """Refuse, before any weight is read, a base that cannot be merged into or exported from."""
     from transformers import AutoConfig
 
+    from xtune.models.legacy import find_legacy
     from xtune.models.sources import resolve_source
 
     src = resolve_source(base, source)
     gguf = {"gguf_file": src.gguf_file} if src.gguf_file else {}
+    legacy = None if gguf else find_legacy(src.path)
+    if legacy is not None:
+        return legacy.native_config()
     try:
         config = AutoConfig.from_pretrained(src.path, **gguf)
     except (OSError, ValueError) as exc:

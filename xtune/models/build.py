@@ -169,14 +169,19 @@ def load_for_inference(name_or_path: str, *, adapter: str | None = None, bits: i
         kwargs["quantization_config"] = quantization_config(None, bits, compute_dtype=compute)
         if cuda:
             kwargs["device_map"] = {"": 0}
-    config = _config(src.path, gguf)
     from xtune.models.adapters import refuse_reward_model
+    from xtune.models.legacy import find_legacy, load_native
 
+    legacy = None if gguf else find_legacy(src.path)
+    config = legacy.native_config() if legacy else _config(src.path, gguf)
     refuse_reward_model(config, adapter, name_or_path)
     vision = getattr(config, "vision_config", None) is not None
     try:
-        model = (AutoModelForImageTextToText if vision else AutoModelForCausalLM).from_pretrained(src.path,
-                                                                                                 **kwargs)
+        if legacy:
+            model = load_native(legacy, AutoModelForCausalLM, **kwargs)
+        else:
+            model = (AutoModelForImageTextToText if vision else AutoModelForCausalLM).from_pretrained(
+                src.path, **kwargs)
     except (OSError, ValueError, ImportError) as exc:
         raise UsageError(f"cannot load model {name_or_path!r}: {_first_line(exc)}") from None
     if cuda and not bits:
@@ -199,6 +204,10 @@ def load_for_inference(name_or_path: str, *, adapter: str | None = None, bits: i
 def _config(path: str, gguf: dict):
     from transformers import AutoConfig
 
+    from xtune.models.legacy import read_raw_config, refuse_unknown_remote_code
+
+    if not gguf:
+        refuse_unknown_remote_code(path, read_raw_config(path))
     try:
         return AutoConfig.from_pretrained(path, **gguf)
     except (OSError, ValueError):
@@ -209,9 +218,13 @@ def _inference_tokenizer(path: str, adapter, gguf: dict, vision: bool):
     """The tokenizer (a processor for a vision-language model), from the adapter folder when it has one."""
     from transformers import AutoTokenizer
 
+    from xtune.models.legacy import legacy_tokenizer
     from xtune.models.processors import load_processor
 
     where, kwargs = (str(adapter), {}) if has_tokenizer(adapter) else (path, gguf)
+    derived = None if vision or kwargs else legacy_tokenizer(where)
+    if derived is not None:
+        return derived
     try:
         return load_processor(where) if vision else AutoTokenizer.from_pretrained(where, **kwargs)
     except (OSError, ValueError) as exc:

@@ -60,9 +60,17 @@ def load_tokenizer(tokenizer_cfg: dict, adapter=None, source: str = "auto"):
     cfg = dict(tokenizer_cfg)
     src = resolve_source(cfg.pop("pretrained_model_name_or_path", ""), source)
     kwargs = {k: v for k, v in cfg.items() if v is not None}
+    tokenizer = None
     if src.gguf_file:
         kwargs["gguf_file"] = src.gguf_file
-    tokenizer = AutoTokenizer.from_pretrained(src.path, **kwargs)
+    else:
+        from xtune.models.legacy import legacy_tokenizer
+
+        tokenizer = legacy_tokenizer(src.path, trust_remote_code=bool(kwargs.get("trust_remote_code")))
+        if tokenizer is not None and kwargs.get("padding_side"):
+            tokenizer.padding_side = kwargs["padding_side"]
+    if tokenizer is None:
+        tokenizer = AutoTokenizer.from_pretrained(src.path, **kwargs)
     if tokenizer.pad_token is None:
         wanted = adapter.pad_token if adapter is not None and adapter.pad_token else None
         if wanted and wanted in tokenizer.get_vocab():
@@ -113,12 +121,30 @@ def load_model(model_cfg: dict, *, adapter=None, load_in_bits: int | None = None
         kwargs["num_labels"] = 1
     model_class = AutoModelForSequenceClassification if head == "score" else (auto_class or
                                                                               AutoModelForCausalLM)
-    model = model_class.from_pretrained(src.path, **kwargs)
+    model = _from_pretrained(model_class, src, kwargs)
     disable_bnb_cpu_repacking(model)
     model.config.use_cache = False
     if gradient_checkpointing:
         enable_checkpointing(model)
     return model
+
+
+def _from_pretrained(model_class, src, kwargs: dict):
+    """`model_class.from_pretrained`, or, for a legacy hub-code checkpoint, its native twin
+    (`xtune.models.legacy`) unless the recipe asks for the hub's code."""
+    from xtune.models.legacy import find_legacy, load_native, read_raw_config, refuse_unknown_remote_code
+
+    if src.gguf_file:
+        return model_class.from_pretrained(src.path, **kwargs)
+    trust = bool(kwargs.get("trust_remote_code"))
+    raw = read_raw_config(src.path)
+    legacy = find_legacy(src.path, raw, trust_remote_code=trust)
+    if legacy is None:
+        if not trust:
+            refuse_unknown_remote_code(src.path, raw)
+        return model_class.from_pretrained(src.path, **kwargs)
+    kwargs = {k: v for k, v in kwargs.items() if k != "trust_remote_code"}
+    return load_native(legacy, model_class, **kwargs)
 
 
 def enable_checkpointing(model) -> None:

@@ -8,6 +8,7 @@ that refuses duplicates and records provenance (`tables`). `xtune.plugins` fills
 from xtune.registry.entries import (
     ENTRY_TYPES,
     ChatTemplate,
+    CheckpointConversion,
     DatasetMap,
     DeepSpeedPreset,
     Entry,
@@ -19,5 +20,5 @@ from xtune.registry.entries import (
 )
 from xtune.registry.tables import Registry, Table, import_object
 
-__all__ = ["ENTRY_TYPES", "ChatTemplate", "DatasetMap", "DeepSpeedPreset", "Entry", "Model", "ModelAdapter",
+__all__ = ["ENTRY_TYPES", "ChatTemplate", "CheckpointConversion", "DatasetMap", "DeepSpeedPreset", "Entry", "Model", "ModelAdapter",
            "Objective", "Recipe", "Registry", "Table", "TuningMethod", "import_object"]

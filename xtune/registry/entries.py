@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from xtune.registry.base import Entry
-from xtune.registry.model_entries import Model, ModelAdapter
+from xtune.registry.model_entries import CheckpointConversion, Model, ModelAdapter
 
 
 @dataclass(frozen=True)
@@ -203,6 +203,7 @@ class Recipe(Entry):
     hub_id: str = ""
     stage: str = ""  # vision-language recipes: 'pretrain' (projector only) or 'finetune'
     objective: str = ""  # "" for SFT recipes
+    unsupported: str = ""  # why its model cannot be trained natively ("" when it can); list-cfg shows it
 
     def validate(self) -> None:
         super().validate()
@@ -213,6 +214,7 @@ class Recipe(Entry):
 ENTRY_TYPES: dict[str, type[Entry]] = {
     "model_adapters": ModelAdapter,
     "models": Model,
+    "checkpoint_conversions": CheckpointConversion,
     "dataset_maps": DatasetMap,
     "chat_templates": ChatTemplate,
     "tuning_methods": TuningMethod,

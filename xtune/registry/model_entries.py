@@ -21,7 +21,10 @@ class ModelAdapter(Entry):
     modules_to_save: tuple[str, ...] = ()
     # Name of the decoder layer list inside the model, used by `freeze` tuning ("model.layers").
     layers_path: str = "model.layers"
-    trust_remote_code: bool = False  # the family ships its own modelling code on the hub
+    trust_remote_code: bool = False  # the family's checkpoints need their hub code (no native twin)
+    # Checkpoint conversions (`CheckpointConversion` names) that load this family's hub-code checkpoints
+    # as a native architecture: shown by `xtune plugins`, used by the recipe generator's comments.
+    conversions: tuple[str, ...] = ()
     supports_flash_attn: bool = True
     supports_varlen: bool = True
     pad_token: str | None = None  # token to use as pad when the tokenizer has none (else EOS)
@@ -61,6 +64,7 @@ class Model(Entry):
     title: str = ""  # the model's own name, e.g. "InternLM2-Chat-7B"
     params_b: float = 0.0  # parameters, billions
     chat: bool = True  # instruction-tuned (False: a base model)
+    unsupported: str = ""  # why xtune cannot train this checkpoint natively ("" when it can)
     # Architecture as the model's HF config states it.
     hidden_size: int = 0
     num_layers: int = 0
@@ -85,3 +89,65 @@ class Model(Entry):
         super().validate()
         if not self.family or not self.hub_id:
             raise ValueError(f"model {self.name!r} needs a family (model adapter name) and a hub_id")
+
+
+@dataclass(frozen=True)
+class CheckpointConversion(Entry):
+    """How checkpoints in a hub-code layout (written for transformers 4.x `trust_remote_code`) load into a
+    native transformers architecture that holds the same weights, and how they are written back.
+
+    A checkpoint matches when its raw config.json has `model_type`, one of `architectures` (none listed:
+    any), every key in `requires` and every (key, value) of `when`; the most specific match wins. A match
+    with `refuse` set has no native twin: the text says why, and nothing loads unless the user asks for the
+    hub code (`trust_remote_code=True`).
+
+    `config` is the import path of ``fn(raw: dict) -> dict``, the native config's fields (`target` is its
+    model_type). `weights` are the state-dict rules, applied in order at load time through transformers'
+    own weight conversion (streamed shard by shard, quantised on the fly for QLoRA): ``(source, target)``
+    renames a part of a key (a regex), ``(source, (target, ...), "module:factory")`` turns one tensor into
+    several (or one) through ``factory(native_config)``, a transformers ``ConversionOps`` whose
+    ``reverse_op`` writes the original layout back (tensors the native model has no place for, such as a
+    stored rotary buffer, are copied from the original checkpoint). `tokenizer_classes` are the hub tokenizer classes of the family's
+    tokenizer_config.json; `tokenizer` the import path of ``fn(folder: Path, tokenizer_config: dict)``
+    that builds the equivalent fast tokenizer from its SentencePiece model.
+    """
+
+    kind: ClassVar[str] = "checkpoint conversion"
+    model_type: str = ""
+    architectures: tuple[str, ...] = ()
+    requires: tuple[str, ...] = ()
+    when: tuple[tuple[str, object], ...] = ()
+    target: str = ""
+    config: str = ""
+    weights: tuple[tuple, ...] = ()
+    tokenizer_classes: tuple[str, ...] = ()
+    tokenizer: str = ""
+    refuse: str = ""
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.model_type:
+            raise ValueError(f"checkpoint conversion {self.name!r} names no model_type")
+        if not self.refuse and not (self.target and ":" in self.config):
+            raise ValueError(f"checkpoint conversion {self.name!r} needs target and config='module:function' "
+                             "(or refuse='why')")
+        for rule in self.weights:
+            ok = (len(rule) == 2 and all(isinstance(p, str) for p in rule)) or (
+                len(rule) == 3 and isinstance(rule[0], str) and isinstance(rule[1], tuple)
+                and isinstance(rule[2], str) and ":" in rule[2])
+            if not ok:
+                raise ValueError(f"checkpoint conversion {self.name!r}: weight rule {rule!r} must be "
+                                 "(source, target) or (source, (targets...), 'module:factory')")
+
+    def matches(self, raw: dict) -> bool:
+        """Whether a checkpoint with this raw config.json is one this entry converts (or refuses)."""
+        if raw.get("model_type") != self.model_type:
+            return False
+        if self.architectures and not set(raw.get("architectures") or ()) & set(self.architectures):
+            return False
+        return all(k in raw for k in self.requires) and all(raw.get(k) == v for k, v in self.when)
+
+    @property
+    def specificity(self) -> tuple[int, int, int]:
+        """Conditions on values first, then required keys, then architectures: the most specific wins."""
+        return len(self.when), len(self.requires), int(bool(self.architectures))
