@@ -51,6 +51,10 @@ def _add_merge(sub, common) -> None:
                        help="precision to load the base and save the result in (auto: the base's own)")
     merge.add_argument("--prompt-template", metavar="NAME",
                        help="store this xtune template as the chat template (default: the adapter's)")
+    merge.add_argument("--format", dest="layout", default="native", choices=["native", "original"],
+                       help="native: the transformers architecture xtune trained (default; vLLM, GGUF read "
+                            "it); original: a legacy hub-code base's own layout and config (InternLM, "
+                            "Baichuan, ChatGLM), for LMDeploy and the family's tools")
     _common_out(merge)
     merge.set_defaults(func=_run_merge)
 
@@ -122,7 +126,8 @@ def _run_merge(args) -> int:
     from xtune.plugins import get_registry
 
     out = merge(args.base, args.adapter, args.out, registry=get_registry(), dtype=args.dtype,
-                max_shard_size=args.max_shard_size, force=args.force, prompt_template=args.prompt_template)
+                max_shard_size=args.max_shard_size, force=args.force, prompt_template=args.prompt_template,
+                layout=args.layout)
     print(f"wrote {out}")
     return 0
 

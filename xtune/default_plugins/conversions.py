@@ -79,9 +79,10 @@ CONVERSIONS = (
         tokenizer_classes=("BaichuanTokenizer",), tokenizer=f"{SPM}:sentencepiece"),
     CheckpointConversion(
         name="baichuan_13b_alibi", description="Baichuan-13B / Baichuan2-13B (ALiBi): refused",
-        model_type="baichuan", when=(("hidden_size", 5120),),
-        refuse="Baichuan's 13B models add ALiBi attention biases instead of rotary positions, and no "
-               "transformers architecture with RMSNorm and a gated MLP implements ALiBi"),
+        model_type="baichuan", absent=("max_position_embeddings",),
+        refuse="Baichuan's 13B models add ALiBi attention biases instead of rotary positions (their config "
+               "has no max_position_embeddings), and no transformers architecture with RMSNorm and a gated "
+               "MLP implements ALiBi"),
     CheckpointConversion(
         name="chatglm_glm", description="ChatGLM2 / ChatGLM3 (and GLM-4's hub layout) as Glm",
         model_type="chatglm", requires=("padded_vocab_size",), target="glm",

@@ -71,9 +71,24 @@ def load_merged(base: str, adapter: str | Path, *, dtype: str = "auto", source: 
     return merged, tokenizer, dict(info, base_model=base, kind="full model", merged_adapter=str(adapter_dir))
 
 
+def _legacy_base(base: str, source: str):
+    """The legacy layout of `base` that `--format original` writes back, or a UsageError."""
+    from xtune.models.legacy import find_legacy
+    from xtune.models.sources import resolve_source
+
+    src = resolve_source(base, source)
+    legacy = None if src.gguf_file else find_legacy(src.path)
+    if legacy is None:
+        raise UsageError(f"--format original: base model {base!r} is already in a native transformers "
+                         "layout", hint="leave --format out (native is the only layout it has)")
+    return legacy
+
+
 def merge(base: str, adapter: str, out: str, *, registry, dtype: str = "auto", max_shard_size: str = "5GB",
-          force: bool = False, prompt_template: str | None = None, source: str = "auto") -> Path:
-    """Merge `adapter` into `base` and save `out`; returns `out`. dtype 'auto' keeps the base's own."""
+          force: bool = False, prompt_template: str | None = None, source: str = "auto",
+          layout: str = "native") -> Path:
+    """Merge `adapter` into `base` and save `out`; returns `out`. dtype 'auto' keeps the base's own.
+    `layout='original'` writes a legacy hub-code base's own layout back (`xtune.export.original_layout`)."""
     if dtype in ("4bit", "int4", "nf4", "8bit", "int8"):
         raise UsageError(f"--dtype {dtype}: merging needs a full- or half-precision base",
                          hint="use float32, bfloat16 or float16")
@@ -81,6 +96,7 @@ def merge(base: str, adapter: str, out: str, *, registry, dtype: str = "auto", m
 
     out_path = check_output(out, force, inputs=(base, adapter))
     adapter_dir = check_adapter_dir(adapter)
+    legacy = _legacy_base(base, source) if layout == "original" else None
     if prompt_template:
         from xtune.templates import get_template
 
@@ -89,9 +105,18 @@ def merge(base: str, adapter: str, out: str, *, registry, dtype: str = "auto", m
     if prompt_template:
         info["prompt_template"] = prompt_template
     with atomic_output_dir(out_path, force=force, inputs=(base, adapter)) as tmp:
-        merged.save_pretrained(str(tmp), max_shard_size=max_shard_size)
-        save_tokenizer(tokenizer, tmp, prompt_template, registry,
-                       image_prompt=image_prompt_of(merged, registry))
+        if legacy is not None:
+            from xtune.export.original_layout import write_original
+            from xtune.templates.export import attach_chat_template
+
+            attach_chat_template(tokenizer, prompt_template, registry)
+            write_original(merged, tmp, legacy, max_shard_size=max_shard_size,
+                           chat_template=tokenizer.chat_template)
+            info["layout"] = f"original ({legacy.source_type})"
+        else:
+            merged.save_pretrained(str(tmp), max_shard_size=max_shard_size)
+            save_tokenizer(tokenizer, tmp, prompt_template, registry,
+                           image_prompt=image_prompt_of(merged, registry))
         write_info(tmp, info)
         write_card(tmp, info, merged_from=str(adapter_dir))
     log.info("merged %s into %s -> %s", adapter_dir, base, out_path)

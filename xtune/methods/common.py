@@ -59,12 +59,26 @@ def apply_resolved(model, entry, settings: dict, adapter=None, finish=None):
     model = builder(model, settings, adapter)
     if finish is not None:
         finish(model)
+    freeze_named(model, getattr(adapter, "frozen_modules", ()))
     trainable, total = count_parameters(model)
     if trainable == 0:
         raise ConfigError(f"method {entry.name!r} left no trainable parameters in this model")
     log.info("method %s: trainable params %s / %s (%.4f%%)", entry.name, f"{trainable:,}", f"{total:,}",
              100.0 * trainable / max(total, 1))
     return model
+
+
+def freeze_named(model, modules) -> None:
+    """Keep the family's never-trained modules (`ModelAdapter.frozen_modules`) frozen, under any wrapper."""
+    if not modules:
+        return
+    frozen = [name for name, p in model.named_parameters() if p.requires_grad and any(
+        f".{m}." in f".{name}" for m in modules)]
+    for name, p in model.named_parameters():
+        if name in frozen:
+            p.requires_grad_(False)
+    if frozen:
+        log.info("kept frozen (the family's own code would not train them freely): %s", ", ".join(frozen))
 
 
 def freeze_all(model) -> None:

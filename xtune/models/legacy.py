@@ -147,6 +147,11 @@ def _scoped_mapping(class_name: str, transforms: list):
             cm.USER_REGISTERED_MAPPINGS.discard(class_name)
 
 
+class _DropTypeNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "to instantiate a model of type" not in record.getMessage()
+
+
 def model_class_for(auto_class, config):
     """The concrete class an Auto class would build for `config` (LlamaForCausalLM for a LlamaConfig)."""
     return auto_class._model_mapping[type(config)]
@@ -160,8 +165,14 @@ def load_native(legacy: LegacyCheckpoint, auto_class, **kwargs):
         if key in kwargs:
             setattr(config, key, kwargs.pop(key))
     cls = model_class_for(auto_class, config)
-    with _scoped_mapping(cls.__name__, legacy.transforms(config)):
-        model = cls.from_pretrained(legacy.path, config=config, **kwargs)
+    notice = logging.getLogger("transformers.configuration_utils")
+    quiet = _DropTypeNotice()
+    notice.addFilter(quiet)  # "a model of type internlm2 to instantiate a model of type llama" is the point
+    try:
+        with _scoped_mapping(cls.__name__, legacy.transforms(config)):
+            model = cls.from_pretrained(legacy.path, config=config, **kwargs)
+    finally:
+        notice.removeFilter(quiet)
     model._weight_conversions = None
     model.xtune_legacy = legacy  # not saved: lets chat pick the family's template
     log.info("loaded %s (%s) natively as %s", legacy.path, legacy.source_type, cls.__name__)

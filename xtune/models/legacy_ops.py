@@ -79,8 +79,8 @@ class SplitSizes(ConversionOps):
 
 class NormalizeRows(ConversionOps):
     """Baichuan2's NormHead: the output projection is used with every row scaled to unit length. Doing it
-    once at load gives the same logits with a plain `lm_head` (computed in float32; the loader casts it to
-    the model's dtype). Rows that are already unit length (a checkpoint xtune wrote back) are kept bit for
+    once at load gives the same logits with a plain `lm_head` (computed in float32, stored in the dtype the
+    model loads in). Rows that are already unit length (a checkpoint xtune wrote back) are kept bit for
     bit, so writing and reading again changes nothing. Writing back keeps the normalised rows: NormHead
     normalises them again to themselves."""
 
@@ -95,7 +95,7 @@ class NormalizeRows(ConversionOps):
         if not self.reverse:
             norms = weight.float().norm(dim=-1)
             if not torch.allclose(norms, torch.ones_like(norms), atol=self.TOLERANCE):
-                weight = torch.nn.functional.normalize(weight.float(), dim=-1)
+                weight = torch.nn.functional.normalize(weight.float(), dim=-1).to(weight.dtype)
         return {target_patterns[0]: weight.contiguous()}
 
     @property

@@ -25,6 +25,9 @@ class ModelAdapter(Entry):
     # Checkpoint conversions (`CheckpointConversion` names) that load this family's hub-code checkpoints
     # as a native architecture: shown by `xtune plugins`, used by the recipe generator's comments.
     conversions: tuple[str, ...] = ()
+    # Modules that never train, whatever the method (Baichuan2's lm_head: its NormHead is applied once at
+    # load, so a freely trained head would no longer be what the family's own code computes).
+    frozen_modules: tuple[str, ...] = ()
     supports_flash_attn: bool = True
     supports_varlen: bool = True
     pad_token: str | None = None  # token to use as pad when the tokenizer has none (else EOS)
@@ -97,7 +100,8 @@ class CheckpointConversion(Entry):
     native transformers architecture that holds the same weights, and how they are written back.
 
     A checkpoint matches when its raw config.json has `model_type`, one of `architectures` (none listed:
-    any), every key in `requires` and every (key, value) of `when`; the most specific match wins. A match
+    any), every key in `requires`, none in `absent` and every (key, value) of `when`; the most specific
+    match wins. A match
     with `refuse` set has no native twin: the text says why, and nothing loads unless the user asks for the
     hub code (`trust_remote_code=True`).
 
@@ -116,6 +120,7 @@ class CheckpointConversion(Entry):
     model_type: str = ""
     architectures: tuple[str, ...] = ()
     requires: tuple[str, ...] = ()
+    absent: tuple[str, ...] = ()
     when: tuple[tuple[str, object], ...] = ()
     target: str = ""
     config: str = ""
@@ -145,9 +150,10 @@ class CheckpointConversion(Entry):
             return False
         if self.architectures and not set(raw.get("architectures") or ()) & set(self.architectures):
             return False
-        return all(k in raw for k in self.requires) and all(raw.get(k) == v for k, v in self.when)
+        return (all(k in raw for k in self.requires) and not any(k in raw for k in self.absent)
+                and all(raw.get(k) == v for k, v in self.when))
 
     @property
     def specificity(self) -> tuple[int, int, int]:
-        """Conditions on values first, then required keys, then architectures: the most specific wins."""
-        return len(self.when), len(self.requires), int(bool(self.architectures))
+        """Conditions on values first, then present / absent keys, then architectures."""
+        return len(self.when), len(self.requires) + len(self.absent), int(bool(self.architectures))

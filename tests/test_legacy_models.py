@@ -1,0 +1,168 @@
+"""The legacy hub-code families load natively and exactly (issue 19).
+
+tests/assets/legacy/<name>/ holds tiny random checkpoints in each family's *original* layout (keys, shapes,
+dtype and tokenizer files as the hub repos have them) with the logits, greedy generation and token ids that
+the family's own hub code produced under transformers 4.x (tools/make_legacy_fixtures.py; README there).
+Here xtune loads them on transformers 5 without that code and must give the same numbers; the merged
+model written back with `--format original` must be the original bit for bit.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+ASSETS = Path(__file__).resolve().parent / "assets" / "legacy"
+# fixture folder -> (native class, conversion entry)
+CONVERTED = {
+    "internlm": ("LlamaForCausalLM", "internlm_llama"),
+    "internlm_20b": ("LlamaForCausalLM", "internlm_llama"),
+    "internlm2": ("LlamaForCausalLM", "internlm2_llama"),
+    "internlm2_5": ("LlamaForCausalLM", "internlm2_llama"),
+    "baichuan": ("LlamaForCausalLM", "baichuan_llama"),
+    "baichuan2_7b": ("LlamaForCausalLM", "baichuan2_llama"),
+    "chatglm3": ("GlmForCausalLM", "chatglm_glm"),
+}
+
+
+def fixture(name: str) -> Path:
+    folder = ASSETS / name
+    if not (folder / "config.json").is_file():
+        pytest.skip(f"{folder} missing (tools/make_legacy_fixtures.py writes it)")
+    return folder
+
+
+def reference(folder: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "reference.safetensors"))
+
+
+def load(folder: Path, **model_cfg):
+    from xtune.models.loading import load_model
+
+    return load_model({"pretrained_model_name_or_path": str(folder), "torch_dtype": "float32", **model_cfg})
+
+
+@pytest.mark.parametrize("name", sorted(CONVERTED))
+def test_logits_match_the_hub_code(name):
+    import torch
+
+    folder = fixture(name)
+    ref = reference(folder)
+    model = load(folder)
+    assert type(model).__name__ == CONVERTED[name][0]
+    assert model.xtune_legacy.entry.name == CONVERTED[name][1]
+    with torch.no_grad():
+        logits = model(ref["input_ids"]).logits
+    assert logits.shape == ref["logits"].shape
+    assert ref["logits"].abs().max() > 0.1  # not a degenerate fixture
+    torch.testing.assert_close(logits, ref["logits"], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(CONVERTED))
+def test_cached_generation_matches_the_hub_code(name):
+    import torch
+
+    from xtune.models.build import load_for_inference
+
+    folder = fixture(name)
+    ref = reference(folder)
+    if "generated" not in ref:
+        pytest.skip(f"{name}: the hub code could not generate under transformers 4.x")
+    model, _ = load_for_inference(str(folder), dtype="float32")
+    prompt = ref["input_ids"][:1, :10]
+    with torch.no_grad():
+        # plain greedy, as the reference: the folder's generation_config (Baichuan2's repetition_penalty) aside
+        out = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=8, do_sample=False,
+                             repetition_penalty=1.0, pad_token_id=0)
+    assert out[0, 10:].tolist() == ref["generated"].reshape(-1)[-8:].tolist()
+
+
+def test_baichuan_13b_is_refused_with_the_reason():
+    from xtune.errors import ConfigError
+
+    folder = fixture("baichuan2_13b")
+    with pytest.raises(ConfigError, match="ALiBi"):
+        load(folder)
+
+
+def test_qlora_on_a_converted_checkpoint_equals_qlora_on_its_native_save(tmp_path):
+    """Quantisation sees the converted tensors: 4-bit loading of the original layout and of the same model
+    saved natively give identical logits."""
+    import torch
+
+    folder = fixture("internlm2")
+    ref = reference(folder)
+    native = tmp_path / "native"
+    load(folder, torch_dtype="bfloat16").save_pretrained(native)
+    quant = dict(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype="float32")
+    from xtune.models.loading import load_model
+
+    a = load_model({"pretrained_model_name_or_path": str(folder), "torch_dtype": "float32",
+                    "quantization": quant})
+    b = load_model({"pretrained_model_name_or_path": str(native), "torch_dtype": "float32",
+                    "quantization": quant})
+    with torch.no_grad():
+        torch.testing.assert_close(a(ref["input_ids"]).logits, b(ref["input_ids"]).logits, rtol=0, atol=0)
+
+
+def _zero_adapter(model, out: Path) -> Path:
+    """A LoRA adapter whose update is zero (peft starts B at 0): merging it changes nothing."""
+    from peft import LoraConfig, get_peft_model
+
+    peft_model = get_peft_model(model, LoraConfig(r=2, lora_alpha=4, target_modules="all-linear"))
+    peft_model.save_pretrained(out)
+    return out
+
+
+@pytest.mark.parametrize("name", ["internlm2", "chatglm3", "baichuan2_7b", "internlm"])
+def test_merge_format_original_round_trips_bit_exact(name, tmp_path):
+    """`convert merge --format original` of a zero update writes the original checkpoint back bit for bit
+    (every stored tensor, dtype included); read again by xtune it is the same native model."""
+    import torch
+    from safetensors.torch import load_file
+
+    from xtune.cli.main import main
+    from xtune.export.original_layout import _read, _stored_tensors
+
+    folder = fixture(name)
+    adapter = _zero_adapter(load(folder, torch_dtype="auto"), tmp_path / "adapter")
+    out = tmp_path / "original"
+    assert main(["convert", "merge", str(folder), str(adapter), str(out), "--format", "original"]) == 0
+    before = {k: _read(*where) for k, where in _stored_tensors(folder).items()}
+    after = {}
+    for shard in out.glob("*.safetensors"):
+        after.update(load_file(str(shard)))
+    assert sorted(after) == sorted(before)
+    if name == "baichuan2_7b":  # NormHead: its rows are written back normalised (what the hub code uses)
+        raw = before["lm_head.weight"]
+        before["lm_head.weight"] = torch.nn.functional.normalize(raw.float(), dim=-1).to(raw.dtype)
+        assert not torch.equal(before["lm_head.weight"], raw)
+    for key in before:
+        assert after[key].dtype == before[key].dtype, key
+        assert torch.equal(after[key], before[key]), key
+    written = json.loads((out / "config.json").read_text())
+    assert written == json.loads((folder / "config.json").read_text())
+    assert (out / "tokenizer.model").is_file()
+    stored = written["torch_dtype"]  # as merge loads it: the checkpoint's own precision
+    again = dict(load(out, torch_dtype=stored).state_dict())
+    first = dict(load(folder, torch_dtype=stored).state_dict())
+    assert sorted(again) == sorted(first)
+    assert all(torch.equal(again[k], first[k]) for k in first)
+
+
+def test_merge_format_original_refuses_a_native_base(tmp_path, capsys):
+    from xtune.cli.main import main
+
+    folder = fixture("internlm2")
+    native = tmp_path / "native"
+    model = load(folder)
+    model.save_pretrained(native)
+    adapter = _zero_adapter(model, tmp_path / "adapter")
+    assert main(["convert", "merge", str(native), str(adapter), str(tmp_path / "out"), "--format",
+                 "original"]) == 2
+    assert "already in a native transformers layout" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
