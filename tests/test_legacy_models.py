@@ -75,9 +75,10 @@ def test_cached_generation_matches_the_hub_code(name):
     model, _ = load_for_inference(str(folder), dtype="float32")
     prompt = ref["input_ids"][:1, :10]
     with torch.no_grad():
-        # plain greedy, as the reference: the folder's generation_config (Baichuan2's repetition_penalty) aside
-        out = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=8, do_sample=False,
-                             repetition_penalty=1.0, pad_token_id=0)
+        # plain greedy as the reference, whatever the folder's generation_config says (Baichuan2's
+        # repetition_penalty)
+        out = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=8,
+                             do_sample=False, repetition_penalty=1.0, pad_token_id=0)
     assert out[0, 10:].tolist() == ref["generated"].reshape(-1)[-8:].tolist()
 
 

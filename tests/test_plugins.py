@@ -145,7 +145,8 @@ def test_hook_register_checkpoint_conversions(system):
     from xtune.registry import CheckpointConversion
 
     def register_checkpoint_conversions(register):
-        register(CheckpointConversion(name="mylm_llama", model_type="mylm", architectures=("MyLMForCausalLM",),
+        register(CheckpointConversion(name="mylm_llama", model_type="mylm",
+                                      architectures=("MyLMForCausalLM",),
                                       target="llama", config="my_pkg.mylm:llama_config",
                                       weights=(("^transformer\\.", "model."),)))
         register(CheckpointConversion(name="mylm_big", model_type="mylm", when=(("hidden_size", 8192),),
@@ -162,7 +163,8 @@ def test_hook_register_checkpoint_conversions(system):
     with pytest.raises(ConfigError, match="uses an attention no native model has"):
         find_legacy("dir", dict(small, hidden_size=8192), registry=registry)  # the more specific entry wins
     # the built-ins sit beside it
-    assert {"internlm2_llama", "chatglm_glm", "baichuan2_llama"} <= set(registry.checkpoint_conversions.names())
+    builtins = {"internlm2_llama", "chatglm_glm", "baichuan2_llama"}
+    assert builtins <= set(registry.checkpoint_conversions.names())
 
 
 def test_checkpoint_conversion_entries_are_checked(system):

@@ -99,7 +99,8 @@ def original_state_dict(model, legacy, base: Path) -> dict:
     return {k: v.contiguous() for k, v in state.items()}
 
 
-def write_original(model, tmp: Path, legacy, *, max_shard_size: str = "5GB", chat_template: str | None = None):
+def write_original(model, tmp: Path, legacy, *, max_shard_size: str = "5GB",
+                   chat_template: str | None = None) -> None:
     """Write `model` (a merged native twin) into `tmp` in `legacy`'s original layout."""
     from huggingface_hub import save_torch_state_dict
 
@@ -110,7 +111,8 @@ def write_original(model, tmp: Path, legacy, *, max_shard_size: str = "5GB", cha
     dtypes = {v.dtype for v in state.values() if v.is_floating_point()}
     if len(dtypes) == 1:
         config["torch_dtype"] = str(dtypes.pop()).removeprefix("torch.")
-    (tmp / "config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    (tmp / "config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n",
+                                     encoding="utf-8")
     for source in sorted(base.glob("*.py")) + [base / n for n in BESIDE_WEIGHTS]:
         if source.is_file():
             shutil.copy2(source, tmp / source.name)

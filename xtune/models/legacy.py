@@ -82,7 +82,8 @@ class LegacyCheckpoint:
                 out.append(WeightRenaming(rule[0], rule[1]))
             else:
                 source, targets, factory = rule
-                out.append(WeightConverter(source, list(targets), operations=[import_object(factory)(config)]))
+                op = import_object(factory)(config)
+                out.append(WeightConverter(source, list(targets), operations=[op]))
         return out
 
 
@@ -119,10 +120,10 @@ def refuse_unknown_remote_code(path: str, raw: dict | None) -> None:
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
     if raw.get("model_type") not in CONFIG_MAPPING:
-        raise ConfigError(f"{path!r} ({raw.get('model_type')}) needs its own modelling code from the hub, and "
-                          "xtune knows no native architecture for it",
-                          hint="set trust_remote_code=True (--cfg-options trust_remote_code=True) if you trust "
-                               "that code")
+        raise ConfigError(f"{path!r} ({raw.get('model_type')}) needs its own modelling code from the hub, "
+                          "and xtune knows no native architecture for it",
+                          hint="set trust_remote_code=True (--cfg-options trust_remote_code=True) if you "
+                               "trust that code")
 
 
 @contextlib.contextmanager

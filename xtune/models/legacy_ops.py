@@ -48,7 +48,7 @@ class GroupedQKV(ConversionOps):
         q = grouped[:, :group].reshape(-1, *rest)
         k = grouped[:, group].reshape(-1, *rest)
         v = grouped[:, group + 1].reshape(-1, *rest)
-        return dict(zip(target_patterns, (q.contiguous(), k.contiguous(), v.contiguous())))
+        return dict(zip(target_patterns, (q.contiguous(), k.contiguous(), v.contiguous()), strict=True))
 
     @property
     def reverse_op(self) -> ConversionOps:
@@ -70,7 +70,8 @@ class SplitSizes(ConversionOps):
         (fused,) = _tensors(input_dict, source_patterns[:1])
         if fused.shape[0] != sum(self.sizes):
             raise ValueError(f"fused tensor of {fused.shape[0]} rows does not split into {self.sizes}")
-        return {t: p.contiguous() for t, p in zip(target_patterns, torch.split(fused, self.sizes, dim=0))}
+        parts = torch.split(fused, self.sizes, dim=0)
+        return {t: p.contiguous() for t, p in zip(target_patterns, parts, strict=True)}
 
     @property
     def reverse_op(self) -> ConversionOps:

@@ -152,7 +152,8 @@ def chatglm(folder: Path, config: dict):
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in CHATGLM_SPECIALS])
     ids = [tok.token_to_id(t) for t in CHATGLM_SPECIALS]
     if ids != list(range(size, size + len(CHATGLM_SPECIALS))):
-        raise ConfigError(f"{str(path)!r}: ChatGLM's special tokens did not land after the vocabulary ({ids})")
+        raise ConfigError(f"{str(path)!r}: ChatGLM's special tokens did not land after the vocabulary "
+                          f"({ids})")
     config = {"padding_side": "left", **config}
     spec = proto.trainer_spec
     return _wrap(tok, config, bos=proto.pieces[spec.bos_id].piece, eos=proto.pieces[spec.eos_id].piece,

@@ -20,5 +20,6 @@ from xtune.registry.entries import (
 )
 from xtune.registry.tables import Registry, Table, import_object
 
-__all__ = ["ENTRY_TYPES", "ChatTemplate", "CheckpointConversion", "DatasetMap", "DeepSpeedPreset", "Entry", "Model", "ModelAdapter",
-           "Objective", "Recipe", "Registry", "Table", "TuningMethod", "import_object"]
+__all__ = ["ENTRY_TYPES", "ChatTemplate", "CheckpointConversion", "DatasetMap", "DeepSpeedPreset", "Entry",
+           "Model", "ModelAdapter", "Objective", "Recipe", "Registry", "Table", "TuningMethod",
+           "import_object"]

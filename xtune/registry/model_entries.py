@@ -111,9 +111,10 @@ class CheckpointConversion(Entry):
     renames a part of a key (a regex), ``(source, (target, ...), "module:factory")`` turns one tensor into
     several (or one) through ``factory(native_config)``, a transformers ``ConversionOps`` whose
     ``reverse_op`` writes the original layout back (tensors the native model has no place for, such as a
-    stored rotary buffer, are copied from the original checkpoint). `tokenizer_classes` are the hub tokenizer classes of the family's
-    tokenizer_config.json; `tokenizer` the import path of ``fn(folder: Path, tokenizer_config: dict)``
-    that builds the equivalent fast tokenizer from its SentencePiece model.
+    stored rotary buffer, are copied from the original checkpoint). `tokenizer_classes` are the hub
+    tokenizer classes of the family's tokenizer_config.json; `tokenizer` the import path of
+    ``fn(folder: Path, tokenizer_config: dict)`` that builds the equivalent fast tokenizer from its
+    SentencePiece model.
     """
 
     kind: ClassVar[str] = "checkpoint conversion"
