@@ -37,9 +37,11 @@ def _proto(path: Path):
     return proto
 
 
-def _backend(proto, path: Path):
+def _backend(proto, path: Path, renamed: dict[int, str] | None = None):
     """A `tokenizers` BPE equal to the SentencePiece model: same ids, merges in score order, byte fallback,
-    the dummy prefix and whitespace handling of its normaliser."""
+    the dummy prefix and whitespace handling of its normaliser. `renamed` gives pieces another text (the
+    tokenizer_config's added tokens that reuse reserved pieces: InternLM2's `<|im_start|>` is the model's
+    `[UNUSED_TOKEN_146]`)."""
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers
     from transformers.tokenization_utils_base import generate_merges
 
@@ -49,11 +51,12 @@ def _backend(proto, path: Path):
     norm = proto.normalizer_spec
     if norm.name not in ("identity", ""):
         raise ConfigError(f"{str(path)!r} normalises text with {norm.name!r}, which is not converted")
-    vocab = {p.piece: i for i, p in enumerate(proto.pieces)}
-    scores = {p.piece: p.score for p in proto.pieces if p.type == NORMAL}
-    skip = {p.piece for p in proto.pieces if p.type != NORMAL}
+    pieces = [(renamed or {}).get(i, p.piece) for i, p in enumerate(proto.pieces)]
+    vocab = {piece: i for i, piece in enumerate(pieces)}
+    scores = {piece: p.score for piece, p in zip(pieces, proto.pieces, strict=True) if p.type == NORMAL}
+    skip = {piece for piece, p in zip(pieces, proto.pieces, strict=True) if p.type != NORMAL}
     merges = generate_merges(vocab, scores, skip_tokens=skip)
-    unk = proto.pieces[proto.trainer_spec.unk_id].piece
+    unk = pieces[proto.trainer_spec.unk_id]
     tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token=unk, fuse_unk=True,
                                byte_fallback=proto.trainer_spec.byte_fallback))
     steps = []
@@ -76,15 +79,28 @@ def _token_text(value) -> str | None:
     return value
 
 
-def _added_tokens(proto, config: dict, extra: tuple[str, ...] = ()):
-    """(AddedToken list): the model's control and user-defined pieces, the config's added tokens, and
-    `extra` strings, each matched whole in text."""
+def _renamed(proto, config: dict) -> dict[int, str]:
+    """Added tokens of the config whose id is a piece of the model with another text."""
+    out = {}
+    for key, spec in (config.get("added_tokens_decoder") or {}).items():
+        i = int(key)
+        if i < len(proto.pieces) and proto.pieces[i].piece != spec["content"]:
+            out[i] = spec["content"]
+    return out
+
+
+def _added_tokens(proto, config: dict, extra: tuple[str, ...] = (), *, controls: bool = True):
+    """(AddedToken list): the model's user-defined (and, with `controls`, control) pieces, the config's
+    added tokens, and `extra` strings, each matched whole in text."""
     from tokenizers import AddedToken
 
+    renamed = _renamed(proto, config)
+    kinds = (CONTROL, USER_DEFINED, UNKNOWN) if controls else (USER_DEFINED,)
     out: dict[str, AddedToken] = {}
-    for piece in proto.pieces:
-        if piece.type in (CONTROL, USER_DEFINED, UNKNOWN):
-            out[piece.piece] = AddedToken(piece.piece, special=piece.type != USER_DEFINED, normalized=False)
+    for i, piece in enumerate(proto.pieces):
+        if piece.type in kinds:
+            text = renamed.get(i, piece.piece)
+            out[text] = AddedToken(text, special=piece.type != USER_DEFINED, normalized=False)
     for spec in (config.get("added_tokens_decoder") or {}).values():
         content = spec["content"]
         out[content] = AddedToken(content, special=bool(spec.get("special", True)), normalized=False,
@@ -123,8 +139,9 @@ def sentencepiece(folder: Path, config: dict):
     are added as their tokenizer_config.json says (`add_bos_token`, `add_eos_token`)."""
     path = Path(folder) / "tokenizer.model"
     proto = _proto(path)
-    tok = _backend(proto, path)
+    tok = _backend(proto, path, _renamed(proto, config))
     tok.add_tokens(_added_tokens(proto, config))
+    _check_ids(tok, config, path)
     spec = proto.trainer_spec
 
     def piece(i, key):
@@ -143,7 +160,7 @@ def chatglm(folder: Path, config: dict):
     path = Path(folder) / "tokenizer.model"
     proto = _proto(path)
     tok = _backend(proto, path)
-    tok.add_tokens(_added_tokens(proto, {}))
+    tok.add_tokens(_added_tokens(proto, {}, controls=False))
     from tokenizers import AddedToken
 
     size = len(proto.pieces)
@@ -159,6 +176,17 @@ def chatglm(folder: Path, config: dict):
     return _wrap(tok, config, bos=proto.pieces[spec.bos_id].piece, eos=proto.pieces[spec.eos_id].piece,
                  unk=proto.pieces[spec.unk_id].piece, pad=proto.pieces[spec.unk_id].piece,
                  prefix=("[gMASK]", "sop"))
+
+
+def _check_ids(tok, config: dict, path: Path) -> None:
+    """Every added token of the config has the id the config gives it."""
+    wrong = [(spec["content"], int(key), tok.token_to_id(spec["content"]))
+             for key, spec in (config.get("added_tokens_decoder") or {}).items()
+             if tok.token_to_id(spec["content"]) != int(key)]
+    if wrong:
+        text, want, got = wrong[0]
+        raise ConfigError(f"{str(path.parent)!r}: tokenizer_config.json gives {text!r} the id {want}, the "
+                          f"SentencePiece model leads to {got}")
 
 
 def tokenizer_config(folder: Path) -> dict:
