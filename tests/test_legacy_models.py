@@ -119,7 +119,7 @@ def _zero_adapter(model, out: Path) -> Path:
     return out
 
 
-@pytest.mark.parametrize("name", ["internlm2", "chatglm3", "baichuan2_7b", "internlm"])
+@pytest.mark.parametrize("name", sorted(CONVERTED))
 def test_merge_format_original_round_trips_bit_exact(name, tmp_path):
     """`convert merge --format original` of a zero update writes the original checkpoint back bit for bit
     (every stored tensor, dtype included); read again by xtune it is the same native model."""
@@ -167,3 +167,23 @@ def test_merge_format_original_refuses_a_native_base(tmp_path, capsys):
                  "original"]) == 2
     assert "already in a native transformers layout" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_conversion_that_leaves_weights_unset_is_refused():
+    """A rule set that does not fit the checkpoint (here: InternLM2 without its wqkv split) must not train
+    randomly initialised q/k/v projections: it is one error naming what is missing."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from xtune.default_plugins.conversions import INTERNLM2
+    from xtune.errors import ConfigError
+    from xtune.models.legacy import LegacyCheckpoint, load_native, read_raw_config
+    from xtune.registry import CheckpointConversion
+
+    folder = fixture("internlm2")
+    broken = CheckpointConversion(name="broken", model_type="internlm2", target="llama",
+                                  config="xtune.models.legacy_configs:internlm2_llama",
+                                  weights=tuple(r for r in INTERNLM2 if "wqkv" not in r[0]))
+    legacy = LegacyCheckpoint(str(folder), read_raw_config(str(folder)), broken)
+    with pytest.raises(ConfigError, match=r"left \d+ weights .* without a value \(model.layers.0.self_attn"):
+        load_native(legacy, AutoModelForCausalLM, dtype=torch.float32)

@@ -25,6 +25,8 @@ from typing import Any
 from xtune.errors import ConfigError
 
 log = logging.getLogger("xtune")
+# Heads a task model adds on top of the checkpoint (a reward model's score), new by design.
+NEW_HEADS = ("score.",)
 
 
 def read_raw_config(path: str) -> dict | None:
@@ -171,9 +173,14 @@ def load_native(legacy: LegacyCheckpoint, auto_class, **kwargs):
     notice.addFilter(quiet)  # "a model of type internlm2 to instantiate a model of type llama" is the point
     try:
         with _scoped_mapping(cls.__name__, legacy.transforms(config)):
-            model = cls.from_pretrained(legacy.path, config=config, **kwargs)
+            model, info = cls.from_pretrained(legacy.path, config=config, output_loading_info=True, **kwargs)
     finally:
         notice.removeFilter(quiet)
+    missing = [k for k in info.get("missing_keys", ()) if not k.startswith(NEW_HEADS)]
+    if missing:  # a rule that does not fit this checkpoint: refuse rather than train random weights
+        raise ConfigError(f"{legacy.path!r}: the conversion {legacy.entry.name!r} left {len(missing)} weights of "
+                          f"{cls.__name__} without a value ({', '.join(sorted(missing)[:3])}, ...)",
+                          hint="the checkpoint's layout differs from the one this conversion knows")
     model._weight_conversions = None
     model.xtune_legacy = legacy  # not saved: lets chat pick the family's template
     log.info("loaded %s (%s) natively as %s", legacy.path, legacy.source_type, cls.__name__)
