@@ -178,8 +178,9 @@ def load_native(legacy: LegacyCheckpoint, auto_class, **kwargs):
         notice.removeFilter(quiet)
     missing = [k for k in info.get("missing_keys", ()) if not k.startswith(NEW_HEADS)]
     if missing:  # a rule that does not fit this checkpoint: refuse rather than train random weights
-        raise ConfigError(f"{legacy.path!r}: the conversion {legacy.entry.name!r} left {len(missing)} weights of "
-                          f"{cls.__name__} without a value ({', '.join(sorted(missing)[:3])}, ...)",
+        name = legacy.entry.name
+        raise ConfigError(f"{legacy.path!r}: the conversion {name!r} left {len(missing)} weights "
+                          f"of {cls.__name__} without a value ({', '.join(sorted(missing)[:3])}, ...)",
                           hint="the checkpoint's layout differs from the one this conversion knows")
     model._weight_conversions = None
     model.xtune_legacy = legacy  # not saved: lets chat pick the family's template
