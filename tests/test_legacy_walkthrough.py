@@ -58,6 +58,7 @@ def test_xtuner_tutorial_commands_on_a_tiny_internlm(tmp_path, capsys):
     assert config["base_model_name_or_path"] == str(model)  # the original folder, in its own layout
     targets = {name.rsplit(".", 1)[-1] for name in config["target_modules"]}
     assert {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj"} <= targets  # the native twin's names
+    assert "internlm hub layout, trained natively as LlamaForCausalLM" in (adapter / "README.md").read_text()
     merged = tmp_path / "merged"
     assert main(["convert", "merge", str(model), str(adapter), str(merged)]) == 0
     assert json.loads((merged / "config.json").read_text())["model_type"] == "llama"

@@ -110,9 +110,10 @@ def write_hparams(writer, config, arch: GGUFArch) -> None:
 
 def convert_tensor(gguf_name: str, data: np.ndarray, config, arch: GGUFArch) -> np.ndarray:
     """An HF tensor (float32) in the layout llama.cpp's graph for `arch` expects."""
-    if arch.permute_qk and gguf_name.endswith(("attn_q.weight", "attn_k.weight")):
+    if arch.permute_qk and gguf_name.endswith(("attn_q.weight", "attn_k.weight", "attn_q.bias",
+                                                "attn_k.bias")):
         heads = int(config.num_attention_heads)
-        if gguf_name.endswith("attn_k.weight"):
+        if ".attn_k." in gguf_name:
             heads = int(getattr(config, "num_key_value_heads", None) or heads)
         return _interleave_rotary_halves(data, heads)
     if arch.norm_offset and gguf_name.endswith("norm.weight"):

@@ -40,12 +40,22 @@ class GGUFCheck:
                 f"{template}")
 
 
+def render(tokenizer, conversation) -> str | None:
+    """A conversation rendered with the tokenizer's chat template; None where the template refuses it (Gemma's
+    has no system role)."""
+    from jinja2.exceptions import TemplateError
+
+    try:
+        return tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
+    except TemplateError:
+        return None
+
+
 def prompt_texts(tokenizer) -> list[str]:
     """The plain prompts, plus the conversations rendered with the tokenizer's chat template."""
     texts = list(PROMPTS)
     if getattr(tokenizer, "chat_template", None):
-        texts += [tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True)
-                  for c in CONVERSATIONS]
+        texts += [t for t in (render(tokenizer, c) for c in CONVERSATIONS) if t is not None]
     return texts
 
 
@@ -72,10 +82,7 @@ def compare(source_model, source_tokenizer, gguf_path: str | Path) -> GGUFCheck:
         agree, positions, last = agree + int(equal.sum()), positions + len(ids), last + int(equal[-1])
     same_template = None
     if getattr(source_tokenizer, "chat_template", None):
-        same_template = all(
-            loaded_tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True)
-            == source_tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True)
-            for c in CONVERSATIONS)
+        same_template = all(render(loaded_tokenizer, c) == render(source_tokenizer, c) for c in CONVERSATIONS)
     return GGUFCheck(worst, agree / max(positions, 1), positions, last / len(texts), same_ids, same_template)
 
 

@@ -80,7 +80,15 @@ def render_card(info: dict[str, Any], *, title: str, merged_from: str | None = N
     header = (
         ["---", f"library_name: {'peft' if adapter else 'transformers'}", f"base_model: {base}", "tags:"]
               + [f"- {t}" for t in tags] + ["---", ""])
-    if adapter:
+    if adapter and info.get("base_layout"):
+        use = (
+            f"The base is a {info['base_layout']} (docs/legacy_models.md): plain transformers 5 cannot load "
+            f"`{base}` without its hub code, xtune converts it at load. Chat with "
+            f"`{chat.replace('PATH', base)} --adapter PATH`, or merge into a standalone model that plain "
+            f"transformers, vLLM and GGUF read: `xtune convert merge {base} PATH OUT` "
+            f"(`--format original` for the family's own layout)."
+        )
+    elif adapter:
         use = (
             f"```python\nfrom peft import PeftModel\nfrom transformers import {auto}, {loader}\n\n"
             f'model = PeftModel.from_pretrained({auto}.from_pretrained("{base}"), "PATH")\n'

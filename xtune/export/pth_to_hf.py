@@ -36,6 +36,12 @@ def save_hf(llm, tokenizer, out: str | Path, *, info: dict, uses_peft: bool, for
             image_prompt: str = "") -> Path:
     """Write the adapter (peft) or the full model, the tokenizer (a vision-language model's processor)
     with the chat template, the card."""
+    from xtune.models.legacy import source_model_type
+
+    legacy = source_model_type(llm)
+    if legacy:  # a hub-code base trained as its native twin: the card says how to load it
+        info = dict(info, base_layout=f"{legacy} hub layout, trained natively as "
+                                      f"{type(getattr(llm, 'get_base_model', lambda: llm)()).__name__}")
     with atomic_output_dir(out, force=force, inputs=inputs) as tmp:
         if uses_peft:
             llm.save_pretrained(str(tmp), safe_serialization=True)
