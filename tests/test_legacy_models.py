@@ -187,3 +187,52 @@ def test_a_conversion_that_leaves_weights_unset_is_refused():
     legacy = LegacyCheckpoint(str(folder), read_raw_config(str(folder)), broken)
     with pytest.raises(ConfigError, match=r"left \d+ weights .* without a value \(model.layers.0.self_attn"):
         load_native(legacy, AutoModelForCausalLM, dtype=torch.float32)
+
+
+@pytest.mark.integration
+def test_zero3_loads_a_converted_checkpoint_partitioned(tmp_path):
+    """Under DeepSpeed ZeRO-3 the checkpoint is converted while zero.Init partitions it: the first loss is the
+    plain run's (one process), the second one too after DeepSpeed's optimizer step."""
+    import os
+
+    pytest.importorskip("deepspeed")
+    import torch.distributed as dist
+
+    from xtune.cli.main import main
+
+    records = [{"instruction": f"say {w}", "input": "", "output": f"{w} {w}"} for w in
+               ("one", "two", "three", "four", "five", "six")]
+    data = tmp_path / "alpaca.json"
+    data.write_text(json.dumps(records), encoding="utf-8")
+    options = [f"pretrained_model_name_or_path={fixture('internlm2')}", f"data_path={data}", "max_length=64",
+               "max_steps=2", "accumulative_counts=1", "evaluation_inputs=[]", "save_steps=2",
+               "export_hf=False"]
+    recipe = "internlm2_chat_7b_lora_alpaca_e3"
+
+    def losses(work_dir: Path) -> list[float]:
+        return [h["loss"] for h in json.loads((work_dir / "loss_history.json").read_text())["train"]]
+
+    assert main(["train", recipe, "--work-dir", str(tmp_path / "plain"), "--cfg-options", *options]) == 0
+    try:
+        assert main(["train", recipe, "--work-dir", str(tmp_path / "z3"), "--deepspeed", "zero3",
+                     "--cfg-options", *options]) == 0
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+        for var in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+            os.environ.pop(var, None)
+    zero3, plain = losses(tmp_path / "z3"), losses(tmp_path / "plain")
+    assert zero3[0] == pytest.approx(plain[0], rel=1e-6)  # the same weights were loaded
+    assert zero3[1] == pytest.approx(plain[1], rel=1e-3)  # after one update by DeepSpeed's optimizer
+
+
+def test_chatglm_v1_and_visualglm_are_refused_with_the_reason():
+    from xtune.errors import ConfigError
+    from xtune.models.legacy import find_legacy
+
+    chatglm_6b = {"model_type": "chatglm", "architectures": ["ChatGLMModel"], "position_encoding_2d": True,
+                  "inner_hidden_size": 16384, "vocab_size": 130528}
+    with pytest.raises(ConfigError, match="GLM-130B's 2D rotary positions"):
+        find_legacy("THUDM/chatglm-6b", chatglm_6b)
+    chatglm3 = json.loads((fixture("chatglm3") / "config.json").read_text())
+    assert find_legacy("chatglm3", chatglm3).entry.target == "glm"
