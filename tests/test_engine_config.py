@@ -242,6 +242,7 @@ def test_model_sources(tmp_path):
 
     if torch.cuda.is_available():
         return
-    assert resolve_attn_implementation("auto") == "sdpa"
+    assert resolve_attn_implementation("auto") is None  # transformers' default: sdpa, or eager (Gemma-2)
+    assert resolve_attn_implementation("sdpa") == "sdpa"
     with pytest.raises(ConfigError, match="flash-attn"):
         resolve_attn_implementation("flash_attention_2")

@@ -109,6 +109,26 @@ def test_llama3_rope_factors_equal_transformers_scaled_frequencies():
     assert extra_tensors(LlamaConfig()) == {}
 
 
+def test_llama_q_k_biases_are_permuted_with_their_weights():
+    """A Llama with q/k biases (InternLM v1 loaded natively): llama.cpp adds the bias after the projection,
+    so its rows must move as the weight's rows do (llama.cpp's converter permutes q_proj.bias too)."""
+    import numpy as np
+    from transformers import LlamaConfig
+
+    from xtune.export.gguf_arch import ARCHITECTURES, convert_tensor
+
+    config = LlamaConfig(hidden_size=32, num_attention_heads=4, num_key_value_heads=2)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(32).astype(np.float32)
+    for name, rows in (("attn_q", 32), ("attn_k", 16)):
+        weight = rng.standard_normal((rows, 32)).astype(np.float32)
+        bias = rng.standard_normal(rows).astype(np.float32)
+        weight_out, bias_out, output = (
+            convert_tensor(f"blk.0.{name}.{kind}", data, config, ARCHITECTURES["llama"])
+            for kind, data in (("weight", weight), ("bias", bias), ("weight", (weight @ x + bias)[:, None])))
+        assert np.allclose(weight_out @ x + bias_out, output[:, 0], atol=1e-5)
+
+
 def test_storage_types_keep_vectors_f32_and_fall_back_where_rows_do_not_fill_blocks():
     from gguf import GGMLQuantizationType as Q
 

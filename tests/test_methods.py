@@ -154,3 +154,17 @@ def test_qlora_gradients_survive_an_eval_forward(tiny_dirs):
     second = grads()
     for name, g in first.items():
         torch.testing.assert_close(second[name], g, rtol=0, atol=0, msg=name)
+
+
+def test_lora_dropout_on_fused_experts_is_a_config_error():
+    """Mixtral's experts are fused 3-D tensors in transformers 5; peft adapts them without dropout, so a
+    recipe with lora_dropout > 0 gets one error in its own terms (the generated MoE recipes set 0)."""
+    from transformers import MixtralConfig, MixtralForCausalLM
+
+    config = MixtralConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                           num_attention_heads=2, num_key_value_heads=1, num_local_experts=2,
+                           num_experts_per_tok=1)
+    with pytest.raises(ConfigError, match="cannot use dropout"):
+        apply_method(MixtralForCausalLM(config), {"type": "lora", "lora_dropout": 0.1}, get_registry())
+    model = apply_method(MixtralForCausalLM(config), {"type": "lora", "lora_dropout": 0.0}, get_registry())
+    assert any("experts" in name for name, p in model.named_parameters() if p.requires_grad)

@@ -66,7 +66,7 @@ method_cfg = dict(
     type=method,
     r=64,
     lora_alpha=16,
-    lora_dropout=0.1,
+    lora_dropout=0.0,  # experts (fused 3-D tensors) take LoRA without dropout
     target_modules='auto',  # the model adapter's choice ('all-linear' by default)
 )
 

@@ -62,6 +62,7 @@ ARCHITECTURES: dict[str, dict] = {
     "meta-llama/Llama-3.1-8B-Instruct": _LLAMA3_8B,
     "meta-llama/Llama-3.1-70B-Instruct": _LLAMA3_70B,
     "meta-llama/Llama-3.2-1B-Instruct": _arch(2048, 16, 32, 8, 8192, 128256, tied=True, head_dim=64),
+    "meta-llama/Llama-3.3-70B-Instruct": _LLAMA3_70B,
     "meta-llama/Llama-3.2-3B-Instruct": _arch(3072, 28, 24, 8, 8192, 128256, tied=True, head_dim=128),
     "Qwen/Qwen1.5-0.5B-Chat": _arch(1024, 24, 16, 16, 2816, 151936),
     "Qwen/Qwen1.5-1.8B-Chat": _arch(2048, 24, 16, 16, 5504, 151936),

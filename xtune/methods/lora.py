@@ -1,6 +1,10 @@
 """LoRA, QLoRA and DoRA through peft. QLoRA is LoRA on a base that `xtune.models` loaded in 4-bit NF4
 with double quantisation; here it also gets peft's k-bit preparation (fp32 norms and head, input grads).
-DoRA is LoRA with `use_dora=True`."""
+DoRA is LoRA with `use_dora=True`.
+
+On mixtures of experts whose experts transformers 5 fuses into 3-D tensors (Mixtral, DeepSeek-V2/V3),
+peft reaches the experts and the router through `target_parameters` (its ParamWrapper), which has no
+dropout: a recipe with `lora_dropout` > 0 is refused here in the recipe's terms, not with peft's words."""
 
 from __future__ import annotations
 
@@ -28,4 +32,14 @@ def apply_lora(model, settings: dict, adapter=None):
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=uses_checkpointing(model),
             gradient_checkpointing_kwargs={"use_reentrant": False})
-    return wrap(model, config)
+    try:
+        return wrap(model, config)
+    except ValueError as exc:
+        if "does not work with lora_dropout" not in str(exc):
+            raise
+        from xtune.errors import ConfigError
+
+        raise ConfigError(
+            f"method_cfg.lora_dropout={settings.get('lora_dropout')}: LoRA on the fused experts of this "
+            f"mixture of experts ({type(model).__name__}) cannot use dropout (peft's ParamWrapper)",
+            hint="--cfg-options method_cfg.lora_dropout=0") from None

@@ -27,14 +27,15 @@ def flash_attn_available() -> bool:
     return torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None
 
 
-def resolve_attn_implementation(requested: str | None, adapter=None) -> str:
+def resolve_attn_implementation(requested: str | None, adapter=None) -> str | None:
     """'auto' -> flash_attention_2 on CUDA when flash-attn imports and the family supports it (packed rows
-    then run as varlen attention over their position_ids), else sdpa."""
+    then run as varlen attention over their position_ids), else None: transformers' own default, sdpa
+    where the architecture has it and eager where it does not (Gemma-2's soft-capped attention)."""
     if requested in (None, "auto"):
         if flash_attn_available() and (adapter is None
                                        or (adapter.supports_flash_attn and adapter.supports_varlen)):
             return "flash_attention_2"
-        return "sdpa"
+        return None
     if requested == "flash_attention_2" and not flash_attn_available():
         raise ConfigError(
             "model.attn_implementation='flash_attention_2' needs CUDA and the flash-attn package",
@@ -105,9 +106,11 @@ def load_model(model_cfg: dict, *, adapter=None, load_in_bits: int | None = None
                                 compute_dtype=precision)
     kwargs = dict(
         dtype=weights_dtype(cfg.pop("torch_dtype", "auto"), precision),
-        attn_implementation=resolve_attn_implementation(cfg.pop("attn_implementation", "auto"), adapter),
         trust_remote_code=bool(cfg.pop("trust_remote_code", False)),
     )
+    attention = resolve_attn_implementation(cfg.pop("attn_implementation", "auto"), adapter)
+    if attention is not None:
+        kwargs["attn_implementation"] = attention
     kwargs.update({k: v for k, v in cfg.items() if v is not None})
     if src.gguf_file:
         kwargs["gguf_file"] = src.gguf_file
