@@ -36,6 +36,13 @@ os.environ.pop("XTUNE_LOAD_PLUGINS", None)  # tests choose plugins explicitly
 REPO = Path(__file__).resolve().parent.parent
 
 
+def pytest_itemcollected(item):
+    """Tiers: a slow or gpu test is an integration test too. `-m "not integration"` replaces the default
+    `-m 'not slow and not gpu'` of pyproject.toml, and must still leave them out (tests/test_tiers.py)."""
+    if item.get_closest_marker("slow") or item.get_closest_marker("gpu"):
+        item.add_marker(pytest.mark.integration)
+
+
 def shared_dir() -> Path:
     """The shared/ folder (XTUNE_SHARED_DIR, default ../shared beside the checkout)."""
     return Path(os.environ.get("XTUNE_SHARED_DIR", REPO.parent / "shared")).resolve()

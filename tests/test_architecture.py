@@ -12,7 +12,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "xtune"
 # From the bottom. A module may import its own package and anything in a lower layer, nothing else.
 LAYERS = [{"__init__", "errors"}, {"fileio", "compat"}, {"hardware"}, {"registry", "hookspecs"},
           {"recipe_files"}, {"default_plugins", "plugins"}, {"recipe", "schedule"}, {"templates", "methods"},
-          {"data", "models", "checkpoint", "estimate"}, {"objectives"}, {"engine", "export", "chat"}, {"cli"},
+          {"data", "models", "checkpoint", "estimate"}, {"objectives"}, {"plan"},
+          {"engine", "export", "chat"}, {"cli"},
           {"__main__"}]
 LAYER = {part: i for i, parts in enumerate(LAYERS) for part in parts}
 
@@ -115,3 +116,18 @@ def test_no_comment_points_outside_the_repository():
             if "ENVIRONMENT.md" in line or "../shared" in line or "DESIGN.md" in line:
                 outside.append(f"{path.relative_to(PACKAGE.parent)}:{number}: {line.strip()}")
     assert not outside, "\n".join(outside)
+
+
+def test_only_the_cli_asks_the_plugin_system_for_the_registry():
+    """Library functions take the registry they work with (`registry=`); a hidden `get_registry()` would
+    let a test's or a caller's own registry be silently replaced by the process-wide one."""
+    allowed = {PACKAGE / "plugins.py"} | set((PACKAGE / "cli").rglob("*.py"))
+    hidden = []
+    for path in sorted(set(PACKAGE.rglob("*.py")) - allowed):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            func = node.func if isinstance(node, ast.Call) else None
+            name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) \
+                else None
+            if name in ("get_registry", "get_plugin_system"):
+                hidden.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}: {name}()")
+    assert not hidden, "pass the registry down from the CLI instead:\n" + "\n".join(hidden)

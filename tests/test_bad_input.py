@@ -149,6 +149,7 @@ def test_a_failure_before_training_leaves_no_work_dir(assets, tmp_path, capsys):
 # ----------------------------------------------------------------------------- a real run's work dir
 
 
+@pytest.mark.integration
 def test_checkpoints_know_their_recipe_and_no_empty_config_dump(trained):
     import torch
 
@@ -159,6 +160,7 @@ def test_checkpoints_know_their_recipe_and_no_empty_config_dump(trained):
     assert [p.name for p in trained.glob("*.py")] == [f"{RECIPE}.py"]  # no empty <timestamp>.py
 
 
+@pytest.mark.integration
 def test_pth_to_hf_refuses_settings_that_contradict_the_checkpoint(trained, tmp_path, capsys):
     out = tmp_path / "adapter"
     assert main(["convert", "pth_to_hf", RECIPE, str(trained / "iter_2.pth"), str(out), "--cfg-options",
@@ -170,6 +172,7 @@ def test_pth_to_hf_refuses_settings_that_contradict_the_checkpoint(trained, tmp_
     assert json.loads((out / "adapter_config.json").read_text())["lora_alpha"] == 16
 
 
+@pytest.mark.integration
 def test_an_output_that_would_destroy_an_input_is_refused_even_with_force(trained, tmp_path, capsys):
     before = sorted(p.name for p in trained.iterdir())
     assert main(["convert", "pth_to_hf", RECIPE, str(trained / "iter_2.pth"), str(trained), "--force"]) == 2
@@ -183,6 +186,7 @@ def test_an_output_that_would_destroy_an_input_is_refused_even_with_force(traine
     assert (adapter / "adapter_model.safetensors").is_file()
 
 
+@pytest.mark.integration
 def test_outputs_in_a_read_only_folder_in_a_file_or_the_current_folder(trained, tmp_path, capsys,
                                                                         monkeypatch):
     ckpt = str(trained / "iter_2.pth")
@@ -205,11 +209,13 @@ def test_outputs_in_a_read_only_folder_in_a_file_or_the_current_folder(trained, 
         readonly.chmod(0o700)
 
 
+@pytest.mark.integration
 def test_a_second_run_into_the_same_work_dir_needs_resume_or_overwrite(assets, trained, capsys):
     assert main(["train", RECIPE, "--work-dir", str(trained), "--cfg-options", *opts(*assets)]) == 2
     assert "holds another run" in error(capsys) and (trained / "iter_2.pth").is_file()
 
 
+@pytest.mark.integration
 def test_overwrite_clears_the_previous_run(assets, tmp_path, capsys):
     wd = tmp_path / "wd"
     assert main(["train", RECIPE, "--work-dir", str(wd), "--cfg-options", *opts(*assets, max_steps=4)]) == 0
@@ -225,6 +231,7 @@ def test_overwrite_clears_the_previous_run(assets, tmp_path, capsys):
     assert len(list(wd.glob("20*"))) == 1  # the earlier run's log folder went too
 
 
+@pytest.mark.integration
 def test_a_live_run_holds_the_work_dir(assets, trained, tmp_path, capsys):
     wd = tmp_path / "busy"
     wd.mkdir()
@@ -244,6 +251,7 @@ def test_a_live_run_holds_the_work_dir(assets, trained, tmp_path, capsys):
         holder.wait()
 
 
+@pytest.mark.integration
 def test_a_stale_lock_is_taken_over_with_a_warning(tmp_path, caplog):
     from xtune.engine.workdir import LOCK, locked
 
@@ -255,6 +263,7 @@ def test_a_stale_lock_is_taken_over_with_a_warning(tmp_path, caplog):
     assert f"taking over the lock of pid {dead.pid}" in caplog.text
 
 
+@pytest.mark.integration
 def test_resume_from_a_truncated_or_foreign_checkpoint(assets, trained, tmp_path, capsys):
     truncated = tmp_path / "iter_2.pth"
     truncated.write_bytes((trained / "iter_2.pth").read_bytes()[:2000])

@@ -21,6 +21,8 @@ import bench_data  # noqa: E402
 import bench_report  # noqa: E402
 import bench_train  # noqa: E402
 
+from xtune.plugins import get_registry
+
 
 def test_replace_section_appends_then_rewrites_only_its_block():
     text = "# Benchmarks\n\nHand-written notes.\n"
@@ -145,7 +147,7 @@ def test_trl_arm_gets_the_same_token_ids_as_xtune(tmp_path):
     records = bench_train.prompt_completion_records(spec, tokenizer)
     cfg = dict(dataset_map="alpaca", data_path=str(data), prompt_template="llama2_chat", max_length=256,
                pack_to_max_length=False)
-    rows = build_train_dataset(cfg, tokenizer, progress=False, use_cache=False)
+    rows = build_train_dataset(cfg, tokenizer, progress=False, use_cache=False, registry=get_registry())
     for record, row in zip(records, rows, strict=True):
         assert not record["prompt"].startswith(tokenizer.bos_token)  # the tokenizer adds BOS itself
         ids = tokenizer(record["prompt"] + record["completion"])["input_ids"]
@@ -209,6 +211,7 @@ def test_cli_subcommand_writes_json_and_its_doc_section(tmp_path):
     assert "kept text" in text and "<!-- bench:cli:begin -->" in text and "xtune list-cfg" in text
 
 
+@pytest.mark.integration
 def test_time_command_reports_a_failing_command():
     with pytest.raises(RuntimeError, match="exited 3"):
         bench.time_command([sys.executable, "-c", "import sys; sys.exit(3)"], runs=1)

@@ -13,6 +13,9 @@ from test_export_helpers import shared_gguf, tiny_model_dir, trained_lora_model
 
 from xtune.chat.stops import StopFilter, cut_at_stop
 from xtune.cli.main import main
+from xtune.plugins import get_registry
+
+REGISTRY = get_registry()  # the built-in registry, passed to every call as the CLI passes its own
 
 
 # ---------------------------------------------------------------------------------------- stop words
@@ -52,9 +55,9 @@ def _session(base_dir, **kwargs):
     from xtune.chat.session import ChatSession, GenerationSettings
     from xtune.models.build import load_for_inference
 
-    model, tokenizer = load_for_inference(str(base_dir))
+    model, tokenizer = load_for_inference(str(base_dir), registry=REGISTRY)
     settings = GenerationSettings(max_new_tokens=kwargs.pop("max_new_tokens", 6), temperature=0)
-    return ChatSession(model, tokenizer, settings=settings, **kwargs)
+    return ChatSession(model, tokenizer, registry=REGISTRY, settings=settings, **kwargs)
 
 
 def _always_say(session, token: int) -> str:
@@ -91,11 +94,12 @@ def test_prompt_template_option_and_family_default(base_dir):
     tok = session.tokenizer
     assert session.render(session.messages("Hi")) == render_text("chatml", session.messages("Hi"), True,
                                                                  bos_token=tok.bos_token,
-                                                                 eos_token=tok.eos_token)
+                                                                 eos_token=tok.eos_token, registry=REGISTRY)
     session.tokenizer.chat_template = None
     from xtune.chat.session import ChatSession
 
-    by_name = ChatSession(session.model, session.tokenizer, model_name="HuggingFaceTB/SmolLM2-135M-Instruct")
+    by_name = ChatSession(session.model, session.tokenizer, registry=REGISTRY,
+                          model_name="HuggingFaceTB/SmolLM2-135M-Instruct")
     assert by_name.template == "smollm2_chat"
 
 
@@ -138,24 +142,28 @@ def test_interactive_loop_keeps_history_resets_and_exits(base_dir, capsys):
 
 
 # ---------------------------------------------------------------------------------------- CLI
+@pytest.mark.integration
 def test_chat_prompt_answers_once_and_exits_0(base_dir, capsys):
     assert main(["chat", str(base_dir), "--prompt", "Hello", "--max-new-tokens", "5", "--seed", "0"]) == 0
     out = capsys.readouterr().out
     assert out.endswith("\n") and out.strip()
 
 
+@pytest.mark.integration
 def test_chat_reads_a_piped_message(base_dir, monkeypatch, capsys):
     monkeypatch.setattr("sys.stdin", io.StringIO("Hello from a pipe\n"))
     assert main(["chat", str(base_dir), "--max-new-tokens", "4", "--temperature", "0", "--no-stream"]) == 0
     assert capsys.readouterr().out.strip()
 
 
+@pytest.mark.integration
 def test_chat_4bit_with_adapter_answers(base_dir, adapter_dir, capsys):
     assert main(["chat", str(base_dir), "--adapter", str(adapter_dir), "--bits", "4", "--prompt", "Hello",
                  "--max-new-tokens", "4", "--temperature", "0"]) == 0
     assert capsys.readouterr().out.strip()
 
 
+@pytest.mark.integration
 def test_chat_a_gguf_file(capsys):
     assert main(["chat", str(shared_gguf()), "--prompt", "Hello", "--max-new-tokens", "3", "--temperature",
                  "0",

@@ -23,6 +23,7 @@ def xtune(*args, env=None, **kw):
                           env=full_env, **kw)
 
 
+@pytest.mark.integration
 def test_help_lists_every_command():
     from xtune.cli.main import COMMANDS, build_parser
 
@@ -35,11 +36,13 @@ def test_help_lists_every_command():
     assert len(COMMANDS) >= 4
 
 
+@pytest.mark.integration
 def test_version():
     result = xtune("--version")
     assert result.returncode == 0 and result.stdout.strip() == f"xtune {__version__}"
 
 
+@pytest.mark.integration
 def test_list_cfg_json_fields_and_pattern():
     result = xtune("list-cfg", "--json")
     assert result.returncode == 0, result.stderr
@@ -51,6 +54,7 @@ def test_list_cfg_json_fields_and_pattern():
     assert len(qlora) < len(recipes)
 
 
+@pytest.mark.integration
 def test_list_cfg_table_and_glob():
     result = xtune("list-cfg", "-p", "llama2_7b_*_alpaca_e3")
     assert result.returncode == 0
@@ -60,6 +64,7 @@ def test_list_cfg_table_and_glob():
     assert "recipes" in result.stderr
 
 
+@pytest.mark.integration
 def test_list_cfg_imports_nothing_heavy():
     code = (
         "import sys, io, contextlib\n"
@@ -74,6 +79,7 @@ def test_list_cfg_imports_nothing_heavy():
 
 
 @pytest.mark.parametrize("command", [["train", "no_such_recipe"], ["copy-cfg", "no_such_recipe", "/tmp"]])
+@pytest.mark.integration
 def test_unknown_recipe_is_one_error_line_exit_2(command):
     result = xtune(*command)
     assert result.returncode == 2
@@ -82,18 +88,21 @@ def test_unknown_recipe_is_one_error_line_exit_2(command):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.integration
 def test_unknown_recipe_suggests_close_names():
     result = xtune("train", "llama2_7b_lora_alpaka_e3")
     assert result.returncode == 2
     assert "did you mean: llama2_7b_lora_alpaca_e3" in result.stderr
 
 
+@pytest.mark.integration
 def test_debug_shows_the_traceback():
     result = xtune("train", "no_such_recipe", "--debug")
     assert result.returncode == 2
     assert "Traceback" in result.stderr and "Error: unknown recipe" in result.stderr
 
 
+@pytest.mark.integration
 def test_bad_command_line_is_an_error_line():
     result = xtune("list-cfg", "--no-such-flag")
     assert result.returncode == 2
@@ -102,6 +111,7 @@ def test_bad_command_line_is_an_error_line():
     assert result.returncode == 2 and result.stderr.startswith("Error: ")
 
 
+@pytest.mark.integration
 def test_copy_cfg_writes_an_editable_copy(tmp_path):
     result = xtune("copy-cfg", "internlm2_chat_7b_qlora_oasst1_e3", str(tmp_path / "cfgs"))
     assert result.returncode == 0, result.stderr
@@ -120,11 +130,13 @@ def test_copy_cfg_writes_an_editable_copy(tmp_path):
     assert (meta.method, meta.dataset, meta.family) == ("qlora", "oasst1", "internlm2")
 
 
+@pytest.mark.integration
 def test_missing_recipe_file_path():
     result = xtune("train", "./nowhere/my_recipe.py")
     assert result.returncode == 2 and "does not exist" in result.stderr
 
 
+@pytest.mark.integration
 def test_plugins_json_lists_builtins():
     result = xtune("plugins", "--json")
     assert result.returncode == 0
@@ -135,6 +147,7 @@ def test_plugins_json_lists_builtins():
     assert all(p["error"] is None for p in infos.values())
 
 
+@pytest.mark.integration
 def test_reference_plugin_recipes_have_its_provenance():
     """plugins/xtune-tinyllama, installed in CI (XTUNE_REQUIRE_REFERENCE_PLUGIN=1 there turns a skip into a
     failure)."""
@@ -177,6 +190,7 @@ def test_reference_plugin_recipes_name_registered_entries():
         assert cfg.method in registry.tuning_methods
 
 
+@pytest.mark.integration
 def test_reference_plugin_template_renders_through_the_core():
     pytest.importorskip("xtune_tinyllama")
     result = xtune("template", "render", "tinyllama_chat", "--messages", "-",

@@ -20,6 +20,7 @@ def _jsonl(path, lines):
     return path
 
 
+@pytest.mark.integration
 def test_broken_second_line_exits_2_naming_line_2(tmp_path):
     data = _jsonl(tmp_path / "d.jsonl",
                   ['{"instruction": "a", "output": "b"}', '{"instruction": "c", "output": ',

@@ -12,6 +12,9 @@ from xtune.data.inspect import dataset_stats, render_sample
 from xtune.data.pipeline import build_report, build_train_dataset, load_conversations
 from xtune.data.tokenize import IGNORE_INDEX
 from xtune.errors import ConfigError, DataError
+from xtune.plugins import get_registry
+
+REGISTRY = get_registry()  # the built-in registry, passed to every call as the CLI passes its own
 
 # Every SFT / pretraining file in shared/data, with the map (and columns) that reads it.
 # Left out, because they are not SFT records: preference_dpo/* and medical/medicalgpt_reward_test.jsonl
@@ -61,10 +64,10 @@ def test_every_shared_data_file_maps_and_tokenizes(rel, llama2_tokenizer, tmp_pa
     cfg = _cfg(tmp_path, dataset_map=fmt, data_path=str(path), columns=columns, prompt_template="llama2_chat",
                max_length=4096, **(extra[0] if extra else {}))
     if "gsm_8k" in rel:  # tokenizing 7473 records is the fill-ratio test's job; here: every record maps
-        conversations, _, _ = load_conversations(cfg)
+        conversations, _, _ = load_conversations(cfg, registry=REGISTRY)
         assert len(conversations) == 7473
         return
-    dataset = build_train_dataset(cfg, llama2_tokenizer, progress=False, use_cache=False)
+    dataset = build_train_dataset(cfg, llama2_tokenizer, progress=False, use_cache=False, registry=REGISTRY)
     report = build_report(dataset)
     assert report["records"] > 0 and len(dataset) == report["records"] - report["dropped"]
     row = dataset[0]
@@ -78,10 +81,11 @@ def test_real_bad_record_is_reported_or_skipped_and_counted(tmp_path):
     path = shared_path("data", "multiturn_sharegpt", "medicalgpt_sharegpt_zh_1K_format.jsonl")
     cfg = _cfg(tmp_path, dataset_map="sharegpt", data_path=str(path))
     with pytest.raises(DataError) as info:
-        load_conversations(cfg)
+        load_conversations(cfg, registry=REGISTRY)
     assert str(info.value) == f"{path} line 781: the conversation must end with an assistant message"
     skipped = []
-    conversations, _, _ = load_conversations({**cfg, "skip_bad_records": True}, skipped=skipped)
+    conversations, _, _ = load_conversations({**cfg, "skip_bad_records": True}, registry=REGISTRY,
+                                             skipped=skipped)
     assert len(conversations) == 999 and len(skipped) == 1
 
 
@@ -110,7 +114,8 @@ def test_custom_column_mapping_from_llamafactory_dataset_info(entry, rel, tmp_pa
                                   "llamafactory_dataset_info.json").read_text(encoding="utf-8"))[entry]
     fmt, columns = _llamafactory_columns(info)
     conversations, _, _ = load_conversations(_cfg(tmp_path, dataset_map=fmt, columns=columns,
-                                                  data_path=str(shared_path("data", *rel.split("/")))))
+                                                  data_path=str(shared_path("data", *rel.split("/")))),
+                                             registry=REGISTRY)
     assert conversations and all(c[-1]["role"] in ("assistant", "text") for c in conversations)
 
 
@@ -120,7 +125,7 @@ def test_gsm8k_packing_fill_ratio(llama2_tokenizer, tmp_path):
     path = shared_path("data", "alpaca", "gururise_gsm_8k_train_alpaca_format.json")
     cfg = _cfg(tmp_path, data_path=str(path), prompt_template="llama2_chat", max_length=2048,
                pack_to_max_length=True)
-    dataset = build_train_dataset(cfg, llama2_tokenizer, progress=False, use_cache=False)
+    dataset = build_train_dataset(cfg, llama2_tokenizer, progress=False, use_cache=False, registry=REGISTRY)
     stats = dataset_stats(dataset)
     assert stats["samples"] == 7473 and stats["dropped"] == 0
     assert stats["fill_ratio"] > 0.98
@@ -139,7 +144,7 @@ RECORDS = [{"instruction": f"question {i} " + "word " * (i % 7), "output": f"ans
 def test_cache_is_reused_and_keyed_by_settings(tmp_path, llama2_tokenizer, monkeypatch):
     data = _write(tmp_path / "d.jsonl", RECORDS)
     cfg = _cfg(tmp_path, data_path=str(data), pack_to_max_length=True, max_length=128)
-    first = build_train_dataset(cfg, llama2_tokenizer, progress=False)
+    first = build_train_dataset(cfg, llama2_tokenizer, progress=False, registry=REGISTRY)
     assert first["position_ids"][0][0] == 0
 
     def no_rebuild(*args, **kwargs):
@@ -147,24 +152,24 @@ def test_cache_is_reused_and_keyed_by_settings(tmp_path, llama2_tokenizer, monke
 
     monkeypatch.setattr(pipeline, "render_conversations", no_rebuild)
     monkeypatch.setattr(pipeline, "load_conversations", no_rebuild)  # a warm local source is not even parsed
-    second = build_train_dataset(cfg, llama2_tokenizer, progress=False)
+    second = build_train_dataset(cfg, llama2_tokenizer, progress=False, registry=REGISTRY)
     assert second.to_dict() == first.to_dict()
     assert second.cache_files and str(tmp_path / "cache") in second.cache_files[0]["filename"]
     assert build_report(second) == build_report(first)
     with pytest.raises(AssertionError, match="rebuilt"):  # another max_length is another data set
-        build_train_dataset({**cfg, "max_length": 64}, llama2_tokenizer, progress=False)
+        build_train_dataset({**cfg, "max_length": 64}, llama2_tokenizer, progress=False, registry=REGISTRY)
     _write(data, RECORDS[:-1])  # so is changed data
     with pytest.raises(AssertionError, match="rebuilt"):
-        build_train_dataset(cfg, llama2_tokenizer, progress=False)
+        build_train_dataset(cfg, llama2_tokenizer, progress=False, registry=REGISTRY)
 
 
 @pytest.mark.integration
 def test_num_proc_gives_the_same_rows(tmp_path, llama2_tokenizer):
     data = _write(tmp_path / "d.jsonl", RECORDS)
     one = build_train_dataset(_cfg(tmp_path, data_path=str(data)), llama2_tokenizer, progress=False,
-                              use_cache=False)
+                              use_cache=False, registry=REGISTRY)
     two = build_train_dataset(_cfg(tmp_path, data_path=str(data), num_proc=2), llama2_tokenizer,
-                              progress=False, use_cache=False)
+                              progress=False, use_cache=False, registry=REGISTRY)
     assert one.to_dict() == two.to_dict() and len(one) == 40
 
 
@@ -174,19 +179,19 @@ def test_truncation_drops_and_counts_samples_without_trained_tokens(tmp_path, ll
     data = _write(tmp_path / "d.jsonl", records)
     dataset = build_train_dataset(_cfg(tmp_path, data_path=str(data), max_length=40,
                                        prompt_template="llama2_chat"),
-                                  llama2_tokenizer, progress=False, use_cache=False)
+                                  llama2_tokenizer, progress=False, use_cache=False, registry=REGISTRY)
     assert len(dataset) == 1
     assert dataset_stats(dataset)["dropped"] == 1
     with pytest.raises(DataError, match="every one of the 1 samples"):
         build_train_dataset(_cfg(tmp_path, data_path=str(_write(tmp_path / "e.jsonl", records[1:])),
                                  max_length=40, prompt_template="llama2_chat"), llama2_tokenizer,
-                            progress=False, use_cache=False)
+                            progress=False, use_cache=False, registry=REGISTRY)
 
 
 def test_self_cognition_default_data_has_names_filled(tmp_path):
     cfg = _cfg(tmp_path, dataset_map="self_cognition", self_cognition_name="Ada",
                self_cognition_author="Lab X")
-    conversations, _, _ = load_conversations(cfg)
+    conversations, _, _ = load_conversations(cfg, registry=REGISTRY)
     assert 60 <= len(conversations) <= 100
     text = json.dumps(conversations, ensure_ascii=False)
     assert "{{" not in text and "<NAME>" not in text
@@ -197,7 +202,8 @@ def test_self_cognition_default_data_has_names_filled(tmp_path):
 def test_last_turn_switch_and_system(tmp_path):
     record = {"instruction": "q2", "output": "a2", "history": [["q1", "a1"]]}
     data = _write(tmp_path / "d.jsonl", [record])
-    conv, _, _ = load_conversations(_cfg(tmp_path, data_path=str(data), train_on="last_turn", system="S"))
+    conv, _, _ = load_conversations(_cfg(tmp_path, data_path=str(data), train_on="last_turn", system="S"),
+                                    registry=REGISTRY)
     assert [(m["role"], m["loss"]) for m in conv[0]] == [
         ("system", False), ("user", False), ("assistant", False), ("user", False), ("assistant", True)]
 
@@ -217,7 +223,7 @@ def test_bad_data_is_reported_together_with_record_and_field(tmp_path):
     data.write_text('{"instruction": "a", "output": "b"}\n{"instruction": "c", "output": \n'
                     '{"instruction": 3, "output": "x"}\n{"output": "y"}\n', encoding="utf-8")
     with pytest.raises(DataError) as info:
-        load_conversations(_cfg(tmp_path, data_path=str(data)))
+        load_conversations(_cfg(tmp_path, data_path=str(data)), registry=REGISTRY)
     lines = str(info.value).split("\nError: ")
     assert lines == [f"{data}: line 2: malformed JSON: Expecting value (column 32)",
                      f"{data} line 3: field 'instruction': must be a string, got int",
@@ -227,18 +233,20 @@ def test_bad_data_is_reported_together_with_record_and_field(tmp_path):
 def test_bad_settings_are_config_errors(tmp_path):
     data = _write(tmp_path / "d.jsonl", RECORDS[:2])
     with pytest.raises(ConfigError, match="'instrution' is not a field of the alpaca format.*instruction"):
-        load_conversations(_cfg(tmp_path, data_path=str(data), columns={"instrution": "q"}))
+        load_conversations(_cfg(tmp_path, data_path=str(data), columns={"instrution": "q"}),
+                           registry=REGISTRY)
     with pytest.raises(ConfigError, match="train_on must be one of all_turns, last_turn.*max_length must be"):
-        load_conversations(_cfg(tmp_path, data_path=str(data), train_on="last", max_length="big"))
+        load_conversations(_cfg(tmp_path, data_path=str(data), train_on="last", max_length="big"),
+                           registry=REGISTRY)
 
 
 def test_unknown_format_and_template_refusals(tmp_path, llama2_tokenizer):
     with pytest.raises(DataError, match="unknown data format / dataset map 'alpacca'.*valid: .*alpaca"):
-        load_conversations(_cfg(tmp_path, dataset_map="alpacca"))
+        load_conversations(_cfg(tmp_path, dataset_map="alpacca"), registry=REGISTRY)
     with pytest.raises(ConfigError, match="mixes alpaca, alpaca_zh"):
-        load_conversations(_cfg(tmp_path, dataset_map="alpaca_enzh", data_path="x.json"))
+        load_conversations(_cfg(tmp_path, dataset_map="alpaca_enzh", data_path="x.json"), registry=REGISTRY)
     data = _write(tmp_path / "d.jsonl", [{"instruction": "q", "output": "a", "system": "no system here"}])
     with pytest.raises(DataError,
                        match=r"d\.jsonl line 1: .*does not support a system"):  # as Gemma's official one
         build_train_dataset(_cfg(tmp_path, data_path=str(data), prompt_template="gemma"), llama2_tokenizer,
-                            progress=False, use_cache=False)
+                            progress=False, use_cache=False, registry=REGISTRY)

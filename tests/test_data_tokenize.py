@@ -16,6 +16,7 @@ import pytest
 from conftest import shared_path
 
 from xtune.data.tokenize import IGNORE_INDEX, encode_many, encode_segments, finish
+from xtune.plugins import get_registry
 from xtune.templates import render_segments
 
 CONVERSATIONS = [[{"role": "user", "content": "Hello"}, {"role": "assistant", "content": "Hi there!"}],
@@ -136,7 +137,7 @@ def test_ids_match_official_template_and_labels_decode_to_answers(case, conversa
     kind, tokenizer, template, stop = case
     if kind == "mistral" and conversation[0]["role"] == "system":
         conversation = conversation[1:]  # the official Mistral template refuses a system turn
-    segments = render_segments(template, conversation)
+    segments = render_segments(template, conversation, registry=get_registry())
     ids, labels = encode_segments(segments, tokenizer)
     text = "".join(s.text for s in segments)
     assert ids == tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -184,7 +185,7 @@ class _NoOffsets:
 def test_prefix_fallback_labels_like_offsets(kind):
     tokenizer = _tokenizer(kind)
     template = CASES[kind][0]
-    segment_lists = [render_segments(template, c) for c in CONVERSATIONS]
+    segment_lists = [render_segments(template, c, registry=get_registry()) for c in CONVERSATIONS]
     assert encode_many(segment_lists, _NoOffsets(tokenizer)) == encode_many(segment_lists, tokenizer)
 
 

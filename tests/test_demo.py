@@ -23,6 +23,7 @@ import demo  # noqa: E402
 import get_smollm2  # noqa: E402
 
 
+@pytest.mark.integration
 def test_getter_converts_a_local_gguf_once_and_then_uses_the_cache(tmp_path, capsys):
     folder = get_smollm2.ensure_smollm2(tmp_path, gguf=shared_gguf())
     assert folder == tmp_path / get_smollm2.FOLDER_NAME and get_smollm2.is_complete(folder)

@@ -97,17 +97,23 @@ def test_preflight_unwritable_work_dir(tmp_path):
 
 def test_schedule_counts_steps_and_micro_batches():
     from xtune.engine.optim import param_schedulers
+    from xtune.plan import training_plan
     from xtune.schedule import plan_schedule
 
+    def schedule_of(options: list[str], rows: int):
+        return plan_schedule(training_plan(load_recipe(recipe_path(), options), None), dataset_len=rows)
+
     cfg = load_recipe(recipe_path(), ["max_steps=300", "accumulative_counts=4", "batch_size=2"])
-    sched = plan_schedule(cfg, dataset_len=100)
-    assert (sched.max_iters, sched.max_steps, sched.iters(10)) == (1200, 300, 40)
-    assert [sched.step_end(i) for i in (1, 3, 4, 5, 8, 1200)] == [None, None, 1, None, 2, 300]
+    sched = schedule_of(["max_steps=300", "accumulative_counts=4", "batch_size=2"], 100)
+    assert (sched.max_iters, sched.max_steps) == (1200, 300)
+    assert (sched.micro_batches(1), sched.micro_batches(300), sched.micro_batches_before(11)) == (4, 4, 40)
+    assert (sched.micro_batches_before(1), sched.steps_done(41)) == (0, 11)
     warm, cosine = param_schedulers(cfg.param_scheduler, sched)  # laid out in optimizer steps
     assert warm["type"] == "LinearLR" and warm["end"] == round(0.03 * 300)
     assert cosine["type"] == "CosineAnnealingLR" and cosine["end"] == 300
-    by_epoch = plan_schedule(load_recipe(recipe_path(), ["max_epochs=2", "batch_size=4"]), dataset_len=10)
-    assert by_epoch.max_iters == 2 * 3
+    assert schedule_of(["max_epochs=2", "batch_size=4"], 10).max_iters == 2 * 3
+    uneven = schedule_of(["max_epochs=1", "batch_size=1", "accumulative_counts=4"], 10)
+    assert (uneven.max_steps, [uneven.micro_batches(s) for s in (1, 2, 3)]) == (3, [4, 4, 2])  # a short last
 
 
 @pytest.mark.filterwarnings("ignore:Detected call of:UserWarning")
@@ -191,9 +197,9 @@ def test_non_finite_loss_stops_or_skips():
         llm.lm_head.weight.fill_(float("nan"))
     ids = torch.randint(0, 32, (1, 6))
     with pytest.raises(NonFiniteLossError, match="not finite"):
-        CausalLMModel(llm, on_nan="stop")(ids, labels=ids)
+        CausalLMModel(llm, on_nan="stop")(input_ids=ids, labels=ids)
     model = CausalLMModel(llm, on_nan="skip")
-    loss = model(ids, labels=ids)["loss"]
+    loss = model(input_ids=ids, labels=ids)["loss"]
     loss.backward()
     assert loss.item() == 0.0 and model.skipped_batches == 1
     assert all(p.grad is None or torch.count_nonzero(p.grad) == 0 for p in llm.parameters())

@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -71,7 +70,8 @@ def test_lora_run_writes_checkpoints_logs_and_plot(assets, tmp_path):
     import torch
 
     ckpt = torch.load(wd / "iter_4.pth", weights_only=True)  # loads without unsafe pickles
-    assert ckpt["meta"]["iter"] == 8 and all("lora_" in k for k in ckpt["state_dict"])
+    assert ckpt["meta"]["iter"] == 4 and all("lora_" in k for k in ckpt["state_dict"])  # optimizer steps
+    assert ckpt["meta"]["xtune_iter_unit"] == "optimizer_step"
 
 
 def test_unpacked_run_with_limit_sample_chat_and_validation(assets, tmp_path):
@@ -88,23 +88,34 @@ def test_unpacked_run_with_limit_sample_chat_and_validation(assets, tmp_path):
     assert [v["step"] for v in val] == [1, 2, 3] and all(math.isfinite(v["loss"]) for v in val)
 
 
+# `xtune train ARGV` that kills itself with SIGKILL as soon as optimizer step 3 is logged: the checkpoint of
+# step 2 is complete by then and step 3 is done but not saved, whatever the speed of the machine.
+TRAIN_KILLED_AFTER_STEP_3 = """
+import os, signal, sys
+from xtune.engine import hooks
+original = hooks.LossHistoryHook.after_train_iter
+def after_train_iter(self, runner, *args, **kwargs):
+    original(self, runner, *args, **kwargs)
+    if self.history and self.history[-1]["step"] == 3:
+        os.kill(os.getpid(), signal.SIGKILL)
+hooks.LossHistoryHook.after_train_iter = after_train_iter
+from xtune.cli.main import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 def kill_and_resume(assets, tmp_path, *args) -> tuple[list[float], list[float]]:
-    """(losses of an uninterrupted run, losses of a run killed with SIGKILL after step 2 and resumed)."""
+    """(losses of an uninterrupted run, losses of a run killed with SIGKILL during step 3 and resumed)."""
     # With dropout, the resumed run matches only if the RNG states come back (without: ~3e-4 apart).
     opts = options(*assets, max_steps=4, save_steps=2, **{"method_cfg.lora_dropout": 0.3})
     full = tmp_path / "full"
     assert train(full, opts, *args) == 0
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(cli("train", RECIPE, "--work-dir", str(killed), *args, "--cfg-options", *opts),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=clean_env())
-    try:
-        deadline = time.time() + 300
-        while not (killed / "iter_2.pth").exists() and proc.poll() is None and time.time() < deadline:
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    argv = ["train", RECIPE, "--work-dir", str(killed), *args, "--cfg-options", *opts]
+    proc = subprocess.run([sys.executable, "-c", TRAIN_KILLED_AFTER_STEP_3, *argv], capture_output=True,
+                          text=True, env=clean_env(), timeout=600)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    assert (killed / "iter_2.pth").exists() and not (killed / "iter_4.pth").exists()
     assert train(killed, opts, "--resume", "auto", *args) == 0
     return history(full), history(killed)
 

@@ -133,6 +133,7 @@ def saved_per_layer():
 
 @pytest.mark.parametrize("method, weights", [("full", "bfloat16"), ("lora", "bfloat16"), ("full", "float32"),
                                              ("lora", "float32")])
+@pytest.mark.integration
 def test_layer_activations_match_what_autograd_keeps(saved_per_layer, method, weights):
     arch = from_config_json(saved_per_layer["config"], "test")
     plan = Plan(method=method, lora_rank=8 if method == "lora" else 0, lora_dropout=0.1,
@@ -178,6 +179,7 @@ def test_checkpointing_eager_attention_and_deepspeed_move_the_right_terms():
 
 
 # ------------------------------------------------------------------------------------------ CLI
+@pytest.mark.integration
 def test_estimate_a_7b_qlora_recipe_offline_without_torch():
     code = (f"import sys; from xtune.cli.main import main; rc = main(['estimate', {QLORA_7B!r}]); "
             "print('HEAVY', sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules)); "
@@ -217,16 +219,17 @@ def test_train_preflight_warns_when_the_estimate_exceeds_free_memory(tmp_path, m
 
     from xtune.engine.checks import preflight
     from xtune.estimate import devices, memory_warning
+    from xtune.plan import resolve_plan
 
     cfg = load_recipe_cfg(tiny_model_dir(tmp_path / "base"), data_path=str(tmp_path / "data.json"))
     (tmp_path / "data.json").write_text("[]")
     monkeypatch.setattr(devices, "free_memory", lambda: ("cpu", 10 * 2**20, 1))
-    message = memory_warning(cfg, get_registry())
+    message = memory_warning(cfg, get_registry(), resolve_plan(cfg, get_registry()))
     assert message.startswith("Warning: the estimated peak") and "0.0 GiB RAM available" in message
     preflight(cfg, get_registry(), work_dir=tmp_path / "wd")
     assert "Warning: the estimated peak" in capsys.readouterr().err
     monkeypatch.setattr(devices, "free_memory", lambda: ("cpu", 10**15, 1))
-    assert memory_warning(cfg, get_registry()) is None
+    assert memory_warning(cfg, get_registry(), resolve_plan(cfg, get_registry())) is None
 
 
 def test_a_vision_language_model_is_named_as_having_no_figures(capsys):
@@ -244,7 +247,9 @@ def _plan(name: str, *options: str):
 
     registry = get_registry()
     cfg = load_recipe(resolve_recipe(name, registry), list(options))
-    return plan_for_recipe(cfg, registry)
+    from xtune.plan import resolve_plan
+
+    return plan_for_recipe(cfg, registry, resolve_plan(cfg, registry))
 
 
 def test_preference_objectives_count_both_sequences_and_their_frozen_models():

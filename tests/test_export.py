@@ -20,6 +20,7 @@ from test_export_helpers import (
 )
 
 from xtune.cli.main import main
+from xtune.plugins import get_registry
 
 pytestmark = pytest.mark.integration
 
@@ -83,7 +84,8 @@ def test_saved_chat_template_renders_like_the_recipe_template(run):
                     {"role": "assistant", "content": "I am xtune assistant."},
                     {"role": "user", "content": "Hi"}]
     for messages, gen in ((conversation, True), (conversation[:3], False), (conversation[1:2], True)):
-        expected = render_text("smollm2_chat", messages, add_generation_prompt=gen)  # as training renders
+        expected = render_text("smollm2_chat", messages, add_generation_prompt=gen,
+                               registry=get_registry())  # as training renders
         assert tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=gen) == expected
     assert tokenizer.padding_side == "left"
 
@@ -211,7 +213,9 @@ def test_full_tuning_converts_to_a_full_model_in_safetensors(run, tmp_path):
     recipe = "smollm2_135m_instruct_full_alpaca_e3"
     cfg = load_recipe_cfg(run["base"])  # the self-cognition recipe's model section, switched to full tuning
     cfg.method_cfg = {"type": "full"}
-    trained = build_trainable(cfg, get_registry(), for_export=True)
+    from xtune.plan import resolve_plan
+
+    trained = build_trainable(cfg, get_registry(), resolve_plan(cfg, get_registry()), for_export=True)
     model, method = trained.model, trained.method
     assert method.name == "full" and not method.uses_peft
     with torch.no_grad():

@@ -18,6 +18,7 @@ from test_export_helpers import build_tokenizer
 
 from xtune.cli.main import main
 from xtune.errors import UsageError
+from xtune.plugins import get_registry
 
 LLAMACPP_VOCAB = ("reference", "tokenizers", "llamacpp_ggml_vocab")
 
@@ -213,7 +214,7 @@ def test_every_architecture_reads_back_with_the_source_logits(tmp_path, model_ty
     from xtune.export.hf_to_gguf import hf_to_gguf
 
     folder, model, tokenizer = _tiny_model_dir(tmp_path, model_type, **ARCHITECTURES[model_type])
-    out = hf_to_gguf(str(folder), tmp_path / "model.gguf", outtype="f32")
+    out = hf_to_gguf(str(folder), tmp_path / "model.gguf", outtype="f32", registry=get_registry())
     check = compare(model, tokenizer, out)
     assert check.max_abs_diff < 1e-4 and check.top1_agreement == 1.0, check.summary()
     assert check.same_token_ids and check.same_chat_template
@@ -227,7 +228,8 @@ def test_gemma_norms_are_stored_plus_one_and_its_output_is_the_embedding(tmp_pat
 
     folder, model, _ = _tiny_model_dir(tmp_path, "gemma", num_attention_heads=2, num_key_value_heads=1,
                                        head_dim=16)
-    reader, fields = _gguf_fields(hf_to_gguf(str(folder), tmp_path / "gemma.gguf", outtype="f32"))
+    reader, fields = _gguf_fields(hf_to_gguf(str(folder), tmp_path / "gemma.gguf", outtype="f32",
+                                             registry=get_registry()))
     tensors = {t.name: t for t in reader.tensors}
     assert fields["general.architecture"] == "gemma" and "output.weight" not in tensors
     assert fields["gemma.attention.key_length"] == 16
@@ -246,7 +248,7 @@ def test_quantised_types_are_stored_as_planned_and_dequantise_close_to_the_sourc
     from xtune.export.hf_to_gguf import hf_to_gguf
 
     folder, model, _ = _tiny_model_dir(tmp_path, "qwen2", hidden=64, **ARCHITECTURES["qwen2"])
-    out = hf_to_gguf(str(folder), tmp_path / f"{outtype}.gguf", outtype=outtype)
+    out = hf_to_gguf(str(folder), tmp_path / f"{outtype}.gguf", outtype=outtype, registry=get_registry())
     reader, fields = _gguf_fields(out)
     types = {t.name: t.tensor_type for t in reader.tensors}
     assert types["blk.0.attn_norm.weight"] == types["blk.0.attn_q.bias"] == Q.F32
@@ -328,7 +330,8 @@ def test_smollm2_with_an_adapter_exports_to_f16_and_q8_0_that_transformers_reads
     from xtune.export.gguf_check import compare
     from xtune.export.hf_to_gguf import load_source
 
-    merged, tokenizer, _ = load_source(str(smollm2), str(smollm2_adapter), "auto", "auto")
+    merged, tokenizer, _ = load_source(str(smollm2), str(smollm2_adapter), "auto", "auto",
+                                       registry=get_registry())
     for outtype, source in (("f16", [str(smollm2), "--adapter", str(smollm2_adapter)]),
                             ("q8_0", [str(smollm2_adapter)])):  # an adapter folder alone names its base
         out = tmp_path / f"smollm2-{outtype}.gguf"
@@ -424,7 +427,7 @@ def test_llama_cpp_tokenizes_our_files_as_its_own_test_vectors_say(llama_cpp, tm
         source = tmp_path / f"tiny-{vocab_file}"
         AutoModelForCausalLM.from_config(config).save_pretrained(source)
         tok.save_pretrained(source)
-    out = hf_to_gguf(str(source), tmp_path / "model.gguf", outtype="f32")
+    out = hf_to_gguf(str(source), tmp_path / "model.gguf", outtype="f32", registry=get_registry())
     texts = shared_path(*LLAMACPP_VOCAB, f"ggml-vocab-{vocab_file}.gguf.inp").read_text(encoding="utf-8")
     expected = shared_path(*LLAMACPP_VOCAB, f"ggml-vocab-{vocab_file}.gguf.out").read_text(encoding="utf-8")
     llm = llama_cpp.Llama(model_path=str(out), vocab_only=True, verbose=False)

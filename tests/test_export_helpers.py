@@ -12,6 +12,8 @@ import functools
 import shutil
 from pathlib import Path
 
+from xtune.plugins import get_registry
+
 RECIPE = "smollm2_135m_instruct_lora_self_cognition_e3"
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 _CORPUS = [
@@ -35,7 +37,7 @@ def build_tokenizer():
                                    unk_token="<|endoftext|>", pad_token="<|endoftext|>")
     from xtune.templates.export import export_jinja
 
-    fast.chat_template = export_jinja("smollm2_chat")
+    fast.chat_template = export_jinja("smollm2_chat", registry=get_registry())
     return fast
 
 
@@ -89,9 +91,11 @@ def trained_lora_model(model_dir: Path, seed: int = 1, **extra):
     import torch
 
     from xtune.models.build import build_trainable
+    from xtune.plan import resolve_plan
     from xtune.plugins import get_registry
 
-    model = build_trainable(load_recipe_cfg(model_dir, **extra), get_registry(), for_export=True).model
+    cfg = load_recipe_cfg(model_dir, **extra)
+    model = build_trainable(cfg, get_registry(), resolve_plan(cfg, get_registry()), for_export=True).model
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in model.parameters():

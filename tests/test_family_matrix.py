@@ -29,6 +29,7 @@ from family_configs import FAMILIES, LEGACY, LEGACY_PENDING, VISION_COMPONENTS, 
 from test_engine_fixtures import WORDS, write_alpaca
 
 from xtune.cli.main import main
+from xtune.plugins import get_registry
 
 pytestmark = pytest.mark.integration
 
@@ -61,7 +62,8 @@ def bpe() -> str:
 
     from xtune.templates import render_prompt
 
-    rendered = [render_prompt(t, CONVERSATION, None) for t in sorted({recipe_template(f) for f in FAMILIES})]
+    rendered = [render_prompt(t, CONVERSATION, None, registry=get_registry())
+                for t in sorted({recipe_template(f) for f in FAMILIES})]
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -99,7 +101,7 @@ def build_tokenizer(fam: TinyFamily, bpe: str, folder: Path):
     if fam.chat_template:
         from xtune.templates.export import export_jinja
 
-        fast.chat_template = export_jinja(recipe_template(fam))
+        fast.chat_template = export_jinja(recipe_template(fam), registry=get_registry())
     fast.save_pretrained(folder)
     return fast
 
@@ -202,7 +204,7 @@ def check_prompt_tokenizes(fam: TinyFamily, base: Path, template: str) -> None:
     from xtune.templates import render_prompt
 
     tokenizer = AutoTokenizer.from_pretrained(base)
-    prompt = render_prompt(template, CONVERSATION, tokenizer)
+    prompt = render_prompt(template, CONVERSATION, tokenizer, registry=get_registry())
     ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     for token in (*fam.specials, *fam.added):
         if token in prompt:
@@ -229,7 +231,8 @@ def check_merged_is_base_plus_adapter(base: Path, adapter: Path, merged: Path, l
         if legacy:
             from xtune.models.build import load_for_inference
 
-            ref = load_for_inference(str(base), adapter=str(adapter), dtype="float32")[0]
+            ref = load_for_inference(str(base), registry=get_registry(), adapter=str(adapter),
+                                     dtype="float32")[0]
         else:
             from peft import PeftModel
 
@@ -281,7 +284,7 @@ def run_row(fam: TinyFamily, base: Path, alpaca: Path, root: Path, capsys, *, le
     with step(row, "chat"):
         from xtune.templates.export import find_template_name
 
-        assert find_template_name(saved_chat_template(merged)) == template
+        assert find_template_name(saved_chat_template(merged), registry=get_registry()) == template
         code, err = cli(capsys, "chat", merged, "--prompt", "hi", "--max-new-tokens", "4",
                         "--temperature", "0", "--no-stream")
         assert code == 0, err[-2000:]

@@ -55,7 +55,7 @@ def test_qlora_trains_on_cuda(tmp_path):
     model_dir, _ = make_assets(tmp_path)
     registry = get_registry()
     model = load_model(dict(pretrained_model_name_or_path=str(model_dir)), load_in_bits=4,
-                       method=registry.tuning_methods.get("qlora"), precision="bfloat16")
+                       method=registry.tuning_methods.get("qlora"), precision="bfloat16", registry=registry)
     model = apply_method(model, dict(type="qlora", r=8), registry, registry.model_adapters.get("llama2"))
     ids = torch.randint(5, 300, (2, 32), device="cuda")
     model(input_ids=ids, labels=ids).loss.backward()

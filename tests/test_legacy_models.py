@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from xtune.plugins import get_registry
+
 ASSETS = Path(__file__).resolve().parent / "assets" / "legacy"
 # fixture folder -> (native class, conversion entry)
 CONVERTED = {
@@ -43,7 +45,8 @@ def reference(folder: Path) -> dict:
 def load(folder: Path, **model_cfg):
     from xtune.models.loading import load_model
 
-    return load_model({"pretrained_model_name_or_path": str(folder), "torch_dtype": "float32", **model_cfg})
+    return load_model({"pretrained_model_name_or_path": str(folder), "torch_dtype": "float32", **model_cfg},
+                      registry=get_registry())
 
 
 @pytest.mark.parametrize("name", sorted(CONVERTED))
@@ -72,7 +75,7 @@ def test_cached_generation_matches_the_hub_code(name):
     ref = reference(folder)
     if "generated" not in ref:
         pytest.skip(f"{name}: the hub code could not generate under transformers 4.x")
-    model, _ = load_for_inference(str(folder), dtype="float32")
+    model, _ = load_for_inference(str(folder), dtype="float32", registry=get_registry())
     prompt = ref["input_ids"][:1, :10]
     with torch.no_grad():
         # plain greedy as the reference, whatever the folder's generation_config says (Baichuan2's
@@ -103,9 +106,9 @@ def test_qlora_on_a_converted_checkpoint_equals_qlora_on_its_native_save(tmp_pat
     from xtune.models.loading import load_model
 
     a = load_model({"pretrained_model_name_or_path": str(folder), "torch_dtype": "float32",
-                    "quantization": quant})
+                    "quantization": quant}, registry=get_registry())
     b = load_model({"pretrained_model_name_or_path": str(native), "torch_dtype": "float32",
-                    "quantization": quant})
+                    "quantization": quant}, registry=get_registry())
     with torch.no_grad():
         torch.testing.assert_close(a(ref["input_ids"]).logits, b(ref["input_ids"]).logits, rtol=0, atol=0)
 
@@ -120,6 +123,7 @@ def _zero_adapter(model, out: Path) -> Path:
 
 
 @pytest.mark.parametrize("name", sorted(CONVERTED))
+@pytest.mark.integration
 def test_merge_format_original_round_trips_bit_exact(name, tmp_path):
     """`convert merge --format original` of a zero update writes the original checkpoint back bit for bit
     (every stored tensor, dtype included); read again by xtune it is the same native model."""
@@ -232,6 +236,6 @@ def test_chatglm_v1_and_visualglm_are_refused_with_the_reason():
     chatglm_6b = {"model_type": "chatglm", "architectures": ["ChatGLMModel"], "position_encoding_2d": True,
                   "inner_hidden_size": 16384, "vocab_size": 130528}
     with pytest.raises(ConfigError, match="GLM-130B's 2D rotary positions"):
-        find_legacy("THUDM/chatglm-6b", chatglm_6b)
+        find_legacy("THUDM/chatglm-6b", chatglm_6b, registry=get_registry())
     chatglm3 = json.loads((fixture("chatglm3") / "config.json").read_text())
-    assert find_legacy("chatglm3", chatglm3).entry.target == "glm"
+    assert find_legacy("chatglm3", chatglm3, registry=get_registry()).entry.target == "glm"

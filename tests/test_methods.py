@@ -39,7 +39,7 @@ def build(folder, method: str, arch: str = "llama", **settings):
     adapter = registry.model_adapters.get("llama2" if arch == "llama" else "qwen2")
     model = load_model(dict(pretrained_model_name_or_path=str(folder),
                             quantization=QLORA if entry.load_in_bits else None),
-                       adapter=adapter, load_in_bits=entry.load_in_bits)
+                       adapter=adapter, load_in_bits=entry.load_in_bits, registry=get_registry())
     return apply_method(model, dict(type=method, **settings), registry, adapter)
 
 

@@ -10,6 +10,9 @@ from conftest import shared_path
 from test_engine_fixtures import make_tokenizer
 
 from xtune.errors import DataError
+from xtune.plugins import get_registry
+
+REGISTRY = get_registry()  # the built-in registry, passed to every call as the CLI passes its own
 
 LAYOUTS = [("sharegpt_preference", "llamafactory_dpo_en_demo.json", "pairs", 300),
            ("sharegpt_preference", "medicalgpt_dpo_zh_500.jsonl", "pairs", 500),
@@ -29,7 +32,8 @@ def test_shared_preference_layouts(dataset_map, name, rows, count):
     path = shared_path("data", "preference_dpo", name)
     skipped: list[str] = []
     items, wheres, _ = load_items({"dataset_map": dataset_map, "data_path": str(path), "rows": rows,
-                                   "skip_bad_records": True}, progress=False, skipped=skipped)
+                                   "skip_bad_records": True}, registry=REGISTRY, progress=False,
+                                  skipped=skipped)
     assert len(items) == count and len(wheres) == count
     assert all("is the same answer as rejected" in problem for problem in skipped)
     first = items[0]
@@ -64,7 +68,7 @@ def test_every_layout_gives_the_same_pair(tmp_path, dataset_map, record):
     data = tmp_path / "data.json"
     data.write_text(json.dumps([record]), encoding="utf-8")
     [item], _, _ = load_items({"dataset_map": dataset_map, "data_path": str(data), "rows": "pairs"},
-                              progress=False)
+                              progress=False, registry=REGISTRY)
     assert [(m["role"], m["content"]) for m in item["prompt"] if m["role"] != "system"] == [
         ("user", "Name a colour.")]
     assert [m["content"] for m in item["chosen"]] == ["Blue."]
@@ -85,7 +89,7 @@ def test_bad_pairs_are_one_error_line_naming_file_record_and_field(tmp_path, rec
     data.write_text(json.dumps([pair("ok", "a", "b"), record]), encoding="utf-8")
     with pytest.raises(DataError) as err:
         load_items({"dataset_map": "sharegpt_preference", "data_path": str(data), "rows": "pairs"},
-                   progress=False)
+                   progress=False, registry=REGISTRY)
     message = str(err.value)
     assert "pairs.json" in message and "record 1" in message and f"field {field!r}" in message
     assert "record 0" not in message
@@ -120,11 +124,12 @@ def test_pairs_render_and_tokenize_like_sft_conversations(tmp_path, tokenizer):
     data.write_text(json.dumps([pair("write the cat", answer, other)]), encoding="utf-8")
     rows = build_train_dataset({"dataset_map": "sharegpt_preference", "data_path": str(data),
                                 "rows": "pairs", "prompt_template": "llama2_chat", "max_length": 64},
-                               tokenizer, use_cache=False)
+                               tokenizer, use_cache=False, registry=REGISTRY)
     sft_data = tmp_path / "sft.json"
     sft_data.write_text(json.dumps([{"instruction": "write the cat", "output": answer}]), encoding="utf-8")
-    sft = build_train_dataset({"dataset_map": "alpaca", "data_path": str(sft_data), "prompt_template":
-                               "llama2_chat", "max_length": 64}, tokenizer, use_cache=False)
+    sft = build_train_dataset({"dataset_map": "alpaca", "data_path": str(sft_data),
+                               "prompt_template": "llama2_chat", "max_length": 64}, tokenizer,
+                              registry=REGISTRY, use_cache=False)
     n = len(sft[0]["input_ids"])
     assert rows[0]["input_ids"][:n] == sft[0]["input_ids"] and rows[0]["labels"][:n] == sft[0]["labels"]
     assert rows[0]["position_ids"][n] == 0  # the rejected sequence starts over
@@ -145,7 +150,7 @@ def test_packing_keeps_pairs_whole_and_kto_labels_with_them(tmp_path, tokenizer)
     data.write_text(json.dumps(records), encoding="utf-8")
     rows = build_train_dataset({"dataset_map": "kto", "data_path": str(data), "rows": "unpaired",
                                 "prompt_template": "llama2_chat", "max_length": 48,
-                                "pack_to_max_length": True}, tokenizer, use_cache=False)
+                                "pack_to_max_length": True}, tokenizer, use_cache=False, registry=REGISTRY)
     assert len(rows) < len(records)  # several units per row
     labels = []
     for row in rows:

@@ -11,6 +11,7 @@ import pytest
 from test_engine_fixtures import WORDS, make_assets
 
 from xtune.cli.main import main
+from xtune.plugins import get_registry
 
 pytestmark = pytest.mark.integration
 
@@ -102,7 +103,7 @@ def test_packed_dpo_loss_equals_unpacked_on_pipeline_rows(assets, tmp_path):
     for packed in (False, True):
         cfg = {"dataset_map": "sharegpt_preference", "data_path": str(data), "rows": "pairs",
                "prompt_template": "llama2_chat", "max_length": 48, "pack_to_max_length": packed}
-        rows = build_train_dataset(cfg, tokenizer, use_cache=False)
+        rows = build_train_dataset(cfg, tokenizer, use_cache=False, registry=get_registry())
         batch = collator_for(cfg, tokenizer)([rows[i] for i in range(len(rows))])
         with torch.no_grad():
             losses[packed] = DPO(beta=0.5).loss(policy, batch, Reference("copy", reference))

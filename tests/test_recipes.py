@@ -80,6 +80,7 @@ def test_generator_reads_the_registry(registry):
     assert "bnb_4bit_quant_type='nf4'" in text and "lora_alpha=16" in text
 
 
+@pytest.mark.integration
 def test_every_recipe_loads_with_mmengine_and_names_registered_entries(registry):
     from mmengine.config import Config
 
@@ -111,12 +112,14 @@ def test_header_gives_train_command_and_override_example(registry):
         assert f"xtune train {recipe.name} --cfg-options" in head
 
 
+@pytest.mark.integration
 def test_generator_check_passes():
     result = subprocess.run([sys.executable, "tools/gen_recipes.py", "--check"], cwd=REPO,
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.integration
 def test_generator_check_fails_on_a_hand_edit(tmp_path):
     """--check must notice an edited, a missing and an extra file (run on a copy of the repo's generator)."""
     import shutil

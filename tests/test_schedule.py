@@ -15,26 +15,25 @@ from xtune.schedule import Schedule
 
 
 def lrs_per_optimizer_step(accumulation: int, steps: int, kind: str = "cosine", warmup_ratio: float = 0.1):
-    """The lr each optimizer step runs at, with mmengine's real schedulers driven by xtune's hook."""
+    """The lr each optimizer step runs at, with mmengine's real schedulers laid out by xtune and advanced
+    by the training loop's `step_schedulers` (once per optimizer step, whatever the accumulation)."""
     import torch
     from mmengine.optim import OptimWrapper
     from mmengine.optim.scheduler import ConstantLR, CosineAnnealingLR, LinearLR
 
-    from xtune.engine.optim import OptimizerStepSchedulerHook, param_schedulers
+    from xtune.engine.loop import XtuneTrainLoop
+    from xtune.engine.optim import param_schedulers
 
     schedule = Schedule(accumulation, steps * accumulation)
     classes = {"LinearLR": LinearLR, "CosineAnnealingLR": CosineAnnealingLR, "ConstantLR": ConstantLR}
     optimizer = OptimWrapper(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1))
     schedulers = [classes[c.pop("type")](optimizer, **c)
                   for c in param_schedulers(dict(type=kind, warmup_ratio=warmup_ratio), schedule)]
-    hook = OptimizerStepSchedulerHook(schedule)
-    runner = SimpleNamespace(param_schedulers=schedulers, iter=0)
+    loop = SimpleNamespace(runner=SimpleNamespace(param_schedulers=schedulers))
     out = []
-    for it in range(schedule.max_iters):
-        if it % accumulation == 0:
-            out.append(optimizer.param_groups[0]["lr"])
-        runner.iter = it
-        hook.after_train_iter(runner, it)
+    for _ in range(schedule.max_steps):
+        out.append(optimizer.param_groups[0]["lr"])
+        XtuneTrainLoop.step_schedulers(loop)
     return out
 
 
@@ -88,6 +87,7 @@ def precision_in(env: dict, requested: str = "auto") -> str:
     return out.stdout
 
 
+@pytest.mark.integration
 def test_an_avx2_cpu_trains_in_float32_and_says_why():
     import torch
 

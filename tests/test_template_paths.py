@@ -57,8 +57,7 @@ def test_every_path_renders_the_same_tokens(registry, tokenizer):
     from xtune.chat.session import ChatSession
     from xtune.data.pipeline import render_conversations
     from xtune.data.tokenize import encode_segments
-    from xtune.engine.chat_hook import EvaluateChatHook
-    from xtune.schedule import Schedule
+    from xtune.engine.samples import SampleChats
     from xtune.templates.export import export_jinja
 
     checked = 0
@@ -70,7 +69,7 @@ def test_every_path_renders_the_same_tokens(registry, tokenizer):
             return tokenizer(text, add_special_tokens=False)["input_ids"]
 
         # training: the data pipeline's segments, tokenized as training tokenizes them
-        segments = render_conversations([full], ["conv"], entry.name, tokenizer, registry)[0]
+        segments = render_conversations([full], ["conv"], entry.name, tokenizer, registry=registry)[0]
         train_ids, _ = encode_segments([(s["text"], s["train"]) for s in segments], tokenizer)
         assert train_ids == ids(tokenizer.apply_chat_template(full, tokenize=False)), entry.name
         # chat: xtune's template with the generation prompt
@@ -78,9 +77,8 @@ def test_every_path_renders_the_same_tokens(registry, tokenizer):
         jinja_prompt = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
         assert ids(session.render(prompt)) == ids(jinja_prompt), entry.name
         # the sample chats during training: one user turn (after the system text when there is one)
-        hook = EvaluateChatHook(tokenizer, ["Name a colour."], every=0, schedule=Schedule(1, 1),
-                                template=entry.name, registry=registry,
-                                system=prompt[0]["content"] if prompt[0]["role"] == "system" else "")
+        hook = SampleChats(tokenizer, ["Name a colour."], template=entry.name, registry=registry,
+                           system=prompt[0]["content"] if prompt[0]["role"] == "system" else "")
         single = ([prompt[0]] if prompt[0]["role"] == "system" else []) + [prompt[-3]]
         expected = tokenizer.apply_chat_template(single, tokenize=False, add_generation_prompt=True)
         assert hook.prompt_ids("Name a colour.") == ids(expected), entry.name

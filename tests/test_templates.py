@@ -22,6 +22,8 @@ from xtune.plugins import get_registry
 from xtune.templates import render_text
 from xtune.templates.export import export_jinja
 
+REGISTRY = get_registry()  # the built-in registry, passed to every call as the CLI passes its own
+
 jinja2 = pytest.importorskip("jinja2")
 chat_template_utils = pytest.importorskip("transformers.utils.chat_template_utils")
 
@@ -139,7 +141,7 @@ def _xtuner(row, messages, add_generation_prompt, template):
 
 def _ours(template, messages, add_generation_prompt, **kwargs):
     try:
-        return render_text(template, messages, add_generation_prompt, **kwargs)
+        return render_text(template, messages, add_generation_prompt, registry=REGISTRY, **kwargs)
     except UsageError:
         return None
 
@@ -168,7 +170,7 @@ def test_template_families_and_model_adapters_agree():
 @pytest.mark.parametrize("name", TEMPLATES)
 def test_template_matches_reference_and_export(name):
     template = get_registry().chat_templates.get(name)
-    exported = export_jinja(template)
+    exported = export_jinja(template, registry=REGISTRY)
     if template.reference.startswith("xtuner:"):
         table = json.loads(shared_path("reference", "chat_templates", "xtuner_v0.1.23_PROMPT_TEMPLATE.json")
                            .read_text(encoding="utf-8"))["PROMPT_TEMPLATE"]
@@ -197,9 +199,10 @@ def test_llama3_date_string(name):
     messages = [{"role": "user", "content": "What day is it?"}]
     for kwargs in ({}, {"date_string": "01 Jan 2025"}):
         expected = _jinja(source, messages, True, template, **kwargs)
-        assert render_text(name, messages, True, **kwargs) == expected
-        assert _jinja(export_jinja(name), messages, True, template, **kwargs) == expected
-    assert "Today Date: 01 Jan 2025\n" in render_text(name, messages, date_string="01 Jan 2025")
+        assert render_text(name, messages, True, registry=REGISTRY, **kwargs) == expected
+        assert _jinja(export_jinja(name, registry=REGISTRY), messages, True, template, **kwargs) == expected
+    assert "Today Date: 01 Jan 2025\n" in render_text(name, messages, date_string="01 Jan 2025",
+                                                      registry=REGISTRY)
 
 
 def test_qwen3_enable_thinking_matches_reference():
@@ -210,15 +213,16 @@ def test_qwen3_enable_thinking_matches_reference():
             continue
         expected = _jinja(source, messages, True, template, enable_thinking=False)
         assert expected.endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
-        assert render_text(template, messages, True, enable_thinking=False) == expected
-        assert _jinja(export_jinja(template), messages, True, template, enable_thinking=False) == expected
+        assert render_text(template, messages, True, enable_thinking=False, registry=REGISTRY) == expected
+        exported = export_jinja(template, registry=REGISTRY)
+        assert _jinja(exported, messages, True, template, enable_thinking=False) == expected
 
 
 @pytest.mark.parametrize("name", ["llama3_chat", "qwen2_5_chat", "internlm2_chat", "gemma", "mistral"])
 def test_reference_tokens_can_be_overridden(name):
     template = get_registry().chat_templates.get(name)
     messages = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
-    ours = render_text(name, messages, bos_token="<B>", eos_token="<E>")
+    ours = render_text(name, messages, bos_token="<B>", eos_token="<E>", registry=REGISTRY)
     reference = chat_template_utils.render_jinja_template(
         [messages], chat_template=_reference_source(template), bos_token="<B>", eos_token="<E>")[0][0]
     assert ours == reference

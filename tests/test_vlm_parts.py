@@ -8,6 +8,7 @@ from test_vlm_fixtures import make_llava, make_qwen2_vl, write_mllm
 
 from xtune.errors import ConfigError
 from xtune.models.build import build_trainable
+from xtune.plan import resolve_plan
 from xtune.plugins import PluginSystem
 from xtune.recipe import load_recipe
 from xtune.recipe_files import resolve_recipe
@@ -29,7 +30,7 @@ def qwen(tmp_path_factory):
 
 def trained_parts(recipe, registry, *options) -> dict[str, set[str]]:
     cfg = load_recipe(resolve_recipe(recipe, registry), list(options))
-    model = build_trainable(cfg, registry).model
+    model = build_trainable(cfg, registry, resolve_plan(cfg, registry)).model
     parts = {"vision": set(), "projector": set(), "language": set(), "other": set()}
     for name, p in model.named_parameters():
         if not p.requires_grad:
@@ -66,7 +67,7 @@ def test_qlora_quantises_the_language_model_only(qwen, registry):
 
     cfg = load_recipe(resolve_recipe("qwen2_vl_2b_instruct_qlora_llava_instruct_e1", registry),
                       [f"pretrained_model_name_or_path={qwen}", "model.gradient_checkpointing=False"])
-    model = build_trainable(cfg, registry).model
+    model = build_trainable(cfg, registry, resolve_plan(cfg, registry)).model
     quantised = {n for n, m in model.named_modules() if isinstance(m, bnb.nn.Linear4bit)}
     assert quantised and all(".language_model." in n for n in quantised)
 

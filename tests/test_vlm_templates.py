@@ -65,7 +65,7 @@ def test_vlm_template_matches_processor_template(name):
     registry = get_registry()
     template = registry.chat_templates.get(name)
     official = OFFICIAL[template.reference]
-    saved = vision_jinja(export_jinja(template), IMAGE_PROMPTS[name])
+    saved = vision_jinja(export_jinja(template, registry=registry), IMAGE_PROMPTS[name])
     compared = 0
     for messages, gen in CASES + [(m, g) for m in IMAGE_CASES for g in (False, True)]:
         ours = _markers_as_prompt(_ours(template, messages, gen), name)
@@ -75,5 +75,5 @@ def test_vlm_template_matches_processor_template(name):
         assert _jinja(saved, messages, gen, template) == expected, (messages, gen)
         compared += ours is not None
     assert compared >= 60
-    assert find_template_name(saved, registry, IMAGE_PROMPTS[name]) == name
-    assert find_template_name(saved, registry) is None
+    assert find_template_name(saved, registry=registry, image_prompt=IMAGE_PROMPTS[name]) == name
+    assert find_template_name(saved, registry=registry) is None

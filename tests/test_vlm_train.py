@@ -163,7 +163,7 @@ def test_chat_repl_attaches_images_and_refuses_bad_ones(assets, llava_runs, caps
     from xtune.models.build import load_for_inference
     from xtune.plugins import get_registry
 
-    model, processor = load_for_inference(str(assets["root"] / "stage2" / "hf"))
+    model, processor = load_for_inference(str(assets["root"] / "stage2" / "hf"), registry=get_registry())
     session = VisionChatSession(model, processor, registry=get_registry(),
                                 settings=GenerationSettings(max_new_tokens=3, temperature=0))
     assert session.template == "vicuna" and not session.use_tokenizer_template  # recognised: its stop words

@@ -110,12 +110,13 @@ def bench_train(args) -> dict:
 def bench_step(args) -> dict:
     import bench_step as bs
     import bench_train as bt
+    from bench_common import shared_dir
 
     model = bt.smollm2_dir()
     if model is None:
         raise SystemExit("Error: bench.py step needs SmolLM2-135M-Instruct (tools/get_smollm2.py)")
     out = Path(args.out or tempfile.mkdtemp(prefix="xtune-bench-step-"))
-    train, _ = bt.split_records(str(bt.shared_dir() / "data" / "alpaca" / "llamafactory_alpaca_en_demo.json"),
+    train, _ = bt.split_records(str(shared_dir() / "data" / "alpaca" / "llamafactory_alpaca_en_demo.json"),
                                 48, 32, out)
     result = bench_report.header("step", {"model": Path(model).name, "records": 48})
     result.update(bs.run(str(model), str(train), rounds=3 if args.quick else 7, log=_log))
@@ -210,10 +211,10 @@ def missing_requirements(command: str) -> str | None:
     if command != "estimate" and importlib.util.find_spec("trl") is None:
         return ("TRL is not installed: `pip install -e '.[bench]' -c constraints.txt` "
                 "(or XTUNE_EXTRAS=test,bench bash tools/setup.sh)")
-    import bench_train
+    from bench_common import shared_dir
 
-    if not (bench_train.shared_dir() / "data").is_dir():
-        return f"the shared data folder {bench_train.shared_dir()} is missing (set XTUNE_SHARED_DIR)"
+    if not (shared_dir() / "data").is_dir():
+        return f"the shared data folder {shared_dir()} is missing (set XTUNE_SHARED_DIR)"
     return None
 
 

@@ -30,7 +30,7 @@ GSM8K = ("data", "alpaca", "gururise_gsm_8k_train_alpaca_format.json")
 
 def run(quick: bool, out: Path, log=print) -> dict:
     import bench_report
-    from bench_train import run_arm, shared_dir, tiny_model
+    from bench_common import run_arm, shared_dir, tiny_model
 
     source = shared_dir().joinpath(*GSM8K)
     records = json.loads(source.read_text(encoding="utf-8"))
@@ -89,11 +89,12 @@ def worker(spec: dict) -> dict:
 
 def _xtune(spec: dict, tokenizer, procs: int, cache: Path):
     from xtune.data import build_train_dataset
+    from xtune.plugins import get_registry
 
     cfg = dict(dataset_map="alpaca", data_path=spec["data"], prompt_template=spec["template"],
                max_length=spec["max_length"], pack_to_max_length=True, num_proc=procs, seed=0,
                cache_dir=str(cache))
-    return build_train_dataset(cfg, tokenizer, progress=False)
+    return build_train_dataset(cfg, tokenizer, registry=get_registry(), progress=False)
 
 
 def to_prompt_completion(record: dict) -> dict:
@@ -109,9 +110,10 @@ def _trl_preparer(spec: dict, tokenizer):
     import datasets
     from trl import SFTConfig, SFTTrainer
 
+    from xtune.plugins import get_registry
     from xtune.templates.export import export_jinja
 
-    tokenizer.chat_template = export_jinja(spec["template"])
+    tokenizer.chat_template = export_jinja(spec["template"], registry=get_registry())
     datasets.disable_progress_bars()
     args = SFTConfig(output_dir=str(Path(spec["cache"]) / "trainer"), packing=True,
                      max_length=spec["max_length"],

@@ -25,16 +25,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-TOOLS = Path(__file__).resolve().parent
-REPO = TOOLS.parent
+from bench_common import TOOLS, shared_dir, tiny_model
+
 GOAL = 0.15
 METHODS = ("full", "lora", "qlora")
 CPU_SETTINGS = dict(max_length=512, batch_size=2, max_steps=3)
 GPU_SETTINGS = dict(max_length=2048, batch_size=1, max_steps=5)
-
-
-def shared_dir() -> Path:
-    return Path(os.environ.get("XTUNE_SHARED_DIR", REPO.parent / "shared")).resolve()
 
 
 def rows(device: str, quick: bool) -> list[dict]:
@@ -46,7 +42,7 @@ def rows(device: str, quick: bool) -> list[dict]:
                   ("Qwen2.5-7B-Instruct", "Qwen/Qwen2.5-7B-Instruct", "qwen2_5_7b_instruct", ("qlora",))]
         settings = GPU_SETTINGS
     else:
-        tiny = shared_dir() / "reference" / "models" / "llama2_tiny_random" / "hf_converted_DERIVED"
+        tiny = tiny_model()
         models = [("llama2-tiny", str(tiny), "llama2_7b", METHODS)]
         if not quick:
             sys.path.insert(0, str(TOOLS))
@@ -76,7 +72,10 @@ def estimate_row(row: dict, labelled_share: float = 1.0) -> dict:
 
     registry = get_registry()
     cfg = load_recipe(resolve_recipe(row["recipe"], registry), row["cfg_options"])
-    est = estimate_recipe_cfg(cfg, registry, device=row["device"], labelled_share=labelled_share)
+    from xtune.plan import resolve_plan
+
+    est = estimate_recipe_cfg(cfg, registry, resolve_plan(cfg, registry), device=row["device"],
+                              labelled_share=labelled_share)
     return as_json(est, row["recipe"])["bytes"]
 
 

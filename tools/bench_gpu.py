@@ -81,7 +81,7 @@ def random_model(name: str, config: dict, tokenizer_dir: Path) -> Path:
 
 
 def gpu_profiles(quick: bool, alpaca: Path) -> list[dict]:
-    from bench_train import shared_dir
+    from bench_common import shared_dir, tiny_model
 
     tokenizers = shared_dir() / "reference" / "tokenizers"
     qwen = random_model("qwen2.5-0.5b-random", QWEN2_5_0_5B, tokenizers / "hf_qwen2_5")
@@ -96,8 +96,7 @@ def gpu_profiles(quick: bool, alpaca: Path) -> list[dict]:
                  trl_args={"model_init_kwargs": model_kwargs},
                  recipe=f"qwen2_5_0_5b_instruct_{method}_alpaca_e3") for method in ("lora", "qlora")]
     if not quick:
-        llama = random_model("llama2-7b-random", LLAMA2_7B, shared_dir() / "reference" / "models" /
-                             "llama2_tiny_random" / "hf_converted_DERIVED")
+        llama = random_model("llama2-7b-random", LLAMA2_7B, tiny_model())
         runs.append(dict(common, name="llama2-7b-qlora", model=str(llama), method="qlora",
                          template="llama2_chat",
                          recipe="llama2_7b_qlora_alpaca_e3", train_records=128, n_params=_n_params(llama),

@@ -21,11 +21,12 @@ def packed_row(model_dir: str, data: str, max_length: int = 512):
     from transformers import AutoTokenizer
 
     from xtune.data.pipeline import build_train_dataset
+    from xtune.plugins import get_registry
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     cfg = dict(dataset_map="alpaca", data_path=data, prompt_template="smollm2_chat", max_length=max_length,
                pack_to_max_length=True, seed=0)
-    rows = build_train_dataset(cfg, tokenizer, progress=False, use_cache=False)
+    rows = build_train_dataset(cfg, tokenizer, registry=get_registry(), progress=False, use_cache=False)
     return max(rows, key=lambda r: len(r["input_ids"]))  # the fullest row
 
 

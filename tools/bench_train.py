@@ -28,20 +28,12 @@ import sys
 import time
 from pathlib import Path
 
-TOOLS = Path(__file__).resolve().parent
-REPO = TOOLS.parent
+from bench_common import TOOLS, offline_env, run_arm, shared_dir, tiny_model
+
 ARMS = ("xtune", "trl", "trl_packed")
 ARM_LABELS = {"base": "untrained model", "xtune": "xtune (recipe defaults, packing)",
               "trl": "TRL SFTTrainer defaults", "trl_packed": "TRL SFTTrainer packing=True"}
 SEQUENCES_PER_STEP = 8  # TRL's default per_device_train_batch_size
-
-
-def shared_dir() -> Path:
-    return Path(os.environ.get("XTUNE_SHARED_DIR", REPO.parent / "shared")).resolve()
-
-
-def tiny_model() -> Path:
-    return shared_dir() / "reference" / "models" / "llama2_tiny_random" / "hf_converted_DERIVED"
 
 
 def profiles(quick: bool, device: str) -> list[dict]:
@@ -88,16 +80,6 @@ def smollm2_dir() -> Path | None:
     return None
 
 
-def offline_env(extra: dict | None = None) -> dict:
-    """The environment of every worker: no hub access (everything else as the user has it)."""
-    env = dict(os.environ)
-    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
-        env[var] = "1"
-    env["PYTHONPATH"] = os.pathsep.join([str(TOOLS), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    env.update(extra or {})
-    return env
-
-
 def split_records(src: str, n_train: int, n_heldout: int, out_dir: Path) -> tuple[Path, Path]:
     """The first `n_train` records to train on and the last `n_heldout` to score, as two JSON files."""
     records = json.loads(Path(src).read_text(encoding="utf-8"))
@@ -109,26 +91,6 @@ def split_records(src: str, n_train: int, n_heldout: int, out_dir: Path) -> tupl
     for path, part in zip(paths, (train, heldout), strict=True):
         path.write_text(json.dumps(part, ensure_ascii=False), encoding="utf-8")
     return paths
-
-
-def run_arm(spec: dict, out_dir: Path, timeout: float | None = None) -> dict:
-    """One arm in its own process (`bench.py _worker`); its result JSON plus the process's wall time."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    spec_path, result_path = out_dir / "spec.json", out_dir / "result.json"
-    spec = dict(spec, result=str(result_path), work_dir=str(out_dir / "work"))
-    spec_path.write_text(json.dumps(spec), encoding="utf-8")
-    log = out_dir / "log.txt"
-    start = time.perf_counter()
-    with open(log, "w", encoding="utf-8") as fh:
-        proc = subprocess.run([sys.executable, str(TOOLS / "bench.py"), "_worker", str(spec_path)], stdout=fh,
-                              stderr=subprocess.STDOUT, env=offline_env(spec.get("env")), timeout=timeout)
-    wall = time.perf_counter() - start
-    if proc.returncode != 0 or not result_path.is_file():
-        tail = log.read_text(encoding="utf-8", errors="replace")[-3000:]
-        raise RuntimeError(f"arm {spec['arm']} failed (exit {proc.returncode}); log {log}:\n{tail}")
-    result = json.loads(result_path.read_text(encoding="utf-8"))
-    result["wall_s"] = wall
-    return result
 
 
 # ------------------------------------------------------------------------------ inside a worker process
@@ -164,10 +126,11 @@ def peak_memory_mib(device: str) -> float:
 def heldout_rows(spec: dict, tokenizer) -> list[dict]:
     """The held-out records tokenized by xtune's pipeline (unpacked; labels on the answers only)."""
     from xtune.data import build_train_dataset
+    from xtune.plugins import get_registry
 
     cfg = dict(dataset_map="alpaca", data_path=spec["heldout"], prompt_template=spec["template"],
                max_length=spec["max_length"], pack_to_max_length=False)
-    data = build_train_dataset(cfg, tokenizer, progress=False, use_cache=False)
+    data = build_train_dataset(cfg, tokenizer, registry=get_registry(), progress=False, use_cache=False)
     return [{"input_ids": r["input_ids"], "labels": r["labels"]} for r in data]
 
 
@@ -307,13 +270,15 @@ def prompt_completion_records(spec: dict, tokenizer) -> list[dict]:
     trained tokens as xtune's; with SentencePiece only the first prompt piece differs ("▁[" for "[").
     """
     from xtune.data.pipeline import load_conversations, render_conversations
+    from xtune.plugins import get_registry
 
+    registry = get_registry()
     cfg = dict(dataset_map="alpaca", data_path=spec["train"], prompt_template=spec["template"])
-    conversations, wheres, _ = load_conversations(cfg, progress=False)
+    conversations, wheres, _ = load_conversations(cfg, registry=registry, progress=False)
     adds_bos = tokenizer.bos_token_id is not None and tokenizer(
         "a")["input_ids"][:1] == [tokenizer.bos_token_id]
     records = []
-    for segments in render_conversations(conversations, wheres, spec["template"]):
+    for segments in render_conversations(conversations, wheres, spec["template"], registry=registry):
         first = next(i for i, s in enumerate(segments) if s["train"])
         prompt = "".join(s["text"] for s in segments[:first])
         if adds_bos and tokenizer.bos_token and prompt.startswith(tokenizer.bos_token):

@@ -68,7 +68,7 @@ def trl_check(options: list[str], data: Path) -> dict:
     registry = get_registry()
     cfg = load_recipe_cfg(RECIPES[1], registry, options)
     processor = recipe_processor(cfg, registry)
-    rows = build_image_dataset(dataset_cfg(cfg), processor, registry=registry, use_cache=False)
+    rows = build_image_dataset(dataset_cfg(cfg, registry), processor, registry=registry, use_cache=False)
     ours = build_image_collator({}, processor)([rows[i] for i in range(4)])
     processor.chat_template = vision_jinja(export_jinja(cfg.prompt_template, generation_tags=True,
                                                         registry=registry), processor.image_token)
@@ -77,7 +77,9 @@ def trl_check(options: list[str], data: Path) -> dict:
                  "images": [Image.open(data.parent / n).convert("RGB") for n in r["images"]]}
                 for r in records]
     theirs = DataCollatorForVisionLanguageModeling(processor, assistant_only_loss=True)(examples)
-    model = build_trainable(cfg, registry).model.eval()
+    from xtune.plan import resolve_plan
+
+    model = build_trainable(cfg, registry, resolve_plan(cfg, registry)).model.eval()
     with torch.no_grad():
         loss = [float(model(**batch).loss) for batch in (ours, theirs)]
     return dict(same_input_ids=bool(torch.equal(ours["input_ids"], theirs["input_ids"])),

@@ -70,11 +70,12 @@ def ensure_smollm2(cache_dir: Path | None = None, gguf: Path | None = None, log=
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
     from xtune.export.gguf import gguf_to_hf
+    from xtune.plugins import get_registry
 
     with tempfile.TemporaryDirectory(prefix="smollm2-", dir=folder.parent) as tmp:
         source = Path(gguf) if gguf else download_gguf(Path(tmp), log)
         log(f"  converting {source.name} -> {folder} (dequantised, bf16 safetensors; once)")
-        gguf_to_hf(source, folder, dtype="bfloat16", force=folder.exists())
+        gguf_to_hf(source, folder, registry=get_registry(), dtype="bfloat16", force=folder.exists())
     return folder
 
 

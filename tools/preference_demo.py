@@ -71,12 +71,13 @@ def pair_batches(records, tokenizer, tmp: Path):
     """The pipeline's own unpacked rows for `records`, collated two pairs at a time."""
     from xtune.data.pipeline import build_train_dataset
     from xtune.data.preference_collate import collator_for
+    from xtune.plugins import get_registry
 
     path = tmp / "eval_pairs.json"
     path.write_text(json.dumps(records), encoding="utf-8")
     cfg = {"dataset_map": "sharegpt_preference", "data_path": str(path), "rows": "pairs",
            "prompt_template": "smollm2_chat", "max_length": MAX_LENGTH, "pack_to_max_length": False}
-    rows = build_train_dataset(cfg, tokenizer, use_cache=False, progress=False)
+    rows = build_train_dataset(cfg, tokenizer, registry=get_registry(), use_cache=False, progress=False)
     collate = collator_for(cfg, tokenizer)
     return [collate([rows[i] for i in range(s, min(s + 2, len(rows)))]) for s in range(0, len(rows), 2)]
 

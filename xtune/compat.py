@@ -129,7 +129,7 @@ def _free_port() -> int:
 
 
 @functools.cache
-def deepspeed_strategy_with_resume_hooks(on_logger=None) -> str:
+def deepspeed_strategy_with_resume_hooks(quiet: bool = False) -> str:
     """Fix 5 — `DeepSpeedStrategy.save_checkpoint` and `.resume` ignore their `callback` ("not supported
     yet"), so runner hooks never see `before_save_checkpoint` / `after_load_checkpoint` under DeepSpeed
     and cannot save or restore their state (RNG states, the loss history). A subclass, registered under
@@ -150,14 +150,25 @@ def deepspeed_strategy_with_resume_hooks(on_logger=None) -> str:
                 callback(checkpoint)
             return checkpoint
 
-        def build_logger(self, *args, **kwargs):  # not a fix: lets xtune quiet the console like Runner's
+        def build_logger(self, *args, **kwargs):  # not a fix: the console is as quiet as the Runner's
             logger = super().build_logger(*args, **kwargs)
-            if on_logger is not None:
-                on_logger(logger)
+            if quiet:
+                quiet_console(logger)
             return logger
 
-    name = "ResumeHookDeepSpeedStrategy" + ("" if on_logger is None else f"_{id(on_logger)}")
+    name = "QuietResumeHookDeepSpeedStrategy" if quiet else "ResumeHookDeepSpeedStrategy"
     ResumeHookDeepSpeedStrategy.__name__ = name
     if name not in STRATEGIES.module_dict:
         STRATEGIES.register_module(module=ResumeHookDeepSpeedStrategy, name=name)
     return name
+
+
+def quiet_console(logger) -> None:
+    """mmengine's console lines (environment report, config dump, hook table, its per-iteration line, its
+    deprecation notes) stay in the log file; the console shows its errors and xtune's own lines (the
+    `xtune` logger: progress, sample chats, checkpoints, warnings that call for action)."""
+    import logging
+
+    for handler in logger.handlers:
+        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+            handler.setLevel(logging.ERROR)

@@ -1,10 +1,10 @@
 """Counting a run in optimizer steps, and reaching the trained model through its wrappers.
 
 Recipes count in optimizer *steps* (`max_steps`, `save_steps`, `log_interval`, `evaluation_freq`, the
-learning-rate schedule), as users of XTuner, LLaMA-Factory and axolotl expect. mmengine counts
-*iterations*, one per micro-batch, and steps the optimizer once per `accumulative_counts` of them (and at
-the last iteration, for a short final group). `Schedule` is the one place that converts between the two;
-every runner hook, the checkpoint names and the exports ask it where a step ends.
+learning-rate schedule), as users of XTuner, LLaMA-Factory and axolotl expect, and so does xtune's training
+loop (`xtune.engine.loop`): one iteration of it is one optimizer step over `accumulation` micro-batches (the
+last step takes what is left when an epoch-based run does not divide evenly). `Schedule` says how long the
+run is and how many micro-batches each step takes.
 """
 
 from __future__ import annotations
@@ -27,30 +27,29 @@ class Schedule:
     def max_steps(self) -> int:
         return math.ceil(self.max_iters / self.accumulation)
 
-    def iters(self, steps: int) -> int:
-        return int(steps) * self.accumulation
+    def micro_batches(self, step: int) -> int:
+        """How many micro-batches optimizer step number `step` (1-based) accumulates."""
+        return min(self.accumulation, self.max_iters - (int(step) - 1) * self.accumulation)
+
+    def micro_batches_before(self, step: int) -> int:
+        """Micro-batches trained by the steps before `step` (1-based): what a resumed run skips."""
+        return min(self.max_iters, (int(step) - 1) * self.accumulation)
 
     def steps_done(self, iters_done: int) -> int:
-        """Optimizer steps completed after `iters_done` micro-batches (a short last group counts)."""
+        """Optimizer steps completed after `iters_done` micro-batches (a short last group counts): reads the
+        iteration count of checkpoints written before the loop counted in steps."""
         return math.ceil(int(iters_done) / self.accumulation)
 
-    def step_end(self, iters_done: int) -> int | None:
-        """The optimizer step that micro-batch number `iters_done` (1-based) completes, else None."""
-        if iters_done % self.accumulation and iters_done != self.max_iters:
-            return None
-        return self.steps_done(iters_done)
 
-
-def plan_schedule(cfg, dataset_len: int, world_size: int = 1) -> Schedule:
-    """The recipe's run length: `train_cfg.max_steps > 0` wins, else `max_epochs` passes over the data."""
-    batch = int(cfg.train_dataloader.batch_size)
-    acc = int(cfg.optim_wrapper.get("accumulative_counts", 1) or 1)
+def plan_schedule(training, dataset_len: int, world_size: int = 1) -> Schedule:
+    """The run's length from its plan (`xtune.plan.TrainingPlan`): `max_steps > 0` wins, else `max_epochs`
+    passes over the data."""
+    batch, acc = training.batch_size, training.accumulation
     per_epoch = max(1, math.ceil(dataset_len / (batch * world_size)))
-    max_steps = int(cfg.train_cfg.get("max_steps", 0) or 0)
-    if max_steps > 0:
-        max_iters = max_steps * acc
+    if training.max_steps > 0:
+        max_iters = training.max_steps * acc
     else:
-        epochs = cfg.train_cfg.get("max_epochs", 0) or 0
+        epochs = training.max_epochs
         if epochs <= 0:
             raise ConfigError("train_cfg needs max_steps > 0 or max_epochs > 0")
         max_iters = math.ceil(per_epoch * epochs)

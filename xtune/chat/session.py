@@ -9,6 +9,7 @@ are cut from the streamed text and end generation at the next token.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,17 +28,14 @@ class GenerationSettings:
 
 
 class ChatSession:
-    """Multi-turn chat. `ask(text)` returns the answer and keeps it in the history; `reset()` forgets."""
+    """Multi-turn chat. `ask(text)` returns the answer and keeps it in the history; `reset()` forgets.
+    `registry` (the CLI's, or a caller's own) supplies the templates and the model adapters' defaults."""
 
-    def __init__(self, model, tokenizer, *, registry=None, template: str | None = None,
+    def __init__(self, model, tokenizer, *, registry, template: str | None = None,
                  system: str | None = None,
                  settings: GenerationSettings | None = None, model_name: str = ""):
         from xtune.templates.export import find_template_name
 
-        if registry is None:  # a session opened from Python code, not from the CLI
-            from xtune.plugins import get_registry
-
-            registry = get_registry()
         self.model, self.tokenizer = model, tokenizer
         self.registry = registry
         self.system = system
@@ -45,7 +43,7 @@ class ChatSession:
         self.history: list[dict] = []
         self.use_tokenizer_template = template is None and bool(getattr(tokenizer, "chat_template", None))
         if self.use_tokenizer_template:
-            self.template = find_template_name(tokenizer.chat_template, registry)
+            self.template = find_template_name(tokenizer.chat_template, registry=registry)
         else:
             if template is None:
                 from xtune.chat.loading import default_template_name
@@ -108,21 +106,31 @@ class ChatSession:
             kwargs.update(do_sample=True, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k)
         else:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        if s.seed is not None:
-            from transformers import set_seed
-
-            set_seed(s.seed)
         return kwargs
+
+    def _seeded(self):
+        """With a seed, torch's random state for one answer: seeded, then put back, so a session never
+        changes the random numbers of the process around it (`transformers.set_seed` would, for good)."""
+        if self.settings.seed is None:
+            return contextlib.nullcontext()
+        import torch
+
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.random.fork_rng(devices=range(torch.cuda.device_count())))
+        torch.manual_seed(self.settings.seed)
+        return stack
 
     def ask(self, text: str, on_text: Callable[[str], None] | None = None) -> str:
         """Answer `text`; with `on_text`, stream the answer to it piece by piece as it is generated."""
         kwargs = self._generate_kwargs(text)
-        if on_text is None:
-            output = self.model.generate(**kwargs)
-            new = output[0, kwargs["input_ids"].shape[1]:]
-            answer, _ = cut_at_stop(self.tokenizer.decode(new, skip_special_tokens=True), self.stop_words)
-        else:
-            answer = self._stream(kwargs, on_text)
+        with self._seeded():
+            if on_text is None:
+                output = self.model.generate(**kwargs)
+                new = output[0, kwargs["input_ids"].shape[1]:]
+                answer, _ = cut_at_stop(self.tokenizer.decode(new, skip_special_tokens=True),
+                                        self.stop_words)
+            else:
+                answer = self._stream(kwargs, on_text)
         answer = answer.strip()
         self.history += [{"role": "user", "content": text}, {"role": "assistant", "content": answer}]
         return answer

@@ -23,13 +23,14 @@ from xtune.templates.images import IMAGE_MARKER, as_content_parts, count_images,
 class VisionChatSession(ChatSession):
     """A ChatSession over `processor` (tokenizer + image processor) that also shows the model pictures."""
 
-    def __init__(self, model, processor, *, registry=None, template: str | None = None, **kwargs):
+    def __init__(self, model, processor, *, registry, template: str | None = None, **kwargs):
         super().__init__(model, processor.tokenizer, registry=registry, template=template, **kwargs)
         self.processor = processor
         self.image_prompt = image_prompt_of(model, self.registry) or processor.image_token
         self.pending: list[str] = []
         if self.use_tokenizer_template and self.template is None:  # a folder xtune wrote?
-            name = find_template_name(processor.tokenizer.chat_template, self.registry, self.image_prompt)
+            name = find_template_name(processor.tokenizer.chat_template, registry=self.registry,
+                                      image_prompt=self.image_prompt)
             if name:
                 self.template, self.use_tokenizer_template = name, False
                 self.stop_words = self._stop_words()

@@ -111,13 +111,14 @@ def run(args) -> int:
     from xtune.models.build import load_for_inference
     from xtune.plugins import get_registry
 
-    model, tokenizer = load_for_inference(args.model, adapter=args.adapter, bits=args.bits, dtype=args.dtype,
-                                          source=args.source)
+    registry = get_registry()
+    model, tokenizer = load_for_inference(args.model, registry=registry, adapter=args.adapter, bits=args.bits,
+                                          dtype=args.dtype, source=args.source)
     settings = GenerationSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                                   top_p=args.top_p, top_k=args.top_k,
                                   repetition_penalty=args.repetition_penalty,
                                   seed=args.seed)
-    session = _session(model, tokenizer, args, settings, get_registry())
+    session = _session(model, tokenizer, args, settings, registry)
     stream = not args.no_stream
     text = args.prompt if args.prompt is not None else piped
     if text is not None:

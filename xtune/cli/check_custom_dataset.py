@@ -63,16 +63,17 @@ def _check_file(args) -> dict:
 
     cfg = {"dataset_map": args.format, "data_path": args.data, "prompt_template": args.template,
            "max_length": args.max_length, "pack_to_max_length": False}
-    kind = map_data(args.format) if args.format in _registry().dataset_maps else "sft"
+    registry = _registry()
+    kind = map_data(args.format, registry) if args.format in registry.dataset_maps else "sft"
     if kind != "sft":
         from xtune.data.preference import load_items, sequences
 
         cfg["rows"] = kind  # preference pairs (or KTO items): each rendered as its two sequences
-        items, wheres, _ = load_items(cfg)
+        items, wheres, _ = load_items(cfg, registry=registry)
         records, conversations = len(items), sequences(items, kind)
         wheres = [w for w in wheres for _ in (0, 1)]
     else:
-        conversations, wheres, _ = load_conversations(cfg)
+        conversations, wheres, _ = load_conversations(cfg, registry=registry)
         records = len(conversations)
     summary = {"source": args.data, "format": args.format, "template": args.template}
     if args.tokenizer:
@@ -85,9 +86,10 @@ def _check_file(args) -> dict:
         if not args.template and any(c[0]["role"] != "text" for c in conversations):
             raise UsageError("--tokenizer needs --template for chat data (token counts depend on it)")
         tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
-        return {**summary, **dataset_stats(build_train_dataset(cfg, tokenizer, use_cache=False))}
+        return {**summary, **dataset_stats(build_train_dataset(cfg, tokenizer, registry=registry,
+                                                               use_cache=False))}
     if args.template:
-        segments = render_conversations(conversations, wheres, args.template)
+        segments = render_conversations(conversations, wheres, args.template, registry=registry)
         chars = [sum(len(s["text"]) for s in segs) for segs in segments]
         trained = [sum(len(s["text"]) for s in segs if s["train"]) for segs in segments]
     else:

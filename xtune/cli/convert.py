@@ -135,8 +135,9 @@ def _run_merge(args) -> int:
 def _run_gguf(args) -> int:
     _setup_logging()
     from xtune.export.gguf import gguf_to_hf
+    from xtune.plugins import get_registry
 
-    out = gguf_to_hf(args.gguf, args.out, dtype=args.dtype, force=args.force,
+    out = gguf_to_hf(args.gguf, args.out, registry=get_registry(), dtype=args.dtype, force=args.force,
                      max_shard_size=args.max_shard_size)
     print(f"wrote {out}")
     return 0
@@ -145,12 +146,15 @@ def _run_gguf(args) -> int:
 def _run_hf_to_gguf(args) -> int:
     _setup_logging()
     from xtune.export.hf_to_gguf import hf_to_gguf
+    from xtune.plugins import get_registry
 
-    out = hf_to_gguf(args.model, args.out, outtype=args.outtype, adapter=args.adapter, dtype=args.dtype,
-                     force=args.force)
+    registry = get_registry()
+    out = hf_to_gguf(args.model, args.out, registry=registry, outtype=args.outtype, adapter=args.adapter,
+                     dtype=args.dtype, force=args.force)
     print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB)")
     if args.check:
         from xtune.export.gguf_check import check_gguf
 
-        print(check_gguf(args.model, out, adapter=args.adapter, dtype=args.dtype).summary())
+        check = check_gguf(args.model, out, registry=registry, adapter=args.adapter, dtype=args.dtype)
+        print(check.summary())
     return 0

@@ -42,10 +42,16 @@ def run(args) -> int:
         raise UsageError(f"--gpus {args.gpus}: needs at least one device")
     if not 0 < args.labelled_share <= 1:
         raise UsageError(f"--labelled-share {args.labelled_share}: must be in (0, 1]")
+    from xtune.plan import resolve_plan
+
     registry = get_registry()
     path = resolve_recipe(args.recipe, registry)
     cfg = load_recipe(path, args.cfg_options)
-    est = estimate_recipe_cfg(cfg, registry, device=args.device, deepspeed=args.deepspeed,
-                              num_devices=args.gpus, labelled_share=args.labelled_share)
-    print(json.dumps(as_json(est, path.stem), indent=1) if args.json else table(est, path.stem))
+    run_plan = resolve_plan(cfg, registry, recipe=path.stem, deepspeed=args.deepspeed)
+    est = estimate_recipe_cfg(cfg, registry, run_plan, device=args.device, num_devices=args.gpus,
+                              labelled_share=args.labelled_share)
+    if args.json:
+        print(json.dumps({**as_json(est, path.stem), "run_plan": run_plan.to_dict()}, indent=1))
+    else:
+        print(table(est, path.stem))
     return 0

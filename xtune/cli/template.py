@@ -92,14 +92,16 @@ def _read_messages(path: str) -> list:
 
 
 def run_render(args) -> int:
+    from xtune.plugins import get_registry
     from xtune.templates import get_template, render_segments
 
-    template = get_template(args.name)
+    registry = get_registry()
+    template = get_template(args.name, registry)
     messages = _read_messages(args.messages)
     try:
         segments = render_segments(template, messages, args.add_generation_prompt, bos_token=args.bos_token,
                                    eos_token=args.eos_token, date_string=args.date_string,
-                                   enable_thinking=not args.no_thinking)
+                                   enable_thinking=not args.no_thinking, registry=registry)
     except UsageError as exc:
         raise UsageError(f"{args.messages}: {exc.message}", hint=exc.hint) from None
     text = "".join(s.text for s in segments)
@@ -113,7 +115,8 @@ def run_render(args) -> int:
 
 
 def run_export(args) -> int:
+    from xtune.plugins import get_registry
     from xtune.templates.export import export_jinja
 
-    sys.stdout.write(export_jinja(args.name, generation_tags=args.generation_tags))
+    sys.stdout.write(export_jinja(args.name, generation_tags=args.generation_tags, registry=get_registry()))
     return 0

@@ -3,6 +3,8 @@ WORK_DIR/hf with the exporter (`xtune.export`) when the recipe says `export_hf =
 
 from __future__ import annotations
 
+import os
+
 
 def add_parser(subparsers, common):
     p = subparsers.add_parser("train", parents=[common], help="train a recipe",
@@ -40,18 +42,19 @@ def run(args) -> int:
     code = relaunch_if_requested(_argv(args))
     if code is not None:
         return code
-    from xtune.engine.train import train
+    from xtune.engine.console import quiet_libraries
+    from xtune.engine.train import TrainRequest, train
 
-    done = train(path, args, registry)
-    if done.cfg.get("export_hf"):
-        import os
+    request = TrainRequest(recipe=path, options=tuple(args.cfg_options or ()), work_dir=args.work_dir,
+                           deepspeed=args.deepspeed, resume=args.resume, overwrite=bool(args.overwrite),
+                           seed=args.seed, launcher=getattr(args, "launcher", "none") or "none",
+                           debug=bool(getattr(args, "debug", False)) or os.environ.get("XTUNE_DEBUG") == "1")
+    with quiet_libraries(request.debug):
+        done = train(request, registry)
+        if done.cfg.get("export_hf"):
+            from xtune.export.pth_to_hf import export_after_training
 
-        from xtune.export.pth_to_hf import export_after_training
-
-        export_after_training(cfg=done.cfg, runner=done.runner, tokenizer=done.tokenizer, recipe=done.recipe,
-                              out_dir=os.path.join(done.work_dir, "hf"), method=done.method,
-                              schedule=done.schedule,
-                              registry=registry)
+            export_after_training(done, out_dir=os.path.join(done.work_dir, "hf"), registry=registry)
     return 0
 
 

@@ -1,9 +1,9 @@
 """The data pipeline: source -> dataset map -> conversation -> template segments -> tokens -> packing ->
 batches.
 
-The engine calls `build_train_dataset(cfg, tokenizer)`, `build_collator(cfg, tokenizer)` and, for
-unpacked data, `LengthGroupedSampler`; the tools call `dataset_stats` and `render_sample`. Names are
-imported lazily so that importing `xtune.data` (the CLI does) never pulls in torch or datasets.
+The engine calls `build_train_dataset(cfg, tokenizer, registry=...)`, `build_collator(cfg, tokenizer)`
+and, for unpacked data, `LengthGroupedSampler`; the tools call `dataset_stats` and `render_sample`. Names
+are imported lazily so that importing `xtune.data` (the CLI does) never pulls in torch or datasets.
 """
 
 from __future__ import annotations

@@ -10,15 +10,15 @@ import json
 from typing import Any
 
 from xtune.data import cache
-from xtune.data.records import dataset_map_entry, registry_or_default
+from xtune.data.records import dataset_map_entry
 from xtune.data.sources import collect
 from xtune.errors import ConfigError, DataError, UsageError
 
 REPORT_PREFIX = "xtune-build-report:"
 
 
-def render_conversations(conversations, wheres, template_name: str | None, tokenizer=None,
-                         registry=None) -> list[list[dict]]:
+def render_conversations(conversations, wheres, template_name: str | None, tokenizer=None, *,
+                         registry) -> list[list[dict]]:
     """Template segments for each conversation ({"text", "train"}); pretraining text is one trained segment.
 
     With a tokenizer, the template's {bos_token} / {eos_token} are the tokenizer's own (as in chat and the
@@ -39,7 +39,7 @@ def render_conversations(conversations, wheres, template_name: str | None, token
         # Templates render system/user/assistant; a tool's answer is shown to the model as a user turn.
         chat = [{**m, "role": "user"} if m["role"] == "tool" else m for m in messages]
         try:
-            segments = render_segments(template, chat, **special)
+            segments = render_segments(template, chat, registry=registry, **special)
         except UsageError as exc:
             problems.append(f"{where}: {exc}")
             continue
@@ -67,12 +67,13 @@ def _tokenize_batch(batch: dict, tokenizer, max_length: int) -> dict:
     return out
 
 
-def fingerprint_for(cfg: dict, tokenizer, source_print: str, registry=None) -> str:
-    reg = registry_or_default(registry)
+def fingerprint_for(cfg: dict, tokenizer, source_print: str, *, registry) -> str:
+    """The cache key of processed data: the source, the dataset map and template entries of `registry`, the
+    tokenizer and the settings that change the rows."""
     template = cfg.get("prompt_template")
-    template_entry = (reg.chat_templates.get(template).to_dict() if template in reg.chat_templates
+    template_entry = (registry.chat_templates.get(template).to_dict() if template in registry.chat_templates
                       else template)
-    map_entry = dataset_map_entry(cfg, reg)
+    map_entry = dataset_map_entry(cfg, registry)
     keys = ("dataset_map", "max_length", "pack_to_max_length", "system", "train_on", "shuffle_before_pack",
             "seed", "columns", "self_cognition_name", "self_cognition_author", "skip_bad_records")
     return cache.fingerprint(

@@ -19,7 +19,7 @@ def load_recipe_cfg(name_or_path: str, registry, options: list[str] | None = Non
     return load_recipe(resolve_recipe(name_or_path, registry), options or [])
 
 
-def dataset_cfg(recipe, registry=None) -> dict[str, Any]:
+def dataset_cfg(recipe, registry) -> dict[str, Any]:
     """The recipe's `train_dataset` dict, with the top-level seed and self-cognition names when it lacks
     them, and `rows` (pairs, unpaired, prompts) when its objective trains on preference data: what training
     and the dataset tools both hand to the data pipeline."""
@@ -29,13 +29,13 @@ def dataset_cfg(recipe, registry=None) -> dict[str, Any]:
     for key in ("self_cognition_name", "self_cognition_author", "seed"):
         if key not in cfg and key in recipe:
             cfg[key] = recipe[key]
-    rows = objective_rows(recipe, registry)
+    rows = objective_rows(recipe, registry=registry)
     if rows != "sft":
         cfg.setdefault("rows", rows)
     return cfg
 
 
-def build_dataset(data_cfg: dict, tokenizer, *, registry=None, processor=None, image_prompt: str = ""):
+def build_dataset(data_cfg: dict, tokenizer, *, registry, processor=None, image_prompt: str = ""):
     """A recipe's training rows: the vision-language pipeline when there is a processor (with the family's
     image prompt), else the text one. Training and the dataset tools build them the same way."""
     if processor is not None:
@@ -47,11 +47,9 @@ def build_dataset(data_cfg: dict, tokenizer, *, registry=None, processor=None, i
     return build_train_dataset(data_cfg, tokenizer, registry=registry)
 
 
-def objective_rows(recipe, registry=None) -> str:
+def objective_rows(recipe, *, registry) -> str:
     """The kind of rows the recipe's objective trains on ('sft' without an `objective` section)."""
     name = (recipe.get("objective") or {}).get("type", "sft")
     if name == "sft":
         return "sft"
-    from xtune.data.records import registry_or_default
-
-    return registry_or_default(registry).objectives.get(name).data  # an unknown name: the closest ones
+    return registry.objectives.get(name).data  # an unknown name: the closest ones

@@ -1,4 +1,4 @@
-"""`build_train_dataset(cfg, tokenizer)`: a recipe's `train_dataset` settings -> training rows.
+"""`build_train_dataset(cfg, tokenizer, registry=...)`: a recipe's `train_dataset` settings -> training rows.
 
 source -> dataset map -> conversation -> template segments -> input_ids + labels -> (packing).
 Conversion and rendering run in this process and check every record first, so bad data is
@@ -28,7 +28,7 @@ from xtune.data.tokenize import clip_segments
 from xtune.errors import ConfigError, DataError
 
 
-def build_train_dataset(cfg: dict, tokenizer, *, registry=None, progress: bool = True,
+def build_train_dataset(cfg: dict, tokenizer, *, registry, progress: bool = True,
                         use_cache: bool = True):
     """Training rows for a recipe's `train_dataset` dict: input_ids, labels (+ position_ids when packed).
     A preference objective's rows (`rows` = pairs, unpaired, prompts) come from `xtune.data.preference`."""
@@ -42,24 +42,25 @@ def build_train_dataset(cfg: dict, tokenizer, *, registry=None, progress: bool =
         # Local files are fingerprinted by content without parsing them, so a warm run skips
         # converting and checking every record (they were checked when the cache was written).
         check_settings(cfg)
-        early_print = local_source_print(cfg, registry)
+        early_print = local_source_print(cfg, registry=registry)
         if early_print is not None:
-            cached = cache.load(cache_dir, fingerprint_for(cfg, tokenizer, early_print, registry))
+            cached = cache.load(cache_dir, fingerprint_for(cfg, tokenizer, early_print, registry=registry))
             if cached is not None:
                 return cached
     skipped: list[str] = []
-    conversations, wheres, source_print = load_conversations(cfg, registry, progress=progress,
+    conversations, wheres, source_print = load_conversations(cfg, registry=registry, progress=progress,
                                                              skipped=skipped)
     if has_images(conversations):
         raise ConfigError(f"the data set {cfg.get('data_path') or cfg.get('dataset_map')!r} shows images, "
                           "but the model is a text model",
                           hint="train it with a vision-language model adapter")
-    key = fingerprint_for(cfg, tokenizer, source_print, registry)
+    key = fingerprint_for(cfg, tokenizer, source_print, registry=registry)
     if use_cache:
         cached = cache.load(cache_dir, key)
         if cached is not None:
             return cached
-    segments = render_conversations(conversations, wheres, cfg.get("prompt_template"), tokenizer, registry)
+    segments = render_conversations(conversations, wheres, cfg.get("prompt_template"), tokenizer,
+                                    registry=registry)
     segments = [clip_segments(s, int(cfg.get("max_length") or 2048)) for s in segments]
     columns = tokenize_segments(segments, cfg, tokenizer, key, progress)
     result, report = build_rows(columns, cfg)

@@ -68,14 +68,15 @@ def check_item(item, *, system: str, train_on: str, map_name: str, rows: str):
     return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
 
 
-def load_items(cfg: dict, registry=None, *, progress: bool = True, skipped: list[str] | None = None):
+def load_items(cfg: dict, *, registry, progress: bool = True, skipped: list[str] | None = None):
     """(items, wheres, fingerprint) for `cfg['rows']`; KTO trained on pairs takes each side as one item."""
     rows = cfg["rows"]
 
     def check(item, **settings):
         return check_item(item, rows=rows, **settings)
 
-    items, wheres, source_print = load_records(cfg, registry, check, progress=progress, skipped=skipped)
+    items, wheres, source_print = load_records(cfg, check, registry=registry, progress=progress,
+                                               skipped=skipped)
     if rows == "unpaired" and items and "chosen" in items[0]:
         items = [{"prompt": i["prompt"], "completion": i[side], "label": side == "chosen"}
                  for i in items for side in ("chosen", "rejected")]
@@ -91,7 +92,7 @@ def sequences(items: list[dict], rows: str) -> list[list[dict]]:
             (item["prompt"] + item["completion"], item["prompt"] + items[i - 1]["completion"])]
 
 
-def build_preference_dataset(cfg: dict, tokenizer, *, registry=None, progress: bool = True,
+def build_preference_dataset(cfg: dict, tokenizer, *, registry, progress: bool = True,
                              use_cache: bool = True):
     """Training rows for a preference objective: input_ids, labels, position_ids (+ unit_labels for KTO, +
     prompt_messages for PPO), cached by fingerprint like SFT data."""
@@ -103,16 +104,16 @@ def build_preference_dataset(cfg: dict, tokenizer, *, registry=None, progress: b
     cache_dir = Path(cfg.get("cache_dir") or cache.default_cache_dir())
 
     def key_for(source_print: str) -> str:
-        return cache.fingerprint({"data": fingerprint_for(cfg, tokenizer, source_print, registry),
+        return cache.fingerprint({"data": fingerprint_for(cfg, tokenizer, source_print, registry=registry),
                                   "rows": rows, "preference_format": FORMAT_VERSION})
 
     check_settings(cfg)
-    early = local_source_print(cfg, registry) if use_cache else None
+    early = local_source_print(cfg, registry=registry) if use_cache else None
     cached = cache.load(cache_dir, key_for(early)) if early is not None else None
     if cached is not None:
         return cached
     skipped: list[str] = []
-    items, wheres, source_print = load_items(cfg, registry, progress=progress, skipped=skipped)
+    items, wheres, source_print = load_items(cfg, registry=registry, progress=progress, skipped=skipped)
     key = key_for(source_print)
     build = _prompt_rows if rows == "prompts" else _unit_rows
     result, report = build(items, wheres, cfg, tokenizer, registry, key, progress)
@@ -137,7 +138,7 @@ def _unit_rows(items, wheres, cfg, tokenizer, registry, key, progress):
     rows = cfg["rows"]
     convs = sequences(items, rows)
     segments = render_conversations(convs, [w for w in wheres for _ in (0, 1)], cfg.get("prompt_template"),
-                                    tokenizer, registry)
+                                    tokenizer, registry=registry)
     segments = [clip_segments(s, int(cfg.get("max_length") or 2048)) for s in segments]
     columns = tokenize_segments(segments, cfg, tokenizer, key, progress)
     status = columns["status"]

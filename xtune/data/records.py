@@ -16,20 +16,12 @@ from xtune.errors import ConfigError, DataError
 SELF_COGNITION_ASSET = "self_cognition.json"
 
 
-def registry_or_default(registry=None):
-    """The registry the caller passed; the process-wide one for callers outside a run (notebooks)."""
-    if registry is not None:
-        return registry
-    from xtune.plugins import get_registry
-
-    return get_registry()
-
-
-def resolve_map(name: str, registry=None):
-    """(converter, options, entry) for a dataset map; `format=` maps reuse their base's converter."""
+def resolve_map(name: str, *, registry):
+    """(converter, options, entry) for a dataset map of `registry`; `format=` maps reuse their base's
+    converter."""
     from xtune.registry import import_object
 
-    table = registry_or_default(registry).dataset_maps
+    table = registry.dataset_maps
     if name not in table:
         raise DataError(
             f"unknown data format / dataset map {name!r} (valid: {', '.join(sorted(table.names()))})")
@@ -92,7 +84,7 @@ def converter_options(cfg: dict, base_options: dict, convert=None) -> dict:
     return options
 
 
-def load_conversations(cfg: dict, registry=None, *, progress: bool = True, skipped: list[str] | None = None,
+def load_conversations(cfg: dict, *, registry, progress: bool = True, skipped: list[str] | None = None,
                        deferred: list[str] | None = None) -> tuple[list, list[str], str]:
     """Every record of the configured source as a checked conversation: (conversations, wheres, fingerprint).
 
@@ -101,7 +93,7 @@ def load_conversations(cfg: dict, registry=None, *, progress: bool = True, skipp
     appended to `skipped`, so the build report counts them. With `deferred`, the problems are appended
     there for the caller to settle (`settle_problems`) together with its own.
     """
-    return load_records(cfg, registry, checked_conversation, progress=progress, skipped=skipped,
+    return load_records(cfg, checked_conversation, registry=registry, progress=progress, skipped=skipped,
                         deferred=deferred)
 
 
@@ -112,7 +104,7 @@ def checked_conversation(messages, *, system: str, train_on: str, map_name: str)
     return messages
 
 
-def load_records(cfg: dict, registry, check, *, progress: bool = True, skipped: list[str] | None = None,
+def load_records(cfg: dict, check, *, registry, progress: bool = True, skipped: list[str] | None = None,
                  deferred: list[str] | None = None) -> tuple[list, list[str], str]:
     """Every record converted by its dataset map and passed through `check(converted, system=, train_on=,
     map_name=)` (which raises RecordError): (items, wheres, fingerprint), bad records reported together
@@ -121,7 +113,7 @@ def load_records(cfg: dict, registry, check, *, progress: bool = True, skipped: 
     parts = _parts(cfg, registry)
     items, wheres, problems, prints = [], [], [], []
     for map_name, data_path in parts:
-        convert, options, entry = resolve_map(map_name, registry)
+        convert, options, entry = resolve_map(map_name, registry=registry)
         options = converter_options(cfg, options, convert)
         source: Source = load_source(data_path or default_source(entry), config=entry.hub_config,
                                      split=entry.split, data_files=entry.data_files)
@@ -165,10 +157,10 @@ def settle_problems(problems: list[str], cfg: dict, kept: int, skipped: list[str
         raise DataError(collect(problems), hint=hint)
 
 
-def map_data(name: str, registry=None) -> str:
-    """What a dataset map's converter yields ('sft', 'pairs', 'unpaired'): a `format=` map inherits its
+def map_data(name: str, registry) -> str:
+    """What a dataset map of `registry` yields ('sft', 'pairs', 'unpaired'): a `format=` map inherits its
     base's kind, a mixture its members' (which must agree)."""
-    table = registry_or_default(registry).dataset_maps
+    table = registry.dataset_maps
     entry = table.get(name)
     if entry.combine:
         kinds = {map_data(member, registry) for member in entry.combine}
@@ -203,7 +195,7 @@ def _parts(cfg: dict, registry) -> list[tuple[str, str | None]]:
     name = cfg.get("dataset_map")
     if not name:
         raise ConfigError("train_dataset.dataset_map is not set")
-    table = registry_or_default(registry).dataset_maps
+    table = registry.dataset_maps
     if name in table and table.get(name).combine:
         if cfg.get("data_path"):
             raise ConfigError(
@@ -221,14 +213,14 @@ def _progress(items, desc: str, enabled: bool):
     return tqdm(items, desc=desc, total=len(items), unit="rec")
 
 
-def local_source_print(cfg: dict, registry=None) -> str | None:
+def local_source_print(cfg: dict, *, registry) -> str | None:
     """The source part of the cache key when every source is a local path (as load_conversations
     computes it), else None: hub data sets are only fingerprinted once loaded."""
     from xtune.data.sources import MODELSCOPE_PREFIXES, local_fingerprint, looks_local
 
     prints = []
     for map_name, data_path in _parts(cfg, registry):
-        path = data_path or default_source(resolve_map(map_name, registry)[2])
+        path = data_path or default_source(resolve_map(map_name, registry=registry)[2])
         if path.startswith(MODELSCOPE_PREFIXES) or not looks_local(path):
             return None
         prints.append(local_fingerprint(path))

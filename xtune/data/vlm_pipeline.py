@@ -34,12 +34,13 @@ def processor_print(processor, image_prompt: str) -> str:
 
 def _key(cfg: dict, processor, image_prompt: str, source_print: str, registry) -> str:
     folder = image_folder(cfg)
-    return cache.fingerprint({"text": fingerprint_for(cfg, processor.tokenizer, source_print, registry),
+    text = fingerprint_for(cfg, processor.tokenizer, source_print, registry=registry)
+    return cache.fingerprint({"text": text,
                               "processor": processor_print(processor, image_prompt),
                               "image_folder": str(folder.resolve()) if folder else None})
 
 
-def build_image_dataset(cfg: dict, processor, *, image_prompt: str = "", registry=None,
+def build_image_dataset(cfg: dict, processor, *, registry, image_prompt: str = "",
                         progress: bool = True, use_cache: bool = True):
     """Training rows (input_ids, labels, images [+ position_ids]) for a vision-language recipe.
 
@@ -49,14 +50,14 @@ def build_image_dataset(cfg: dict, processor, *, image_prompt: str = "", registr
     image_prompt = image_prompt or processor.image_token
     cache_dir = Path(cfg.get("cache_dir") or cache.default_cache_dir())
     check_settings(cfg)
-    early = local_source_print(cfg, registry) if use_cache else None
+    early = local_source_print(cfg, registry=registry) if use_cache else None
     if early is not None:
         cached = cache.load(cache_dir, _key(cfg, processor, image_prompt, early, registry))
         if cached is not None:
             return cached
     skipped: list[str] = []
     problems: list[str] = []  # bad records and bad pictures, reported together
-    conversations, wheres, source_print = load_conversations(cfg, registry, progress=progress,
+    conversations, wheres, source_print = load_conversations(cfg, registry=registry, progress=progress,
                                                              deferred=problems)
     folder = image_folder(cfg)
     images, kept, bad = resolve_images(conversations, wheres, folder)
@@ -67,7 +68,7 @@ def build_image_dataset(cfg: dict, processor, *, image_prompt: str = "", registr
     if use_cache and (cached := cache.load(cache_dir, key)) is not None:
         return cached
     segments = render_conversations(conversations, wheres, cfg.get("prompt_template"), processor.tokenizer,
-                                    registry)
+                                    registry=registry)
     columns = _tokenize(segments, images, wheres, processor, image_prompt, int(cfg.get("max_length") or 2048))
     result, report = build_rows(columns, cfg)
     report.update(records=len(conversations) + len(skipped), skipped_bad_records=len(skipped),

@@ -10,14 +10,21 @@
   tensors) rides along in `meta.xtune_recipe`, so `convert pth_to_hf` rebuilds exactly the trained model.
 - RNG states (torch, CUDA, numpy, Python) are stored and restored *after* mmengine has skipped the
   data already trained, so dropout masks match the uninterrupted run.
-- SIGTERM (preemption) asks for a checkpoint at the next step boundary, then the run exits non-zero.
+- SIGTERM (preemption) asks for a checkpoint at the end of the current step, then the run exits non-zero.
+
+The training loop (`xtune.engine.loop`) decides when to save and calls `CheckpointSaver.save`; what a
+checkpoint holds beyond mmengine's own content is `CheckpointContentHook`'s, called by mmengine's save
+and resume.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import random
 import shutil
 import signal
+import threading
 from pathlib import Path
 
 from mmengine.hooks import Hook
@@ -25,7 +32,9 @@ from mmengine.hooks import Hook
 from xtune.checkpoint.layout import LAST, checkpoint_name, checkpoints_in
 from xtune.errors import XtuneError
 from xtune.fileio import atomic_write_text, commit
-from xtune.schedule import Schedule, unwrap_model
+from xtune.schedule import unwrap_model
+
+log = logging.getLogger("xtune")
 
 
 class TrainingInterrupted(XtuneError):
@@ -62,50 +71,15 @@ def _as_tuple(value):
     return tuple(_as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
-class AtomicCheckpointHook(Hook):
-    """Save every `interval` optimizer steps and at the end; keep `max_keep_ckpts` (-1: all)."""
+class CheckpointSaver:
+    """Writes `iter_N.pth` atomically and keeps the newest `max_keep` (-1: all)."""
 
-    priority = "VERY_LOW"  # after the logger and scheduler hooks of the same iteration
-
-    def __init__(self, interval: int, schedule: Schedule, max_keep_ckpts: int = -1,
-                 handle_sigterm: bool = True, save_last: bool = True, recipe: dict | None = None):
-        self.interval = int(interval)
-        self.schedule = schedule
-        self.max_keep_ckpts = int(max_keep_ckpts) if max_keep_ckpts else -1
-        self.save_last = save_last
-        self.handle_sigterm = handle_sigterm
-        self._sigterm = False
-        self._pending_rng: dict | None = None
-        self._previous_handler = None
-        self.recipe = recipe  # the resolved recipe, stored in every checkpoint (train.recipe_record)
-
-    # ------------------------------------------------------------------ signals
-    def before_train(self, runner) -> None:
-        if self.handle_sigterm and _main_thread():
-            self._previous_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
-
-    def after_run(self, runner) -> None:
-        if self._previous_handler is not None:
-            signal.signal(signal.SIGTERM, self._previous_handler)
-            self._previous_handler = None
-
-    def _on_sigterm(self, signum, frame) -> None:
-        self._sigterm = True
-
-    # ------------------------------------------------------------------ saving
-    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
-        step = self.schedule.step_end(runner.iter + 1)
-        if step is None:
-            return
-        last = runner.iter + 1 == runner.max_iters
-        if (self.interval > 0 and step % self.interval == 0) or (last and self.save_last) or self._sigterm:
-            self.save(runner, step)
-        if self._sigterm:
-            self.after_run(runner)  # put the previous handler back: after_run is skipped on an exception
-            raise TrainingInterrupted(f"terminated (SIGTERM) at step {step}; checkpoint saved",
-                                      hint="continue with --resume auto")
+    def __init__(self, max_keep: int = -1):
+        self.max_keep = int(max_keep) if max_keep else -1
 
     def save(self, runner, step: int) -> None:
+        """Save after optimizer step `step` (called while `runner.iter` is `step - 1`: mmengine stores
+        `iter + 1` in the checkpoint's meta)."""
         work_dir = Path(runner.work_dir)
         final = work_dir / checkpoint_name(step)
         # Every rank writes into one temporary name (DeepSpeed: a folder of shards); rank 0 renames it.
@@ -115,19 +89,45 @@ class AtomicCheckpointHook(Hook):
         if runner.rank == 0:
             commit(work_dir / tmp_name, final)
             atomic_write_text(work_dir / LAST, str(final.resolve()))
-            runner.logger.info(f"saved checkpoint {final}")
+            log.info(f"saved checkpoint {final}")
             self._prune(work_dir, keep=final)
         _barrier()
 
     def _prune(self, work_dir: Path, keep: Path) -> None:
-        if self.max_keep_ckpts <= 0:
+        if self.max_keep <= 0:
             return
         found = checkpoints_in(work_dir)
-        for old in found[: max(0, len(found) - self.max_keep_ckpts)]:
+        for old in found[: max(0, len(found) - self.max_keep)]:
             if old != keep:
                 shutil.rmtree(old) if old.is_dir() else old.unlink()
 
-    # ------------------------------------------------------------------ checkpoint content
+
+@contextlib.contextmanager
+def stop_on_sigterm(flag):
+    """While training, SIGTERM sets `flag.stop_requested` (the loop saves and stops at the end of the
+    step); the previous handler is put back afterwards, whatever happens."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def request_stop(signum, frame) -> None:
+        flag.stop_requested = True
+
+    previous = signal.signal(signal.SIGTERM, request_stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class CheckpointContentHook(Hook):
+    """What an xtune checkpoint holds beyond mmengine's own content: only the trained tensors, the resolved
+    recipe, the RNG states (put back after a resumed run has skipped the trained data)."""
+
+    def __init__(self, recipe: dict | None = None):
+        self.recipe = recipe  # the resolved recipe, stored in every checkpoint (train.recipe_record)
+        self._pending_rng: dict | None = None
+
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         model = unwrap_model(runner.model)
         if isinstance(checkpoint.get("state_dict"), dict):
@@ -138,10 +138,16 @@ class AtomicCheckpointHook(Hook):
                 checkpoint["meta"]["xtune_trainable_only"] = True
         if self.recipe is not None:
             checkpoint.setdefault("meta", {})["xtune_recipe"] = self.recipe
+        checkpoint.setdefault("meta", {})["xtune_iter_unit"] = "optimizer_step"
         checkpoint["xtune_rng"] = _rng_state()
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        if checkpoint.get("meta", {}).get("xtune_trainable_only"):
+        meta = checkpoint.get("meta", {})
+        if "iter" in meta and meta.get("xtune_iter_unit") != "optimizer_step" and \
+                hasattr(runner.train_loop, "schedule"):
+            # written before the loop counted optimizer steps: its `iter` counts micro-batches
+            meta["iter"] = runner.train_loop.schedule.steps_done(meta["iter"])
+        if meta.get("xtune_trainable_only"):
             model = unwrap_model(runner.model)
             # Only names that load_state_dict expects: bitsandbytes adds quant-state entries to a 4-bit
             # layer's state_dict that its loader would report as unexpected.
@@ -152,17 +158,11 @@ class AtomicCheckpointHook(Hook):
         self._pending_rng = checkpoint.get("xtune_rng")
 
     def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
-        # mmengine skips the already-trained batches between resume and the first iteration; that skip
-        # may itself draw random numbers, so the saved states are put back only now.
+        # The loop skips the already-trained batches between resume and the first step; that skip may
+        # itself draw random numbers, so the saved states are put back only now.
         if self._pending_rng is not None:
             _set_rng_state(self._pending_rng)
             self._pending_rng = None
-
-
-def _main_thread() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
 
 
 def _barrier() -> None:

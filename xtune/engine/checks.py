@@ -35,14 +35,15 @@ def _positive(problems: list[str], value, name: str, allow_zero: bool = False) -
 
 
 def preflight(cfg, registry, *, work_dir: str | Path, deepspeed: str | None = None, resume: str | None = None,
-              ) -> None:
-    """Raise ConfigError listing every problem found in the loaded recipe `cfg`."""
+              recipe: str = ""):
+    """The run plan (`xtune.plan.RunPlan`) of the loaded recipe `cfg`, or a ConfigError listing every
+    problem found in it."""
     problems = [f"the recipe has no {section} = dict(...) section" for section in SECTIONS
                 if not isinstance(cfg.get(section), dict)]
     if problems:
         raise ConfigError("; ".join(problems))
     _names(problems, cfg, registry)
-    _paths(problems, cfg)
+    _paths(problems, cfg, registry)
     check_model_section(problems, cfg)
     check_method(problems, cfg, registry)
     if deepspeed:
@@ -63,9 +64,12 @@ def preflight(cfg, registry, *, work_dir: str | Path, deepspeed: str | None = No
     if problems:
         raise ConfigError("; ".join(problems))
     from xtune.estimate import memory_warning  # advice only: a run that may not fit still starts
+    from xtune.plan import resolve_plan
 
-    if warning := memory_warning(cfg, registry, deepspeed=deepspeed):
+    plan = resolve_plan(cfg, registry, recipe=recipe, deepspeed=deepspeed)
+    if warning := memory_warning(cfg, registry, plan):
         print(warning, file=sys.stderr)
+    return plan
 
 
 def _names(problems: list[str], cfg, registry) -> None:
@@ -77,7 +81,7 @@ def _names(problems: list[str], cfg, registry) -> None:
     _lookup(problems, registry.chat_templates, data.get("prompt_template"), "train_dataset.prompt_template")
 
 
-def _paths(problems: list[str], cfg) -> None:
+def _paths(problems: list[str], cfg, registry) -> None:
     """Local data and model paths exist (and a model path is a model folder or a GGUF file)."""
     data_path = cfg.train_dataset.get("data_path")
     if isinstance(data_path, str) and looks_local(data_path) and not Path(data_path).expanduser().exists():
@@ -94,17 +98,18 @@ def _paths(problems: list[str], cfg) -> None:
             problems.append(f"pretrained_model_name_or_path: {exc}")
             return
         if src.is_local and not src.gguf_file:
-            _legacy_layout(problems, src.path, bool(cfg.model.get("trust_remote_code")))
+            _legacy_layout(problems, src.path, bool(cfg.model.get("trust_remote_code")), registry)
 
 
-def _legacy_layout(problems: list[str], path: str, trust_remote_code: bool) -> None:
+def _legacy_layout(problems: list[str], path: str, trust_remote_code: bool, registry) -> None:
     """A local checkpoint in a hub-code layout with no native twin (Baichuan 13B's ALiBi ...) is refused now,
     with the reason, rather than after the data has been prepared."""
     from xtune.models.legacy import find_legacy, read_raw_config, refuse_unknown_remote_code
 
     try:
         raw = read_raw_config(path)
-        if find_legacy(path, raw, trust_remote_code=trust_remote_code) is None and not trust_remote_code:
+        legacy = find_legacy(path, raw, registry=registry, trust_remote_code=trust_remote_code)
+        if legacy is None and not trust_remote_code:
             refuse_unknown_remote_code(path, raw)
     except ConfigError as exc:
         problems.append(f"pretrained_model_name_or_path: {exc}")

@@ -1,10 +1,10 @@
 """The Hugging Face model as an mmengine model: batches in, a `loss` dict (and the objective's metrics) out.
 
-mmengine's runners, DDP wrapper and DeepSpeed strategy all call `forward(**batch, mode='loss')`, so
-this thin wrapper is the only place the engine meets the model. The loss is the recipe's objective
-(`xtune.objectives`: SFT by default, DPO, ORPO, ... for preference recipes); an objective with its own
-`train_step` (PPO: generate, score, several updates) runs that instead. The wrapper also enforces the NaN
-policy, because by the time a runner hook sees a non-finite loss the optimizer has already stepped on it.
+The training loop (`xtune.engine.loop`), through DDP or DeepSpeed when they wrap it, calls
+`forward(**batch, mode='loss')`, so this thin wrapper is the only place the engine meets the model. The
+loss is the recipe's objective (`xtune.objectives`: SFT by default, DPO, ORPO, ... for preference recipes;
+PPO's batches are its rollout's mini-batches). The wrapper also enforces the NaN policy, because after
+the loss has been returned the optimizer would step on it.
 """
 
 from __future__ import annotations
@@ -44,17 +44,10 @@ class CausalLMModel(BaseModel):
         """Nothing to initialise: the weights come from the pretrained checkpoint (and peft's adapter init).
         mmengine's default would also choke on 4-bit packed weights."""
 
-    def train_step(self, data, optim_wrapper):
-        if hasattr(self.objective, "train_step"):
-            return self.objective.train_step(self, data, optim_wrapper)
-        return super().train_step(data, optim_wrapper)
-
-    def forward(self, input_ids, labels=None, attention_mask=None, position_ids=None, mode: str = "loss",
-                **extra):
-        # `extra`: a vision-language batch's pixel inputs (pixel_values, image_grid_thw, ...) or a preference
-        # batch's bookkeeping (sample_ids, ...); `model_inputs` passes the model its own.
-        batch = {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask,
-                 "position_ids": position_ids, **extra}
+    def forward(self, mode: str = "loss", **batch):
+        # `batch`: input_ids, labels, attention_mask, position_ids, and a vision-language batch's pixel inputs
+        # (pixel_values, image_grid_thw, ...) or a preference batch's bookkeeping (sample_ids, ...);
+        # `model_inputs` passes the model its own.
         if mode == "tensor":
             return self.llm(**model_inputs(batch)).logits
         if mode == "predict":
@@ -67,7 +60,7 @@ class CausalLMModel(BaseModel):
                     f"the training loss is {loss.item()} (not finite); stopping instead of training on it",
                     hint="lower lr, check the data, or set --cfg-options on_nan=skip to skip such batches")
             self.skipped_batches += 1
-            return {"loss": self.zero_loss(input_ids.device)}
+            return {"loss": self.zero_loss(loss.device)}
         return out
 
     def zero_loss(self, device):

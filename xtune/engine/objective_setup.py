@@ -44,12 +44,12 @@ def objective_problems(cfg, registry, deepspeed: str | None) -> list[str]:
             problems.append(f"objective {entry.name!r} trains on {entry.data} but dataset map {name!r} "
                             f"yields {kind} records (preference maps: sharegpt_preference, preference, "
                             "hh_rlhf, medicalgpt_preference, alpaca_preference, kto)")
-    if hasattr(import_class(entry), "train_step"):  # PPO drives its own optimizer steps
+    if hasattr(import_class(entry), "updates"):  # PPO: a rollout, then several updates per step
         if deepspeed:
             problems.append(f"objective {entry.name!r} runs without DeepSpeed (drop --deepspeed)")
         if int(cfg.optim_wrapper.get("accumulative_counts", 1) or 1) != 1:
-            problems.append(f"objective {entry.name!r} takes one optimizer step per mini-batch: set "
-                            "accumulative_counts=1")
+            problems.append(f"objective {entry.name!r} makes one optimizer update per rollout mini-batch: "
+                            "set accumulative_counts=1")
         if float(cfg.get("val_ratio") or 0):
             problems.append(f"objective {entry.name!r} has no validation loss: set val_ratio=0")
         path = str(settings.get("reward_model") or "")

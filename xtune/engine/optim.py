@@ -1,15 +1,14 @@
 """The recipe's optimizer and schedule sections as mmengine configs, once the run length is known.
 
 The learning-rate schedule counts *optimizer steps*: warm-up and decay are laid out over
-`schedule.max_steps`, and `OptimizerStepSchedulerHook` advances the schedulers once per optimizer step
-(mmengine's own hook advances them every micro-batch, which with 16 accumulated micro-batches decays
-the rate 16x too early: a 3-step run then trained at 1.5e-4, 3.8e-5 and ~0 instead of 2e-4, 1.5e-4,
-5e-5). So the curve is the same for any `accumulative_counts` at the same number of optimizer steps.
+`schedule.max_steps`, and the training loop (`xtune.engine.loop`) advances the schedulers once per
+optimizer step (advanced every micro-batch, as mmengine's own hook does, 16 accumulated micro-batches
+decay the rate 16x too early: a 3-step run then trained at 1.5e-4, 3.8e-5 and ~0 instead of 2e-4,
+1.5e-4, 5e-5). So the curve is the same for any `accumulative_counts` at the same number of steps.
+Accumulation itself is the loop's too: the optimizer wrapper sees one update per optimizer step.
 """
 
 from __future__ import annotations
-
-from mmengine.hooks import Hook
 
 from xtune.errors import ConfigError
 from xtune.hardware import Precision, on_cuda
@@ -53,29 +52,6 @@ def param_schedulers(sched_cfg: dict, schedule: Schedule) -> list[dict]:
     return out
 
 
-class OptimizerStepSchedulerHook(Hook):
-    """Advance the parameter schedulers after each optimizer step, not after each micro-batch.
-
-    It takes the place of mmengine's ParamSchedulerHook (same priority); the schedulers' state, saved in
-    the checkpoints, therefore counts optimizer steps, and a resumed run continues the same curve.
-    """
-
-    priority = "LOW"
-
-    def __init__(self, schedule: Schedule):
-        self.schedule = schedule
-
-    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
-        if self.schedule.step_end(runner.iter + 1) is None or not runner.param_schedulers:
-            return
-        schedulers = runner.param_schedulers
-        groups = schedulers.values() if isinstance(schedulers, dict) else [schedulers]
-        for group in groups:
-            for scheduler in group:
-                if not scheduler.by_epoch:
-                    scheduler.step()
-
-
 def optim_wrapper_cfg(section: dict, precision: Precision, *, deepspeed: bool) -> dict:
     """The mmengine optim wrapper for the recipe's `optim_wrapper` section at the decided precision.
 
@@ -87,7 +63,7 @@ def optim_wrapper_cfg(section: dict, precision: Precision, *, deepspeed: bool) -
     section = dict(section)
     optimizer = dict(section.pop("optimizer"))
     clip = section.pop("clip_grad", None)
-    acc = int(section.pop("accumulative_counts", 1) or 1)
+    section.pop("accumulative_counts", None)  # the training loop accumulates (xtune.engine.loop)
     section.pop("dtype", None)  # decided by the caller (xtune.hardware.choose_precision)
     if section:
         raise ConfigError(f"optim_wrapper has unknown settings {sorted(section)}",
@@ -96,7 +72,7 @@ def optim_wrapper_cfg(section: dict, precision: Precision, *, deepspeed: bool) -
         optimizer["betas"] = tuple(optimizer["betas"])
     if deepspeed:
         return dict(type="DeepSpeedOptimWrapper", optimizer=optimizer)
-    out = dict(optimizer=optimizer, accumulative_counts=acc)
+    out = dict(optimizer=optimizer)
     if clip and clip.get("max_norm"):
         out["clip_grad"] = dict(max_norm=float(clip["max_norm"]), error_if_nonfinite=False)
     if precision.name == "float32":

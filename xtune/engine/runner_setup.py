@@ -1,14 +1,15 @@
 """Assembling the mmengine runner: Runner without DeepSpeed, FlexibleRunner + DeepSpeedStrategy with it,
-with xtune's runner hooks in place of mmengine's default checkpoint and scheduler hooks."""
+running xtune's training loop (`xtune.engine.loop`) with the parts it needs (`LoopParts`), and the runner
+hooks that remain for side concerns (data summary, loss history, checkpoint content). mmengine's own
+checkpoint and scheduler hooks are off: the loop saves and steps the schedule."""
 
 from __future__ import annotations
 
 import functools
-import logging
 from dataclasses import dataclass
 from typing import Any
 
-from xtune.engine.optim import OptimizerStepSchedulerHook, optim_wrapper_cfg, param_schedulers
+from xtune.engine.optim import optim_wrapper_cfg, param_schedulers
 from xtune.hardware import Precision
 from xtune.schedule import Schedule
 
@@ -37,35 +38,43 @@ class RunParts:
     recipe: dict | None = None  # what every checkpoint records about the recipe (train.recipe_record)
     quiet: bool = True  # hide mmengine's environment, config and hook tables from the console
     objective: Any = None  # engine.objective_setup.ObjectiveParts (None: SFT)
+    processor: Any = None  # a vision-language model's processor (its tokenizer is `tokenizer`)
 
 
-def build_hooks(cfg, parts: RunParts, val_loader) -> list:
-    from xtune.engine.chat_hook import EvaluateChatHook
-    from xtune.engine.checkpoints import AtomicCheckpointHook
-    from xtune.engine.hooks import DatasetInfoHook, LossHistoryHook, ThroughputHook, ValidationLossHook
+def build_hooks(cfg, parts: RunParts) -> list:
+    from xtune.engine.checkpoints import CheckpointContentHook
+    from xtune.engine.hooks import DatasetInfoHook, LossHistoryHook
 
-    schedule = parts.schedule
+    return [DatasetInfoHook(parts.dataset, parts.tokenizer, describe=describe_dataset),
+            LossHistoryHook(plot=bool(cfg.get("plot_loss", True))),
+            CheckpointContentHook(recipe=parts.recipe)]
+
+
+def loop_parts(cfg, parts: RunParts):
+    """What the training loop uses beside the runner, from the recipe's runtime settings."""
+    from xtune.engine.checkpoints import CheckpointSaver
+    from xtune.engine.loop import LoopParts
+    from xtune.engine.samples import SampleChats
+
     ckpt = cfg.get("checkpoint") or {}
-    history = LossHistoryHook(schedule, plot=bool(cfg.get("plot_loss", True)))
-    hooks = [DatasetInfoHook(parts.dataset, parts.tokenizer, describe=describe_dataset),
-             ThroughputHook(schedule, total_params=parts.params[1], trainable_params=parts.params[0],
-                            world_size=parts.world_size,
-                            gradient_checkpointing=bool(cfg.model.get("gradient_checkpointing"))), history,
-             OptimizerStepSchedulerHook(schedule),
-             AtomicCheckpointHook(interval=int(ckpt.get("interval", 0) or 0), schedule=schedule,
-                                  max_keep_ckpts=int(ckpt.get("max_keep_ckpts", -1) or -1),
-                                  recipe=parts.recipe)]
     chat = cfg.get("evaluate_chat") or {}
+    chats = None
     if chat.get("inputs") and hasattr(parts.llm, "generate") and not _scores(parts.llm):
-        hooks.append(
-            EvaluateChatHook(parts.tokenizer, chat["inputs"], every=int(chat.get("every", 0) or 0),
-                             schedule=schedule, template=cfg.train_dataset.get("prompt_template"),
-                             registry=parts.registry, system=chat.get("system", ""),
-                             max_new_tokens=int(chat.get("max_new_tokens", 256))))
-    if val_loader is not None:
-        every = int(cfg.get("val_steps") or ckpt.get("interval", 0) or 0)
-        hooks.append(ValidationLossHook(val_loader, every=every, schedule=schedule, history=history))
-    return hooks
+        chats = SampleChats(parts.tokenizer, chat["inputs"],
+                            template=cfg.train_dataset.get("prompt_template"), registry=parts.registry,
+                            system=chat.get("system", ""),
+                            max_new_tokens=int(chat.get("max_new_tokens", 256)))
+    save_every = int(ckpt.get("interval", 0) or 0)
+    trainable, total = parts.params
+    checkpointing = bool(cfg.model.get("gradient_checkpointing"))
+    # forward 2N, backward 4N for trained weights and 2N for frozen ones, another forward when checkpointing
+    flops = 6 * trainable + 4 * (total - trainable) + (2 * total if checkpointing else 0)
+    saver = CheckpointSaver(int(ckpt.get("max_keep_ckpts", -1) or -1))
+    return LoopParts(schedule=parts.schedule, saver=saver, save_every=save_every,
+                     log_every=max(1, int(cfg.get("log_interval", 10) or 10)), chats=chats,
+                     chat_every=int(chat.get("every", 0) or 0), validation=_val_loader(parts),
+                     validate_every=int(cfg.get("val_steps") or save_every), flops_per_token=float(flops),
+                     world_size=parts.world_size, deepspeed=parts.ds_config is not None)
 
 
 def _scores(llm) -> bool:
@@ -82,17 +91,14 @@ def describe_dataset(dataset, tokenizer) -> str:
     return f"{format_stats(dataset_stats(dataset))}\nfirst sample, trained text in [[ ]]:\n{sample[0]}"
 
 
-_RUNS = [0]
-
-
 def experiment_name(recipe: str) -> str:
     """Unique per runner: mmengine caches loggers and visualizers by this name, so a second run in the same
     process (tests, notebooks) would otherwise write into the first run's log folder."""
     import os
     import time
+    import uuid
 
-    _RUNS[0] += 1
-    return f"{recipe}_{time.strftime('%Y%m%d_%H%M%S')}_{os.getpid()}_{_RUNS[0]}"
+    return f"{recipe}_{time.strftime('%Y%m%d_%H%M%S')}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
 
 
 def build_runner(cfg, parts: RunParts):
@@ -100,19 +106,18 @@ def build_runner(cfg, parts: RunParts):
 
     from xtune.compat import ddp_wrapper_cfg
 
-    val_loader = _val_loader(parts)
-    log_every = parts.schedule.iters(max(1, int(cfg.get("log_interval", 10) or 10)))
+    log_every = max(1, int(cfg.get("log_interval", 10) or 10))
     common = dict(experiment_name=experiment_name(parts.name),
                   model=_model(cfg, parts), work_dir=parts.work_dir,
                   train_dataloader=parts.dataloader(parts.dataset, parts.sampler),
-                  train_cfg=dict(type="IterBasedTrainLoop", max_iters=parts.schedule.max_iters),
+                  train_cfg=dict(type="XtuneTrainLoop"),
                   optim_wrapper=optim_wrapper_cfg(cfg.optim_wrapper, parts.precision,
                                                   deepspeed=parts.ds_config is not None),
                   param_scheduler=param_schedulers(cfg.get("param_scheduler"), parts.schedule),
                   default_hooks=dict(timer=dict(type=IterTimerHook),
                                      logger=dict(type=LoggerHook, interval=log_every), param_scheduler=None,
                                      checkpoint=None, sampler_seed=dict(type=DistSamplerSeedHook)),
-                  custom_hooks=build_hooks(cfg, parts, val_loader),
+                  custom_hooks=build_hooks(cfg, parts),
                   randomness=dict(seed=parts.seed,
                                   deterministic=bool((cfg.get("randomness") or {}).get("deterministic"))),
                   launcher=parts.launcher, visualizer=dict(type="Visualizer", vis_backends=_vis_backends()),
@@ -120,49 +125,39 @@ def build_runner(cfg, parts: RunParts):
                   resume=parts.resume_from is not None)
     # The recipe itself, so that checkpoints' meta.cfg holds it (mmengine writes it there).
     common["cfg"] = cfg.copy()
+    loop = loop_parts(cfg, parts)
     if parts.ds_config is None:
         if parts.launcher != "none":
             common["cfg"]["model_wrapper_cfg"] = ddp_wrapper_cfg()  # Runner reads it from its cfg
-        return runner_class(deepspeed=False, quiet=parts.quiet)(**common)
-    return runner_class(deepspeed=True, quiet=parts.quiet)(strategy=_deepspeed_strategy(parts), **common)
-
-
-class _ConsoleNoise(logging.Filter):
-    """Keeps mmengine's environment report, config dump and hook table out of the console (they stay in
-    the log file): users see xtune's lines and the training progress."""
-
-    NOISE = ("\n------------------------------------------------------------\nSystem environment",
-             "Config:\n",
-             "Hooks will be executed in the following order", "Distributed training is not used",
-             "Checkpoints will be saved to", "The prefix is not set in optimizer",
-             '"FileClient" will be deprecated', '"HardDiskBackend" is the alias',
-             "Dataset Dataset has no metainfo")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(self.NOISE)
-
-
-def quiet_console(logger) -> None:
-    for handler in logger.handlers:
-        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
-            handler.addFilter(_ConsoleNoise())
+        return runner_class(deepspeed=False, quiet=parts.quiet)(parts=loop, **common)
+    return runner_class(deepspeed=True, quiet=parts.quiet)(parts=loop, strategy=_deepspeed_strategy(parts),
+                                                           **common)
 
 
 @functools.cache
 def runner_class(deepspeed: bool, quiet: bool):
-    """mmengine's Runner (or FlexibleRunner) without the config dump it would write as `<timestamp>.py`
-    (xtune writes the resolved recipe as WORK_DIR/<recipe>.py), and with a quiet console unless --debug."""
+    """mmengine's Runner (or FlexibleRunner) that carries the training loop's `parts`, without the config
+    dump it would write as `<timestamp>.py` (xtune writes the resolved recipe as WORK_DIR/<recipe>.py), and
+    with a quiet console unless --debug."""
     from mmengine.runner import FlexibleRunner, Runner
+
+    import xtune.engine.loop  # noqa: F401 - registers XtuneTrainLoop in mmengine's LOOPS
 
     base = FlexibleRunner if deepspeed else Runner
 
     class XtuneRunner(base):
+        def __init__(self, *, parts, **kwargs):
+            self.parts = parts  # read by xtune.engine.loop.XtuneTrainLoop
+            super().__init__(**kwargs)
+
         def dump_config(self) -> None:
             pass
 
         def build_logger(self, *args, **kwargs):
             logger = super().build_logger(*args, **kwargs)
             if quiet:
+                from xtune.compat import quiet_console
+
                 quiet_console(logger)
             return logger
 
@@ -193,7 +188,7 @@ def _deepspeed_strategy(parts: RunParts) -> dict:
 
     fix_deepspeed_optimizer_registration()
     frozen = parts.params[0] < parts.params[1]
-    return dict(type=deepspeed_strategy_with_resume_hooks(quiet_console if parts.quiet else None),
+    return dict(type=deepspeed_strategy_with_resume_hooks(parts.quiet),
                 config=parts.ds_config,
                 exclude_frozen_parameters=frozen or None,
                 steps_per_print=parts.ds_config.get("steps_per_print", 10**10))

@@ -13,18 +13,19 @@ from xtune.estimate.memory import Estimate, Plan, estimate
 __all__ = ["Estimate", "Plan", "estimate", "estimate_recipe_cfg", "memory_warning"]
 
 
-def estimate_recipe_cfg(cfg, registry, *, device: str = "cuda", deepspeed: str | None = None,
-                        num_devices: int = 1, labelled_share: float = 1.0) -> Estimate:
-    """The estimate for a loaded recipe; `labelled_share` is the share of tokens that carry a label."""
+def estimate_recipe_cfg(cfg, registry, run, *, device: str = "cuda", num_devices: int = 1,
+                        labelled_share: float = 1.0) -> Estimate:
+    """The estimate for a loaded recipe and its run plan (`xtune.plan.RunPlan`: the method, quantisation,
+    precision and DeepSpeed preset training uses); `labelled_share` is the share of tokens with a label."""
     from dataclasses import replace
 
     from xtune.estimate.settings import plan_for_recipe
 
-    arch, plan = plan_for_recipe(cfg, registry, device=device, deepspeed=deepspeed, num_devices=num_devices)
+    arch, plan = plan_for_recipe(cfg, registry, run, device=device, num_devices=num_devices)
     return estimate(arch, replace(plan, labelled_share=labelled_share))
 
 
-def memory_warning(cfg, registry, *, deepspeed: str | None = None) -> str | None:
+def memory_warning(cfg, registry, run) -> str | None:
     """A warning line when the estimated peak exceeds the free memory of this machine's device, else None.
 
     Never raises: a model whose figures cannot be found offline, or a probe that fails, gives no warning
@@ -35,7 +36,7 @@ def memory_warning(cfg, registry, *, deepspeed: str | None = None) -> str | None
 
     try:
         device, free, world = free_memory()
-        est = estimate_recipe_cfg(cfg, registry, device=device, deepspeed=deepspeed, num_devices=world)
+        est = estimate_recipe_cfg(cfg, registry, run, device=device, num_devices=world)
     except (XtuneError, OSError, ValueError, KeyError, TypeError):
         return None
     needed = est.total * (world if device == "cpu" else 1)  # CPU processes share one machine's RAM

@@ -1,10 +1,11 @@
-"""From a loaded recipe (and the command line's device, DeepSpeed preset and device count) to the estimate's
-`Plan`: the same 'auto' rules the engine applies, spelled out without importing torch.
+"""From a recipe's run plan (and the command line's device and device count) to the estimate's `Plan`.
 
-`torch_dtype='auto'` stores weights in bf16 on a GPU and in fp32 on a CPU; `optim_wrapper.dtype='auto'`
-means bf16 autocast on both (a CPU without native bf16 trains in fp32: pass `optim_wrapper.dtype=float32`
-to estimate that); a LoRA-family method is a peft method with a rank `r`; a QLoRA base is 4-bit NF4 with
-double quantisation unless the recipe's `quantization` says otherwise.
+The settings training shares with the estimate — the tuning method and its settings, `target_modules`,
+the quantised base and its bits, the weights' and compute precision, accumulation, checkpointing, the
+DeepSpeed preset — come from the run plan (`xtune.plan.RunPlan`), which training reads too, so the two
+cannot disagree. Only what is the estimate's own is decided here: `torch_dtype='auto'` stores weights in
+bf16 on a GPU and in fp32 on a CPU; `optim_wrapper.dtype='auto'` means bf16 autocast on both (a CPU without
+native bf16 trains in fp32: pass `optim_wrapper.dtype=float32` to estimate that).
 """
 
 from __future__ import annotations
@@ -60,41 +61,36 @@ def _checkpoint_bytes(path: str) -> int:
     return 4 if dtype in ("float32",) else 2
 
 
-def plan_for_recipe(cfg, registry, *, device: str = "cuda", deepspeed: str | None = None,
-                    num_devices: int = 1) -> tuple[Architecture, Plan]:
-    """The architecture and the plan of a loaded recipe on `num_devices` devices of kind `device`."""
-    model_cfg = dict(cfg.model)
-    path = str(model_cfg.get("pretrained_model_name_or_path", ""))
+def plan_for_recipe(cfg, registry, run, *, device: str = "cuda", num_devices: int = 1
+                    ) -> tuple[Architecture, Plan]:
+    """The architecture and the plan of a loaded recipe with its run plan `run` on `num_devices` devices of
+    kind `device`."""
+    path = run.model.path
     arch = find_architecture(path, registry)
-    method = registry.tuning_methods.get(cfg.method_cfg.get("type"))
-    settings = {**dict(method.defaults), **{k: v for k, v in dict(cfg.method_cfg).items() if k != "type"}}
-    quant = dict(model_cfg.get("quantization") or {}) or dict(method.quantization)
-    bits = method.load_in_bits or {(True, False): 4, (False, True): 8}.get(
-        (bool(quant.get("load_in_4bit")), bool(quant.get("load_in_8bit"))))
-    rank = int(settings.get("r") or 0) if method.uses_peft else 0
+    method = registry.tuning_methods.get(run.method.name)
+    settings = dict(run.method.settings)
+    quant = run.model.quantization
+    rank = int(settings.get("r") or 0) if run.method.uses_peft else 0
     targets = settings.get("target_modules")
-    if targets in (None, "auto") and model_cfg.get("adapter") in registry.model_adapters:
-        targets = registry.model_adapters.get(model_cfg["adapter"]).lora_target_modules
-    stage, offload_optimizer, offload_params = deepspeed_settings(deepspeed, registry)
-    optimizer = dict(cfg.optim_wrapper.get("optimizer") or {})
+    stage, offload_optimizer, offload_params = deepspeed_settings(run.training.deepspeed, registry)
+    optimizer = dict(run.training.optimizer)
     batch_size, seq_len, objective, frozen = _rows(cfg, registry, method, arch)
     vision = vision_parts(cfg, registry, arch.hidden_size)
     plan = Plan(
         method=method.name, lora_rank=rank, lora_dropout=float(settings.get("lora_dropout") or 0.0),
         lora_targets=tuple(targets) if isinstance(targets, (list, tuple)) else (),
-        trainable_layers=int(settings.get("trainable_layers") or 0), load_in_bits=bits,
+        trainable_layers=int(settings.get("trainable_layers") or 0), load_in_bits=run.model.load_in_bits,
         double_quant=bool(quant.get("bnb_4bit_use_double_quant", True)), device=device,
-        weight_bytes=_bytes(model_cfg.get("torch_dtype"), 2 if device == "cuda" else 4),
-        compute_bytes=_bytes(cfg.optim_wrapper.get("dtype"), 2),
+        weight_bytes=_bytes(run.model.weights_dtype, 2 if device == "cuda" else 4),
+        compute_bytes=_bytes(run.training.precision, 2),
         optimizer=str(optimizer.get("type", "AdamW")),
         batch_size=batch_size, seq_len=seq_len, objective=objective.name, frozen_params=frozen,
         score_head=objective.score_head, vision_params=vision.vision_params,
         projector_params=vision.projector_params,
         vision_trained=(vision.projector_params if vision.projector_trainable else 0)
         + (vision.vision_params if vision.vision_trainable else 0),
-        accumulation=int(cfg.optim_wrapper.get("accumulative_counts", 1) or 1),
-        gradient_checkpointing=bool(model_cfg.get("gradient_checkpointing")),
-        attention="eager" if model_cfg.get("attn_implementation") == "eager" else "sdpa",
+        accumulation=run.training.accumulation, gradient_checkpointing=run.model.gradient_checkpointing,
+        attention="eager" if run.model.attention == "eager" else "sdpa",
         deepspeed_stage=stage, offload_optimizer=offload_optimizer, offload_params=offload_params,
         num_devices=num_devices, checkpoint_bytes=_checkpoint_bytes(path))
     return arch, plan

@@ -17,9 +17,10 @@ from xtune.fileio import atomic_output_dir, check_output
 log = logging.getLogger("xtune")
 
 
-def gguf_to_hf(gguf_path: str | Path, out: str | Path, *, dtype: str = "bfloat16", force: bool = False,
-               max_shard_size: str = "2GB") -> Path:
-    """Convert `gguf_path` into the folder `out`; returns `out`. `dtype` is the saved weights' precision."""
+def gguf_to_hf(gguf_path: str | Path, out: str | Path, *, registry, dtype: str = "bfloat16",
+               force: bool = False, max_shard_size: str = "2GB") -> Path:
+    """Convert `gguf_path` into the folder `out`; returns `out`. `dtype` is the saved weights' precision.
+    (`registry` goes to the model builder; a GGUF file never needs a legacy conversion.)"""
     from transformers import AutoModelForCausalLM
 
     from xtune.hardware import torch_dtype
@@ -31,7 +32,7 @@ def gguf_to_hf(gguf_path: str | Path, out: str | Path, *, dtype: str = "bfloat16
     out = check_output(out, force, inputs=(gguf_path,))
     target_dtype = torch_dtype(dtype)
     try:
-        loaded, tokenizer = load_for_inference(str(gguf_path), dtype="float32")
+        loaded, tokenizer = load_for_inference(str(gguf_path), registry=registry, dtype="float32")
     except KeyError as exc:
         raise UsageError(f"cannot read GGUF file {str(gguf_path)!r}: {exc}") from None
     config = loaded.config

@@ -86,10 +86,10 @@ def compare(source_model, source_tokenizer, gguf_path: str | Path) -> GGUFCheck:
     return GGUFCheck(worst, agree / max(positions, 1), positions, last / len(texts), same_ids, same_template)
 
 
-def check_gguf(model: str, gguf_path: str | Path, *, adapter: str | None = None, dtype: str = "auto",
-               source: str = "auto") -> GGUFCheck:
+def check_gguf(model: str, gguf_path: str | Path, *, registry, adapter: str | None = None,
+               dtype: str = "auto", source: str = "auto") -> GGUFCheck:
     """`xtune convert hf_to_gguf --check`: the source loaded as the conversion loaded it, compared."""
     from xtune.export.hf_to_gguf import load_source
 
-    llm, tokenizer, _ = load_source(model, adapter, dtype, source)
+    llm, tokenizer, _ = load_source(model, adapter, dtype, source, registry=registry)
     return compare(llm, tokenizer, gguf_path)

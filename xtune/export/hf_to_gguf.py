@@ -156,7 +156,7 @@ def write_gguf(path: Path, llm, tokenizer, tokenizer_dir: Path, arch, outtype: s
     return counts
 
 
-def load_source(model: str, adapter: str | None, dtype: str, source: str):
+def load_source(model: str, adapter: str | None, dtype: str, source: str, *, registry):
     """(model, tokenizer, info) of the source: a model folder or hub id, or base + adapter merged, loaded as
     `xtune convert merge` loads them."""
     from xtune.export.merge import check_base, load_merged
@@ -165,10 +165,10 @@ def load_source(model: str, adapter: str | None, dtype: str, source: str):
 
     model, adapter = resolve_source_model(model, adapter)
     if adapter:
-        return load_merged(model, adapter, dtype=dtype, source=source)
-    check_base(model, source)
+        return load_merged(model, adapter, registry=registry, dtype=dtype, source=source)
+    check_base(model, source, registry=registry)
     stored = "checkpoint" if dtype == "auto" else dtype  # 'auto' here means the checkpoint's own dtype
-    llm, tokenizer = load_for_inference(model, source=source, dtype=stored)
+    llm, tokenizer = load_for_inference(model, registry=registry, source=source, dtype=stored)
     return llm, tokenizer, read_info(model)
 
 
@@ -189,7 +189,7 @@ def resolve_source_model(model: str, adapter: str | None) -> tuple[str, str | No
     return str(base), str(model)
 
 
-def hf_to_gguf(model: str, out: str | Path, *, outtype: str = "f16", adapter: str | None = None,
+def hf_to_gguf(model: str, out: str | Path, *, registry, outtype: str = "f16", adapter: str | None = None,
                dtype: str = "auto", force: bool = False, source: str = "auto") -> Path:
     """Write `model` (with `adapter` merged, when given) to the GGUF file `out`; returns `out`. A MODEL that
     is itself an adapter folder is merged into the base its config names."""
@@ -205,13 +205,13 @@ def hf_to_gguf(model: str, out: str | Path, *, outtype: str = "f16", adapter: st
     out = check_output_file(out, force, ".gguf", inputs=(model, adapter))
     if adapter:
         check_adapter_dir(adapter)
-    config = check_base(model, source)  # from the config alone: a refusal costs no weight loading
+    config = check_base(model, source, registry=registry)  # the config alone: a refusal loads no weight
     refuse_reward_model(config, adapter, str(adapter or model))
     arch = gguf_arch(config)
-    llm, tokenizer, info = load_source(model, adapter, dtype, source)
+    llm, tokenizer, info = load_source(model, adapter, dtype, source, registry=registry)
     name = str(info.get("recipe") or Path(str(model)).name)
     with tempfile.TemporaryDirectory(prefix="xtune-gguf-tokenizer-") as tokenizer_dir:
-        save_tokenizer(tokenizer, tokenizer_dir)
+        save_tokenizer(tokenizer, tokenizer_dir, registry=registry)
         llm.config.to_json_file(str(Path(tokenizer_dir, "config.json")))  # fallback special ids
         with atomic_path(out) as tmp:
             counts = write_gguf(tmp, llm, tokenizer, Path(tokenizer_dir), arch, outtype, name)

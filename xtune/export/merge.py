@@ -36,8 +36,9 @@ def _refuse_quantized(config, base: str) -> None:
                      hint="merge into the full- or half-precision base model")
 
 
-def check_base(base: str, source: str = "auto"):
-    """Refuse, before any weight is read, a base that cannot be merged into or exported from."""
+def check_base(base: str, source: str = "auto", *, registry):
+    """Refuse, before any weight is read, a base that cannot be merged into or exported from (a legacy
+    layout is judged by `registry`'s checkpoint conversions)."""
     from transformers import AutoConfig
 
     from xtune.models.legacy import find_legacy
@@ -45,7 +46,7 @@ def check_base(base: str, source: str = "auto"):
 
     src = resolve_source(base, source)
     gguf = {"gguf_file": src.gguf_file} if src.gguf_file else {}
-    legacy = None if gguf else find_legacy(src.path)
+    legacy = None if gguf else find_legacy(src.path, registry=registry)
     if legacy is not None:
         return legacy.native_config()
     try:
@@ -56,28 +57,28 @@ def check_base(base: str, source: str = "auto"):
     return config
 
 
-def load_merged(base: str, adapter: str | Path, *, dtype: str = "auto", source: str = "auto"):
+def load_merged(base: str, adapter: str | Path, *, registry, dtype: str = "auto", source: str = "auto"):
     """(merged model, tokenizer, info): `adapter` folded into `base` loaded in `dtype` ('auto': its own),
     with the adapter's tokenizer when it has one, and what the adapter's xtune_info.json says of the run."""
     from xtune.models.build import load_for_inference
 
     adapter_dir = check_adapter_dir(adapter)
-    check_base(base, source)
-    peft_model, tokenizer = load_for_inference(base, adapter=str(adapter_dir), source=source,
-                                               label="base model",
+    check_base(base, source, registry=registry)
+    peft_model, tokenizer = load_for_inference(base, registry=registry, adapter=str(adapter_dir),
+                                               source=source, label="base model",
                                                dtype="checkpoint" if dtype == "auto" else dtype)
     merged = peft_model.merge_and_unload()
     info = read_info(adapter_dir) or {"base_model": base, "method": "adapter"}
     return merged, tokenizer, dict(info, base_model=base, kind="full model", merged_adapter=str(adapter_dir))
 
 
-def _legacy_base(base: str, source: str):
+def _legacy_base(base: str, source: str, registry):
     """The legacy layout of `base` that `--format original` writes back, or a UsageError."""
     from xtune.models.legacy import find_legacy
     from xtune.models.sources import resolve_source
 
     src = resolve_source(base, source)
-    legacy = None if src.gguf_file else find_legacy(src.path)
+    legacy = None if src.gguf_file else find_legacy(src.path, registry=registry)
     if legacy is None:
         raise UsageError(f"--format original: base model {base!r} is already in a native transformers "
                          "layout", hint="leave --format out (native is the only layout it has)")
@@ -96,12 +97,12 @@ def merge(base: str, adapter: str, out: str, *, registry, dtype: str = "auto", m
 
     out_path = check_output(out, force, inputs=(base, adapter))
     adapter_dir = check_adapter_dir(adapter)
-    legacy = _legacy_base(base, source) if layout == "original" else None
+    legacy = _legacy_base(base, source, registry) if layout == "original" else None
     if prompt_template:
         from xtune.templates import get_template
 
         get_template(prompt_template, registry)  # an unknown name fails before the model is loaded
-    merged, tokenizer, info = load_merged(base, adapter_dir, dtype=dtype, source=source)
+    merged, tokenizer, info = load_merged(base, adapter_dir, registry=registry, dtype=dtype, source=source)
     if prompt_template:
         info["prompt_template"] = prompt_template
     with atomic_output_dir(out_path, force=force, inputs=(base, adapter)) as tmp:
@@ -109,13 +110,13 @@ def merge(base: str, adapter: str, out: str, *, registry, dtype: str = "auto", m
             from xtune.export.original_layout import write_original
             from xtune.templates.export import attach_chat_template
 
-            attach_chat_template(tokenizer, prompt_template, registry)
+            attach_chat_template(tokenizer, prompt_template, registry=registry)
             write_original(merged, tmp, legacy, max_shard_size=max_shard_size,
                            chat_template=tokenizer.chat_template)
             info["layout"] = f"original ({legacy.source_type})"
         else:
             merged.save_pretrained(str(tmp), max_shard_size=max_shard_size)
-            save_tokenizer(tokenizer, tmp, prompt_template, registry,
+            save_tokenizer(tokenizer, tmp, prompt_template, registry=registry,
                            image_prompt=image_prompt_of(merged, registry))
         write_info(tmp, info)
         write_card(tmp, info, merged_from=str(adapter_dir))

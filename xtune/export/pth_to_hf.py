@@ -32,7 +32,7 @@ def load_trained_weights(model, state_dict: dict, *, source: str, recipe: str) -
 
 
 def save_hf(llm, tokenizer, out: str | Path, *, info: dict, uses_peft: bool, force: bool = False,
-            max_shard_size: str = "5GB", dtype=None, registry=None, inputs=(),
+            max_shard_size: str = "5GB", dtype=None, registry, inputs=(),
             image_prompt: str = "") -> Path:
     """Write the adapter (peft) or the full model, the tokenizer (a vision-language model's processor)
     with the chat template, the card."""
@@ -54,7 +54,8 @@ def save_hf(llm, tokenizer, out: str | Path, *, info: dict, uses_peft: bool, for
                 llm.save_pretrained(str(tmp), max_shard_size=max_shard_size)
             finally:
                 llm.config.use_cache = previous
-        save_tokenizer(tokenizer, tmp, info.get("prompt_template"), registry, image_prompt=image_prompt)
+        save_tokenizer(tokenizer, tmp, info.get("prompt_template"), registry=registry,
+                       image_prompt=image_prompt)
         write_info(tmp, info)
         write_card(tmp, info)
     return Path(out)
@@ -76,9 +77,12 @@ def pth_to_hf(recipe: str, checkpoint: str, out: str, *, registry, cfg_options: 
     cfg = recipe_for(stored, recipe_path, cfg_options or [])
     inputs = (checkpoint, cfg.model.get("pretrained_model_name_or_path"))
     check_output(out, force, inputs)
-    check_against_stored(stored, cfg, registry)
+    from xtune.plan import resolve_plan
+
+    plan = resolve_plan(cfg, registry, recipe=recipe_path.stem)  # as the training run resolved it
+    check_against_stored(stored, plan, cfg, registry)
     weights.state_dict = without_heads(weights.state_dict)
-    trained = build_trainable(cfg, registry, for_export=True)
+    trained = build_trainable(cfg, registry, plan, for_export=True)
     loaded = load_trained_weights(trained.model, weights.state_dict, source=weights.source,
                                   recipe=recipe_path.stem)
     log.info("loaded %d trained tensors from %s", loaded, weights.source)
@@ -86,13 +90,14 @@ def pth_to_hf(recipe: str, checkpoint: str, out: str, *, registry, cfg_options: 
     tokenizer = processor if processor is not None else recipe_tokenizer(cfg, registry)
     info = training_info(cfg, recipe=recipe_path.stem, step=weights.step, final_loss=weights.final_loss,
                          method=trained.method.name, uses_peft=trained.method.uses_peft)
-    model, uses_peft, info, prompt = _saved(trained.model, cfg, registry, trained.method, info, processor)
+    model, uses_peft, info, prompt = _saved(trained.model, cfg, plan, registry, trained.method, info,
+                                            processor)
     return save_hf(model, tokenizer, out, info=info, uses_peft=uses_peft, force=force,
                    max_shard_size=max_shard_size, dtype=torch_dtype(dtype) if dtype else None,
                    registry=registry, inputs=inputs, image_prompt=prompt)
 
 
-def _saved(model, cfg, registry, method, info: dict, processor):
+def _saved(model, cfg, plan, registry, method, info: dict, processor):
     """(model, as an adapter?, info, image prompt) to save; a vision-language run per `xtune.export.vlm`."""
     if processor is None:
         return model, method.uses_peft, info, ""
@@ -100,42 +105,42 @@ def _saved(model, cfg, registry, method, info: dict, processor):
     from xtune.models.vlm import image_prompt_of
 
     if vlm.is_composed(cfg) and method.uses_peft and vlm.is_quantized(model):
-        model = _full_precision(model, cfg, registry, info.get("recipe", ""))  # merging into 4-bit rounds
+        model = _full_precision(model, cfg, plan, registry, info.get("recipe", ""))  # 4-bit would round
     model, uses_peft = vlm.prepare(model, cfg, method.uses_peft)
     return model, uses_peft, vlm.vlm_info(info, cfg), image_prompt_of(model, registry)
 
 
-def _full_precision(model, cfg, registry, recipe: str):
+def _full_precision(model, cfg, plan, registry, recipe: str):
     """The recipe's model rebuilt unquantised, with `model`'s trained tensors in it."""
     from xtune.models.build import build_trainable
 
-    rebuilt = build_trainable(cfg, registry, for_export=True).model
+    rebuilt = build_trainable(cfg, registry, plan, for_export=True).model
     state = {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
     load_trained_weights(rebuilt, state, source="the trained model", recipe=recipe)
     return rebuilt
 
 
-def export_after_training(*, cfg, runner, tokenizer, out_dir: str, recipe: str, method, schedule,
-                          registry) -> Path | None:
-    """`xtune train`'s `export_hf` step: the in-memory trained model -> `out_dir` (replacing it).
+def export_after_training(run, *, out_dir: str, registry) -> Path | None:
+    """`xtune train`'s `export_hf` step: the in-memory trained model of a finished run
+    (`xtune.engine.train.TrainedRun`) -> `out_dir` (replacing it).
 
     Under DeepSpeed ZeRO-3 every rank takes part in gathering the partitioned weights; rank 0 writes.
     """
-    from xtune.checkpoint.read import final_loss_from_message_hub
-    from xtune.models.processors import is_processor
-    from xtune.schedule import unwrap_model
+    import logging
 
-    llm = unwrap_model(runner.model).llm
-    info = training_info(cfg, recipe=recipe, step=schedule.steps_done(runner.iter),
-                         final_loss=final_loss_from_message_hub(runner.message_hub), method=method.name,
-                         uses_peft=method.uses_peft)
-    with _gathered(llm):
-        if runner.rank == 0:
-            processor = tokenizer if is_processor(tokenizer) else None
-            model, uses_peft, info, prompt = _saved(llm, cfg, registry, method, info, processor)
-            save_hf(model, tokenizer, out_dir, info=info, uses_peft=uses_peft, force=True, registry=registry,
-                    image_prompt=prompt)
-            runner.logger.info(f"exported the trained {'adapter' if uses_peft else 'model'} to {out_dir}")
+    from xtune.models.processors import is_processor
+
+    info = training_info(run.cfg, recipe=run.recipe, step=run.steps, final_loss=run.final_loss,
+                         method=run.method.name, uses_peft=run.method.uses_peft)
+    with _gathered(run.llm):
+        if run.rank == 0:
+            processor = run.tokenizer if is_processor(run.tokenizer) else None
+            model, uses_peft, info, prompt = _saved(run.llm, run.cfg, run.plan, registry, run.method, info,
+                                                    processor)
+            save_hf(model, run.tokenizer, out_dir, info=info, uses_peft=uses_peft, force=True,
+                    registry=registry, image_prompt=prompt)
+            logging.getLogger("xtune").info(
+                f"exported the trained {'adapter' if uses_peft else 'model'} to {out_dir}")
     return Path(out_dir)
 
 

@@ -29,17 +29,18 @@ def recipe_for(stored: dict | None, recipe_path, options: list[str]):
                             [*stored.get("dotted_options", []), *options])
 
 
-def check_against_stored(stored: dict | None, cfg, registry) -> None:
-    """Refuse a conversion whose method settings differ from the ones the checkpoint was trained with
-    (checked before any model loads)."""
-    from xtune.methods.common import resolve_method
+def check_against_stored(stored: dict | None, plan, cfg, registry) -> None:
+    """Refuse a conversion whose method settings (as its run plan resolves them, `xtune.plan`) differ from
+    the ones the checkpoint was trained with (checked before any model loads)."""
     from xtune.models.build import model_adapter
+    from xtune.plan import auto_targets
 
     if not stored:
         return
-    method, settings = resolve_method(cfg.method_cfg, registry)
-    now = {"type": method.name, **settings}
-    then = stored.get("method") or {}
+    now = {"type": plan.method.name, **plan.method.settings}
+    then = dict(stored.get("method") or {})
+    if then.get("target_modules") == "auto":  # stored by xtune before the plan resolved it
+        then["target_modules"] = auto_targets(cfg, registry)
     wrong = [f"method_cfg.{key}={now.get(key)!r} contradicts the checkpoint, which was trained with "
              f"{key}={then.get(key)!r}" for key in sorted(set(now) | set(then))
              if now.get(key) != then.get(key)]

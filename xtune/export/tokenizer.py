@@ -16,9 +16,10 @@ from xtune.templates.export import attach_chat_template, export_jinja
 from xtune.templates.images import vision_jinja
 
 
-def save_tokenizer(tokenizer, out: str | Path, template_name: str | None = None, registry=None, *,
+def save_tokenizer(tokenizer, out: str | Path, template_name: str | None = None, *, registry,
                    image_prompt: str = "") -> None:
-    """Save `tokenizer` (or a processor) into `out` with `template_name`'s chat template (when given).
+    """Save `tokenizer` (or a processor) into `out` with `template_name`'s chat template from `registry`
+    (when given).
 
     The padding side is reset to the left for generation, which is what chat and batched inference want;
     training's right padding is a property of the data collator, not of the released tokenizer.
@@ -31,7 +32,7 @@ def save_tokenizer(tokenizer, out: str | Path, template_name: str | None = None,
             tokenizer.chat_template = text.chat_template = jinja
     else:
         text = tokenizer
-        attach_chat_template(tokenizer, template_name, registry)
+        attach_chat_template(tokenizer, template_name, registry=registry)
     previous = text.padding_side
     text.padding_side = "left"
     try:

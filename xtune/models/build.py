@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from xtune.errors import UsageError
-from xtune.methods.common import apply_resolved, resolve_method
+from xtune.methods.common import apply_resolved
 from xtune.models.loading import load_model
 from xtune.models.quant import disable_bnb_cpu_repacking, quantization_config
 from xtune.models.sources import resolve_source
@@ -53,23 +53,27 @@ def recipe_tokenizer(cfg, registry):
         raise ConfigError("the recipe has no tokenizer section")
     tok_cfg = dict(cfg["tokenizer"])
     try:
-        return load_tokenizer(tok_cfg, model_adapter(cfg, registry), cfg.get("model_source", "auto"))
+        return load_tokenizer(tok_cfg, model_adapter(cfg, registry), cfg.get("model_source", "auto"),
+                              registry=registry)
     except ConfigError:
         raise
     except Exception as exc:
         raise _load_error("tokenizer", tok_cfg.get("pretrained_model_name_or_path"), exc) from None
 
 
-def build_trainable(cfg, registry, *, precision: str = "float32", for_export: bool = False) -> Trainable:
-    """Load the recipe's base and apply its tuning method.
+def build_trainable(cfg, registry, plan, *, precision: str = "float32",
+                    for_export: bool = False) -> Trainable:
+    """Load the recipe's base and apply its tuning method, as the run plan (`xtune.plan.RunPlan`) resolved
+    them: the method and its settings, and the quantised base (its settings and bits decided once there).
 
     For export a PEFT method gets a full-precision base even for QLoRA: the adapter tensors do not depend
     on how the base was stored, and a 4-bit base cannot be saved as a plain model.
     """
     adapter = model_adapter(cfg, registry)
-    method, settings = resolve_method(cfg.method_cfg, registry)
+    method, settings = registry.tuning_methods.get(plan.method.name), dict(plan.method.settings)
     model_cfg = dict(cfg.model)
-    bits = method.load_in_bits
+    model_cfg["quantization"] = dict(plan.model.quantization) or None
+    bits = plan.model.load_in_bits
     if for_export:
         model_cfg["gradient_checkpointing"] = False
         if method.uses_peft:
@@ -80,7 +84,8 @@ def build_trainable(cfg, registry, *, precision: str = "float32", for_export: bo
         vlm = apply_vlm_method(vlm, method, settings, adapter, vlm_settings(cfg))
         return Trainable(vlm, method, settings, adapter)
     head = objective_head(cfg, registry)
-    llm = load_model(model_cfg, adapter=adapter, load_in_bits=bits, method=method if bits else None,
+    llm = load_model(model_cfg, registry=registry, adapter=adapter, load_in_bits=bits,
+                     method=method if bits else None,
                      source=cfg.get("model_source", "auto"), precision=precision, head=head)
     if head == "score":
         llm.config.pad_token_id = recipe_tokenizer(cfg, registry).pad_token_id  # HF pooling needs it
@@ -147,10 +152,11 @@ def _inference_dtype(dtype: str):
     return torch_dtype(choose_precision(dtype).name)
 
 
-def load_for_inference(name_or_path: str, *, adapter: str | None = None, bits: int | None = None,
+def load_for_inference(name_or_path: str, *, registry, adapter: str | None = None, bits: int | None = None,
                        dtype: str = "auto", source: str = "auto", label: str = "model"):
     """(model, tokenizer) ready for `generate`, on CUDA when there is one, optionally 4/8-bit and with a
-    PEFT adapter on top. A vision-language model comes with its processor in the tokenizer's place."""
+    PEFT adapter on top. A vision-language model comes with its processor in the tokenizer's place; a
+    legacy hub-code checkpoint loads as the native twin `registry`'s conversion names."""
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
 
@@ -172,7 +178,7 @@ def load_for_inference(name_or_path: str, *, adapter: str | None = None, bits: i
     from xtune.models.adapters import refuse_reward_model
     from xtune.models.legacy import find_legacy, load_native
 
-    legacy = None if gguf else find_legacy(src.path)
+    legacy = None if gguf else find_legacy(src.path, registry=registry)
     config = legacy.native_config() if legacy else _config(src.path, gguf)
     refuse_reward_model(config, adapter, name_or_path)
     vision = getattr(config, "vision_config", None) is not None
@@ -187,7 +193,7 @@ def load_for_inference(name_or_path: str, *, adapter: str | None = None, bits: i
     if cuda and not bits:
         model = model.to("cuda")
     disable_bnb_cpu_repacking(model)  # training turned it off on the same layers: same arithmetic
-    tokenizer = _inference_tokenizer(src.path, adapter, gguf, vision)
+    tokenizer = _inference_tokenizer(src.path, adapter, gguf, vision, registry)
     if adapter:
         from xtune.models.adapters import apply_adapter
 
@@ -214,7 +220,7 @@ def _config(path: str, gguf: dict):
         return None  # the loading below reports it
 
 
-def _inference_tokenizer(path: str, adapter, gguf: dict, vision: bool):
+def _inference_tokenizer(path: str, adapter, gguf: dict, vision: bool, registry):
     """The tokenizer (a processor for a vision-language model), from the adapter folder when it has one."""
     from transformers import AutoTokenizer
 
@@ -222,7 +228,7 @@ def _inference_tokenizer(path: str, adapter, gguf: dict, vision: bool):
     from xtune.models.processors import load_processor
 
     where, kwargs = (str(adapter), {}) if has_tokenizer(adapter) else (path, gguf)
-    derived = None if vision or kwargs else legacy_tokenizer(where)
+    derived = None if vision or kwargs else legacy_tokenizer(where, registry=registry)
     if derived is not None:
         return derived
     try:

@@ -89,19 +89,16 @@ class LegacyCheckpoint:
         return out
 
 
-def find_legacy(path: str, raw: dict | None = None, *, trust_remote_code: bool = False,
-                registry=None) -> LegacyCheckpoint | None:
-    """The conversion for the checkpoint at `path`, or None when it loads as it is (a native checkpoint,
-    or the user asked for the hub's code). A layout with no native twin is a ConfigError saying why."""
+def find_legacy(path: str, raw: dict | None = None, *, registry,
+                trust_remote_code: bool = False) -> LegacyCheckpoint | None:
+    """The conversion (from `registry.checkpoint_conversions`) for the checkpoint at `path`, or None when it
+    loads as it is (a native checkpoint, or the user asked for the hub's code). A layout with no native
+    twin is a ConfigError saying why."""
     if trust_remote_code:
         return None
     raw = read_raw_config(path) if raw is None else raw
     if not raw or "model_type" not in raw:
         return None
-    if registry is None:
-        from xtune.plugins import get_registry
-
-        registry = get_registry()
     matches = [e for e in registry.checkpoint_conversions if e.matches(raw)]
     if not matches:
         return None
@@ -208,9 +205,10 @@ def _tokenizer_folder(path: str) -> Path | None:
         return None
 
 
-def legacy_tokenizer(path: str, *, trust_remote_code: bool = False, registry=None):
+def legacy_tokenizer(path: str, *, registry, trust_remote_code: bool = False):
     """The fast tokenizer of a legacy family's folder (a SentencePiece model and a hub tokenizer class, no
-    tokenizer.json), or None when transformers loads the folder itself."""
+    tokenizer.json) as a conversion of `registry` builds it, or None when transformers loads the folder
+    itself."""
     if trust_remote_code:
         return None
     folder = _tokenizer_folder(path)
@@ -222,10 +220,6 @@ def legacy_tokenizer(path: str, *, trust_remote_code: bool = False, registry=Non
     name = config.get("tokenizer_class")
     if not name:
         return None
-    if registry is None:
-        from xtune.plugins import get_registry
-
-        registry = get_registry()
     entry = next((e for e in registry.checkpoint_conversions if name in e.tokenizer_classes and e.tokenizer),
                  None)
     if entry is None:

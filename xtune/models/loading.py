@@ -54,8 +54,9 @@ def weights_dtype(requested, precision: str):
     return torch_dtype(precision) if torch.cuda.is_available() else torch.float32
 
 
-def load_tokenizer(tokenizer_cfg: dict, adapter=None, source: str = "auto"):
-    """The tokenizer, with a pad token (the adapter's choice, else EOS) so batches can be padded."""
+def load_tokenizer(tokenizer_cfg: dict, adapter=None, source: str = "auto", *, registry):
+    """The tokenizer, with a pad token (the adapter's choice, else EOS) so batches can be padded; a legacy
+    family's folder gets the tokenizer `registry`'s conversion builds from its SentencePiece model."""
     from transformers import AutoTokenizer
 
     cfg = dict(tokenizer_cfg)
@@ -67,7 +68,8 @@ def load_tokenizer(tokenizer_cfg: dict, adapter=None, source: str = "auto"):
     else:
         from xtune.models.legacy import legacy_tokenizer
 
-        tokenizer = legacy_tokenizer(src.path, trust_remote_code=bool(kwargs.get("trust_remote_code")))
+        tokenizer = legacy_tokenizer(src.path, registry=registry,
+                                     trust_remote_code=bool(kwargs.get("trust_remote_code")))
         if tokenizer is not None and kwargs.get("padding_side"):
             tokenizer.padding_side = kwargs["padding_side"]
     if tokenizer is None:
@@ -83,16 +85,17 @@ def load_tokenizer(tokenizer_cfg: dict, adapter=None, source: str = "auto"):
     return tokenizer
 
 
-def load_model(model_cfg: dict, *, adapter=None, load_in_bits: int | None = None, source: str = "auto",
-               method=None, precision: str = "float32", auto_class=None, unquantized: tuple[str, ...] = (),
-               head: str = "causal_lm"):
+def load_model(model_cfg: dict, *, registry, adapter=None, load_in_bits: int | None = None,
+               source: str = "auto", method=None, precision: str = "float32", auto_class=None,
+               unquantized: tuple[str, ...] = (), head: str = "causal_lm"):
     """A causal LM ready for a tuning method: dtype and attention resolved, quantised when the recipe or
     the method asks, `use_cache=False`, gradient checkpointing as the recipe says.
 
     `auto_class` loads another kind of model (a vision-language one); `unquantized` names modules that
     stay in full precision when the rest is quantised (its vision tower and projector). With
     `head='score'` the same checkpoint is loaded as a reward model, `AutoModelForSequenceClassification`
-    with one label (the scalar head is new, the rest is the checkpoint's).
+    with one label (the scalar head is new, the rest is the checkpoint's). A legacy hub-code checkpoint
+    loads as the native twin its `registry` conversion names.
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
@@ -124,7 +127,7 @@ def load_model(model_cfg: dict, *, adapter=None, load_in_bits: int | None = None
         kwargs["num_labels"] = 1
     model_class = AutoModelForSequenceClassification if head == "score" else (auto_class or
                                                                               AutoModelForCausalLM)
-    model = _from_pretrained(model_class, src, kwargs)
+    model = _from_pretrained(model_class, src, kwargs, registry)
     disable_bnb_cpu_repacking(model)
     model.config.use_cache = False
     if gradient_checkpointing:
@@ -132,7 +135,7 @@ def load_model(model_cfg: dict, *, adapter=None, load_in_bits: int | None = None
     return model
 
 
-def _from_pretrained(model_class, src, kwargs: dict):
+def _from_pretrained(model_class, src, kwargs: dict, registry):
     """`model_class.from_pretrained`, or, for a legacy hub-code checkpoint, its native twin
     (`xtune.models.legacy`) unless the recipe asks for the hub's code."""
     from xtune.models.legacy import find_legacy, load_native, read_raw_config, refuse_unknown_remote_code
@@ -141,7 +144,7 @@ def _from_pretrained(model_class, src, kwargs: dict):
         return model_class.from_pretrained(src.path, **kwargs)
     trust = bool(kwargs.get("trust_remote_code"))
     raw = read_raw_config(src.path)
-    legacy = find_legacy(src.path, raw, trust_remote_code=trust)
+    legacy = find_legacy(src.path, raw, registry=registry, trust_remote_code=trust)
     if legacy is None:
         if not trust:
             refuse_unknown_remote_code(src.path, raw)

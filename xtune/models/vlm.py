@@ -58,7 +58,7 @@ def vlm_processor(cfg, registry):
     if settings["vision_model"]:
         from xtune.models.llava_compose import compose_processor
 
-        tokenizer = load_tokenizer(tok_cfg, _llm_adapter(settings, registry), source)
+        tokenizer = load_tokenizer(tok_cfg, _llm_adapter(settings, registry), source, registry=registry)
         return compose_processor(tokenizer, resolve_source(settings["vision_model"], source).path)
     path = resolve_source(tok_cfg.get("pretrained_model_name_or_path", ""), source).path
     processor = load_processor(path, trust_remote_code=bool(tok_cfg.get("trust_remote_code")),
@@ -85,14 +85,15 @@ def load_vlm(cfg, model_cfg: dict, adapter, registry, *, load_in_bits=None, meth
     source = cfg.get("model_source", "auto")
     if not settings["vision_model"]:
         keep = (adapter.vision_tower, adapter.projector, "lm_head")
-        return load_model(model_cfg, adapter=adapter, load_in_bits=load_in_bits, method=method, source=source,
-                          precision=precision, auto_class=AutoModelForImageTextToText, unquantized=keep)
+        return load_model(model_cfg, registry=registry, adapter=adapter, load_in_bits=load_in_bits,
+                          method=method, source=source, precision=precision,
+                          auto_class=AutoModelForImageTextToText, unquantized=keep)
     from xtune.models.llava_compose import compose_llava
     from xtune.models.sources import resolve_source
 
     checkpointing = model_cfg.pop("gradient_checkpointing", False)
-    llm = load_model(model_cfg, adapter=_llm_adapter(settings, registry), load_in_bits=load_in_bits,
-                     method=method, source=source, precision=precision)
+    llm = load_model(model_cfg, registry=registry, adapter=_llm_adapter(settings, registry),
+                     load_in_bits=load_in_bits, method=method, source=source, precision=precision)
     processor = vlm_processor(cfg, registry)
     llava = compose_llava(llm, resolve_source(settings["vision_model"], source).path, processor.tokenizer,
                           projector_from=settings["projector_from"],

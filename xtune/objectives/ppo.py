@@ -1,11 +1,14 @@
 """`ppo`: RLHF with PPO on a reward model trained with the `reward` objective, on the same mmengine runner.
 
-One runner iteration is one PPO step: the policy (usually LoRA) answers a batch of prompts, the frozen reward
+One training step is one PPO step: the policy (usually LoRA) answers a batch of prompts, the frozen reward
 model scores the answers, a KL penalty to the reference (the policy with adapters off) shapes per-token
 rewards, and `ppo_epochs` passes of clipped policy and value updates follow over `num_mini_batches`
-mini-batches (each one optimizer step). The value head is a linear layer on the policy's last hidden states,
-trained beside it and left out of the exported model. Dropout is switched off in the policy so the sampled
-and the updated log-probs come from the same function. Runs in one process (no DDP / DeepSpeed).
+mini-batches (each one optimizer update). The rollout is the objective's phase before its gradient steps:
+`updates(model, batches)` returns the mini-batches, and the training loop (`xtune.engine.loop`) runs one
+optimizer update on each, with `loss` as for any other objective. The value head is a linear layer on the
+policy's last hidden states, trained beside it and left out of the exported model. Dropout is switched off
+in the policy so the sampled and the updated log-probs come from the same function. Runs in one process
+(no DDP / DeepSpeed).
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ class PPO:
         head = torch.nn.Linear(hidden, 1)
         torch.nn.init.normal_(head.weight, std=1.0 / (hidden + 1) ** 0.5)
         torch.nn.init.zeros_(head.bias)
+        self.value_head = head  # the same module the engine trains beside the policy (moved in place)
         return {"ppo_value": head}
 
     def setup(self, *, llm, tokenizer, template, registry, precision: str = "float32") -> None:
@@ -128,21 +132,31 @@ class PPO:
         return {"loss": policy_term + self.vf_coef * value_term, "ppo/policy_term": policy_term.detach(),
                 "ppo/value_term": value_term.detach(), "ppo/clipfrac": clipfrac.detach()}
 
-    def train_step(self, model, data: dict, optim_wrapper) -> dict:
-        """mmengine's train_step for one PPO step (`model` is the engine's wrapper: llm, heads, reference)."""
-        data = model.data_preprocessor(data, True)
-        value_head = model.heads["ppo_value"]
-        rollout = self.rollout(model.llm, value_head, data, model.reference)
+    def updates(self, model, batches: list) -> Updates:
+        """The phase before the gradient steps: a rollout on the step's prompts, then `ppo_epochs` shuffled
+        passes over `num_mini_batches` mini-batches of it, each one optimizer update (`model` is the
+        engine's wrapper: its llm, reference and data preprocessor)."""
+        data = model.data_preprocessor(batches[0], True)
+        rollout = self.rollout(model.llm, self.value_head, data, model.reference)
         rows = rollout.sequences.shape[0]
-        logs: dict = {}
+        out = Updates(metrics={k: v.detach() for k, v in rollout.metrics.items()})
         for _ in range(self.ppo_epochs):
             order = torch.randperm(rows, device=rollout.sequences.device)
             for part_rows in order.chunk(max(1, min(self.num_mini_batches, rows))):
-                with optim_wrapper.optim_context(model):
-                    out = self.update_loss(model.llm, value_head, rollout.select(part_rows))
-                loss, logs = model.parse_losses(out)
-                optim_wrapper.update_params(loss)
-        return {**logs, **{k: v.detach() for k, v in rollout.metrics.items()}}
+                out.append([{"rollout": rollout.select(part_rows)}])
+        return out
+
+    def loss(self, llm, batch: dict, reference=None) -> dict:
+        """The clipped PPO loss of one rollout mini-batch (`updates` made it)."""
+        return self.update_loss(llm, self.value_head, batch["rollout"])
+
+
+class Updates(list):
+    """The optimizer updates of one PPO step (each a list of micro-batches), with the rollout's metrics."""
+
+    def __init__(self, metrics: dict):
+        super().__init__()
+        self.metrics = metrics
 
 
 def stop_token_ids(tokenizer, template, registry) -> list[int]:

@@ -42,7 +42,7 @@ class Reward:
 
 
 @torch.no_grad()
-def score_conversations(model, tokenizer, template, conversations: list[list[dict]], *, registry=None,
+def score_conversations(model, tokenizer, template, conversations: list[list[dict]], *, registry,
                         batch_size: int = 8) -> list[float]:
     """The reward of each conversation (its last message is the judged answer), rendered by `template` with
     the tokenizer's special tokens as the reward model was trained."""

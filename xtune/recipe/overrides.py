@@ -74,6 +74,8 @@ def type_problem(key: str, old: Any, new: Any) -> str | None:
         ok = isinstance(new, (int, float)) and (isinstance(old, float) or isinstance(new, int))
     elif isinstance(old, (list, tuple)):
         ok = isinstance(new, (list, tuple))
+    elif isinstance(old, dict):  # a whole section replaced (mmengine's ConfigDict by a dict literal)
+        ok = isinstance(new, dict)
     else:
         ok = isinstance(new, type(old))
     if ok:

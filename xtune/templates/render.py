@@ -33,17 +33,15 @@ class Segment:
         return {"text": self.text, "train": self.train}
 
 
-def get_template(name: str | ChatTemplate, registry=None) -> ChatTemplate:
+def get_template(name: str | ChatTemplate, registry) -> ChatTemplate:
     """The template `name` from `registry` (a ChatTemplate passes through); an unknown name lists the closest.
 
-    Callers that have the run's registry pass it; without one, the process-wide registry is used.
+    The registry is the caller's (the CLI's, a test's own): nothing here reaches for a process-wide one.
     """
     if isinstance(name, ChatTemplate):
         return name
     if registry is None:
-        from xtune.plugins import get_registry
-
-        registry = get_registry()
+        raise TypeError(f"get_template({name!r}): pass the registry to look a template up by name")
     table = registry.chat_templates
     if not isinstance(name, str) or name not in table:
         hint = did_you_mean(str(name), table.names()) or "see 'xtune template list'"
@@ -86,13 +84,14 @@ class _Text:
 def render_segments(template: str | ChatTemplate, messages: list[dict], add_generation_prompt: bool = False,
                     *, bos_token: str | None = None, eos_token: str | None = None,
                     date_string: str | None = None, enable_thinking: bool = True,
-                    registry=None) -> list[Segment]:
+                    registry) -> list[Segment]:
     """Render `messages` with `template` into segments whose concatenation is the template's text.
 
     `bos_token` / `eos_token` default to the template's reference tokens (pass the tokenizer's, see
     `tokenizer_tokens`); `date_string` to the template's date (today's for templates with a `date_format`).
     With ``enable_thinking=False`` an empty think block of the answer counts as prompt, as the Qwen3
-    template writes it into the generation prompt in that mode.
+    template writes it into the generation prompt in that mode. `registry` resolves a template name (it
+    may be None when `template` is a ChatTemplate).
     """
     t = get_template(template, registry)
     msgs = check_messages(t, messages)
@@ -197,12 +196,13 @@ def _add_message(out: _Text, t: ChatTemplate, m: Message, prefix: str, *, opened
 
 
 def render_text(template: str | ChatTemplate, messages: list[dict], add_generation_prompt: bool = False,
-                **kwargs: Any) -> str:
+                *, registry, **kwargs: Any) -> str:
     """The rendered conversation as one string (what the official `apply_chat_template` returns)."""
-    return "".join(s.text for s in render_segments(template, messages, add_generation_prompt, **kwargs))
+    return "".join(s.text for s in render_segments(template, messages, add_generation_prompt,
+                                                   registry=registry, **kwargs))
 
 
-def render_prompt(template: str | ChatTemplate, messages: list[dict], tokenizer, *, registry=None,
+def render_prompt(template: str | ChatTemplate, messages: list[dict], tokenizer, *, registry,
                   **kwargs: Any) -> str:
     """The text a model is prompted with to answer `messages`: the template with the tokenizer's own
     special tokens and the generation prompt, as in training (chat and the sample chats use this)."""
