@@ -18,6 +18,7 @@ from pathlib import Path
 from xtune.data import cache
 from xtune.data.conversation import RecordError, message, validate
 from xtune.data.records import check_settings, load_records, local_source_print
+from xtune.data.tokenize import IGNORE_INDEX
 from xtune.errors import DataError
 
 ROWS = ("pairs", "unpaired", "prompts")
@@ -187,7 +188,7 @@ def _prompt_rows(items, wheres, cfg, tokenizer, registry, key, progress):
     if not keep:
         raise DataError(f"every prompt is longer than max_length {max_length}", hint="raise max_length")
     table = {"input_ids": [list(encoded[i]) for i in keep],
-             "labels": [[-100] * len(encoded[i]) for i in keep],
+             "labels": [[IGNORE_INDEX] * len(encoded[i]) for i in keep],
              "prompt_messages": [json.dumps(_plain(items[i]["prompt"]), ensure_ascii=False) for i in keep]}
     report = {"dropped": len(items) - len(keep), "truncated": 0, "max_length": max_length, "packed": False,
               "rows": len(keep)}

@@ -14,8 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-IGNORE_INDEX = -100
-
+from xtune.data.tokenize import IGNORE_INDEX  # noqa: F401 - the objectives read labels with it
 
 # Batch keys the objectives read themselves; every other key is the model's input.
 OBJECTIVE_KEYS = frozenset({"labels", "sample_ids", "ref_logps", "unit_labels", "prompt_messages"})
