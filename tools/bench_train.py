@@ -242,10 +242,9 @@ def train_xtune(spec: dict) -> dict:
     dataset = runner.train_dataloader.dataset
     history = Path(spec["work_dir"]) / "loss_history.json"
     losses = json.loads(history.read_text())["train"] if history.is_file() else []
-    accumulation = SEQUENCES_PER_STEP // int(spec.get("xtune_batch_size", 1))
     return _finish(spec, train_s=seen["call"], loop_s=seen["end"] - seen["start"],
                    tokens=token_counts(dataset),
-                   rows=len(dataset), steps=-(-runner.iter // accumulation), model=model.llm,
+                   rows=len(dataset), steps=runner.iter, model=model.llm,  # the loop counts optimizer steps
                    tokenizer=_tokenizer(spec), train_loss=losses[-1]["loss"] if losses else None,
                    extra={"fill_ratio": _fill(dataset, spec["max_length"])})
 
