@@ -239,3 +239,24 @@ def test_chatglm_v1_and_visualglm_are_refused_with_the_reason():
         find_legacy("THUDM/chatglm-6b", chatglm_6b, registry=get_registry())
     chatglm3 = json.loads((fixture("chatglm3") / "config.json").read_text())
     assert find_legacy("chatglm3", chatglm3, registry=get_registry()).entry.target == "glm"
+
+
+@pytest.mark.integration
+def test_the_seed_recipe_trains_internlm2_chat_7b_qlora_on_the_hub_layout(tmp_path):
+    """`xtune train internlm2_chat_7b_qlora_oasst1_e3` as written (QLoRA, 4-bit NF4 base, oasst1 data), on
+    the tiny InternLM2 checkpoint in the hub's own layout, offline; WORK_DIR/hf is an adapter of the Llama
+    twin that names the original folder as its base."""
+    from xtune.cli.main import main
+
+    folder = fixture("internlm2")
+    data = tmp_path / "guanaco.jsonl"
+    data.write_text("".join(json.dumps({"text": f"### Human: say {w} ### Assistant: {w} {w}"}) + "\n"
+                            for w in ("one", "two", "three", "four")), encoding="utf-8")
+    work = tmp_path / "wd"
+    assert main(["train", "internlm2_chat_7b_qlora_oasst1_e3", "--work-dir", str(work), "--cfg-options",
+                 f"pretrained_model_name_or_path={folder}", f"data_path={data}", "max_length=64",
+                 "max_steps=2", "accumulative_counts=1", "evaluation_inputs=[]", "save_steps=0"]) == 0
+    adapter = json.loads((work / "hf" / "adapter_config.json").read_text())
+    assert adapter["base_model_name_or_path"] == str(folder)
+    plan = json.loads((work / "plan.json").read_text())
+    assert plan["model"]["quantization"]["load_in_4bit"] is True and not plan["model"]["trust_remote_code"]
