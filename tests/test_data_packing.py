@@ -6,8 +6,9 @@ import random
 
 import pytest
 
-from xtune.data.collate import Collator, LengthGroupedSampler, build_collator, pad_token_id
+from xtune.data.collate import Collator, build_collator, pad_token_id
 from xtune.data.packing import best_fit_decreasing, cu_seqlens, pack_rows, sample_lengths
+from xtune.data.sampler import GlobalBatchSampler
 from xtune.data.tokenize import IGNORE_INDEX
 from xtune.errors import ConfigError
 
@@ -75,17 +76,42 @@ def test_packed_collation_has_positions_and_no_attention_mask():
 def test_length_grouped_sampler():
     rng = random.Random(1)
     lengths = [rng.randint(1, 1000) for _ in range(403)]
-    sampler = LengthGroupedSampler(lengths, batch_size=4, seed=0, mega_batch_mult=8, rank=0, world_size=1)
+    sampler = GlobalBatchSampler(403, 4, lengths=lengths, seed=0, mega_batch_mult=8, rank=0, world_size=1)
     order = list(sampler)
-    assert sorted(order) == list(range(403)) and len(sampler) == 403
+    assert len(order) == len(sampler) == 404  # padded to whole micro-batches with the first row
+    assert sorted(set(order)) == list(range(403))
     batches = [order[i:i + 4] for i in range(0, 400, 4)]
     spread = sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches) / len(batches)
     assert spread < 100  # random batches of 4 would spread ~500 tokens
     sampler.set_epoch(1)
     assert list(sampler) != order
-    shards = [list(LengthGroupedSampler(lengths, 4, seed=0, rank=r, world_size=2)) for r in (0, 1)]
-    assert sorted(shards[0] + shards[1]) == list(range(403))
-    assert len(shards[0]) == len(LengthGroupedSampler(lengths, 4, seed=0, rank=0, world_size=2))
+    shards = [list(GlobalBatchSampler(403, 4, lengths=lengths, seed=0, rank=r, world_size=2)) for r in (0, 1)]
+    assert len(shards[0]) == len(shards[1]) == len(GlobalBatchSampler(403, 4, seed=0, rank=0, world_size=2))
+    assert set(shards[0] + shards[1]) == set(range(403))
+
+
+def steps(size, batch, accumulation, world, lengths):
+    """The rows of every optimizer step, as sets, for one way of splitting the global batch."""
+    streams = [list(GlobalBatchSampler(size, batch, accumulation=accumulation, lengths=lengths, seed=5,
+                                       mega_batch_mult=3, rank=r, world_size=world)) for r in range(world)]
+    per_step = batch * accumulation
+    return [sorted(i for stream in streams for i in stream[s:s + per_step])
+            for s in range(0, len(streams[0]), per_step)]
+
+
+@pytest.mark.parametrize("grouped", [True, False])
+def test_the_rows_of_each_step_do_not_depend_on_how_the_global_batch_is_split(grouped):
+    rng = random.Random(2)
+    lengths = [rng.randint(1, 500) for _ in range(96)] if grouped else None
+    reference = steps(96, 8, 1, 1, lengths)
+    assert len(reference) == 12 and sorted(i for s in reference for i in s) == list(range(96))
+    for batch, accumulation, world in [(4, 2, 1), (4, 1, 2), (2, 2, 2), (1, 4, 2), (1, 2, 4), (2, 1, 4)]:
+        assert steps(96, batch, accumulation, world, lengths) == reference, (batch, accumulation, world)
+    if grouped:  # the micro-batches of a step are cut from its length-sorted rows: alike in length
+        stream = list(GlobalBatchSampler(96, 2, accumulation=2, lengths=lengths, seed=5, world_size=2,
+                                         rank=0))
+        spread = [abs(lengths[stream[i]] - lengths[stream[i + 1]]) for i in range(0, 96 // 2, 2)]
+        assert sum(spread) / len(spread) < 60  # random pairs would spread ~165
 
 
 @pytest.fixture(scope="module")

@@ -164,17 +164,17 @@ def worker(spec_path: str) -> int:
         return save(self, *args, **kwargs)
 
     Runner.save_checkpoint = measured_save
-    import xtune.engine.model as engine_model
+    import xtune.objectives.sft as sft  # SFT's loss calls it through its module: patch it there
 
-    loss = engine_model.labelled_token_loss
+    loss = sft.labelled_token_loss
     counts = [0, 0]
 
-    def counted_loss(llm, labels, model_kwargs):
-        counts[0] += int((labels[:, 1:] != engine_model.IGNORE_INDEX).sum())
+    def counted_loss(llm, labels, model_kwargs, **kwargs):
+        counts[0] += int((labels[:, 1:] != sft.IGNORE_INDEX).sum())
         counts[1] += labels[:, 1:].numel()
-        return loss(llm, labels, model_kwargs)
+        return loss(llm, labels, model_kwargs, **kwargs)
 
-    engine_model.labelled_token_loss = counted_loss
+    sft.labelled_token_loss = counted_loss
     from xtune.cli.main import main
 
     code = main(["train", spec["recipe"], "--work-dir", spec["work_dir"],

@@ -65,19 +65,26 @@ def main(argv: list[str] | None = None) -> int:
     except XtuneError as exc:
         if debug:
             traceback.print_exc()
-        print(f"Error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return _error(str(exc), exc.exit_code)
     except BrokenPipeError:  # `xtune list-cfg | head`: the reader left; say nothing, exit like SIGPIPE
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     except KeyboardInterrupt:
-        print("Error: interrupted", file=sys.stderr)
-        return 130
+        return _error("interrupted", 130)
     except Exception as exc:  # a bug or a library failure: still one line unless --debug
         if debug:
             traceback.print_exc()
-        print(f"Error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", file=sys.stderr)
-        return 1
+        return _error(f"{type(exc).__name__}: {exc} (run with --debug for the traceback)", 1)
+
+
+def _error(message: str, code: int) -> int:
+    """The one `Error:` line; a process of a multi-process run hands it to xtune's launcher instead, which
+    prints the first process's."""
+    from xtune.engine.launch import record_rank_error
+
+    if not record_rank_error(message, code):
+        print(f"Error: {message}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

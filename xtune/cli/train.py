@@ -37,18 +37,22 @@ def run(args) -> int:
 
     registry = get_registry()
     path = resolve_recipe(args.recipe, registry)
-    from xtune.engine.launch import relaunch_if_requested
-
-    code = relaunch_if_requested(_argv(args))
-    if code is not None:
-        return code
     from xtune.engine.console import quiet_libraries
-    from xtune.engine.train import TrainRequest, train
+    from xtune.engine.launch import relaunch_if_requested
+    from xtune.engine.train import TrainRequest, check_before_launch, train
 
     request = TrainRequest(recipe=path, options=tuple(args.cfg_options or ()), work_dir=args.work_dir,
                            deepspeed=args.deepspeed, resume=args.resume, overwrite=bool(args.overwrite),
                            seed=args.seed, launcher=getattr(args, "launcher", "none") or "none",
                            debug=bool(getattr(args, "debug", False)) or os.environ.get("XTUNE_DEBUG") == "1")
+
+    def check() -> None:  # once, before NPROC_PER_NODE processes start
+        with quiet_libraries(request.debug):
+            check_before_launch(request, registry)
+
+    code = relaunch_if_requested(_argv(args), check=check, debug=request.debug)
+    if code is not None:
+        return code
     with quiet_libraries(request.debug):
         done = train(request, registry)
         if done.cfg.get("export_hf"):

@@ -2,8 +2,9 @@
 batches.
 
 The engine calls `build_train_dataset(cfg, tokenizer, registry=...)`, `build_collator(cfg, tokenizer)`
-and, for unpacked data, `LengthGroupedSampler`; the tools call `dataset_stats` and `render_sample`. Names
-are imported lazily so that importing `xtune.data` (the CLI does) never pulls in torch or datasets.
+and `GlobalBatchSampler` (length-grouped for unpacked data); the tools call `dataset_stats` and
+`render_sample`. Names are imported lazily so that importing `xtune.data` (the CLI does) never pulls in
+torch or datasets.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import importlib
 
 _EXPORTS = {"build_train_dataset": "xtune.data.pipeline", "build_report": "xtune.data.pipeline",
             "load_conversations": "xtune.data.pipeline", "build_collator": "xtune.data.collate",
-            "Collator": "xtune.data.collate", "LengthGroupedSampler": "xtune.data.collate",
+            "Collator": "xtune.data.collate", "GlobalBatchSampler": "xtune.data.sampler",
             "pad_token_id": "xtune.data.collate", "dataset_stats": "xtune.data.inspect",
             "format_stats": "xtune.data.inspect", "render_sample": "xtune.data.inspect",
             "encode_segments": "xtune.data.tokenize", "IGNORE_INDEX": "xtune.data.tokenize",

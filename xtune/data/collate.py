@@ -1,4 +1,4 @@
-"""Batches for the dataloader: padding with the tokenizer's pad id, and length-grouped sampling.
+"""Batches for the dataloader: padding with the tokenizer's pad id (the rows' order: `xtune.data.sampler`).
 
 Unpacked rows are padded to the longest row of the batch and get an `attention_mask`; packed rows get
 `position_ids` instead and no attention mask, because transformers only derives the per-sample
@@ -7,9 +7,6 @@ sample of its own (positions 0..k), so it attends to nothing real; its labels ar
 """
 
 from __future__ import annotations
-
-import random
-from collections.abc import Iterator
 
 from xtune.data.tokenize import IGNORE_INDEX
 from xtune.errors import ConfigError
@@ -59,57 +56,3 @@ def build_collator(cfg: dict, tokenizer) -> Collator:
     """The collator for a recipe's `train_dataset` settings."""
     return Collator(pad_token_id(tokenizer), packed=bool(cfg.get("pack_to_max_length")),
                     pad_to_multiple_of=cfg.get("pad_to_multiple_of"))
-
-
-class LengthGroupedSampler:
-    """Indices in batches of similar length, so unpacked batches waste little padding.
-
-    Each epoch shuffles, cuts the order into mega-batches of `mega_batch_mult` global batches, and
-    sorts each mega-batch by length (longest first), so batches differ from epoch to epoch while
-    their members stay alike. Under torch.distributed each rank takes its share of every global
-    batch. The engine plugs it into its DataLoader (`sampler=`); `set_epoch` reshuffles.
-    """
-
-    def __init__(self, lengths: list[int], batch_size: int, *, seed: int = 0, mega_batch_mult: int = 50,
-                 rank: int | None = None, world_size: int | None = None):
-        self.lengths = list(lengths)
-        self.batch_size = batch_size
-        self.seed = seed
-        self.mega_batch_mult = mega_batch_mult
-        if rank is None or world_size is None:
-            rank, world_size = _dist_info()
-        self.rank, self.world_size = rank, world_size
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def _global_order(self) -> list[int]:
-        order = list(range(len(self.lengths)))
-        random.Random(self.seed + self.epoch).shuffle(order)
-        mega = self.batch_size * self.world_size * self.mega_batch_mult
-        out = []
-        for start in range(0, len(order), mega):
-            out += sorted(order[start:start + mega], key=lambda i: -self.lengths[i])
-        return out
-
-    def __iter__(self) -> Iterator[int]:
-        order = self._global_order()
-        step = self.batch_size * self.world_size
-        for start in range(0, len(order), step):
-            yield from order[start + self.rank * self.batch_size: start + (self.rank + 1) * self.batch_size]
-
-    def __len__(self) -> int:
-        full, rest = divmod(len(self.lengths), self.batch_size * self.world_size)
-        return full * self.batch_size + min(max(rest - self.rank * self.batch_size, 0), self.batch_size)
-
-
-def _dist_info() -> tuple[int, int]:
-    try:
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():
-            return dist.get_rank(), dist.get_world_size()
-    except ImportError:
-        pass
-    return 0, 1

@@ -34,9 +34,12 @@ class _Stderr(logging.StreamHandler):
 
 
 def console_logging() -> None:
-    """Show xtune's own INFO lines on the console."""
+    """Show xtune's own INFO lines on the console: of the first process only when there are several (the
+    others show their warnings and errors)."""
     if not any(isinstance(h, _Stderr) for h in log.handlers):
         handler = _Stderr()
+        if int(os.environ.get("RANK", "0") or 0) > 0:
+            handler.setLevel(logging.WARNING)
         handler.setFormatter(
             logging.Formatter("%(asctime)s - xtune - %(levelname)s - %(message)s", "%m/%d %H:%M:%S"))
         log.addHandler(handler)

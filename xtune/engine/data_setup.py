@@ -48,16 +48,16 @@ def collator(cfg, data_cfg: dict, tokenizer, processor=None):
             else collator_for(data_cfg, tokenizer))
 
 
-def sampler(dataset, cfg, seed: int):
-    """Shuffled rows for packed data; length-grouped batches (little padding) for unpacked data."""
-    from mmengine.dataset import DefaultSampler
+def sampler(dataset, cfg, seed: int, accumulation: int):
+    """Shuffled rows for packed data, length-grouped ones (little padding) for unpacked data; either way
+    decided per global batch, so how it is split into micro-batches and processes changes nothing."""
+    from xtune.data.sampler import GlobalBatchSampler
 
-    if cfg.train_dataset.get("pack_to_max_length") or cfg.train_dataloader.get("group_by_length") is False:
-        return DefaultSampler(dataset, shuffle=True, seed=seed)
-    from xtune.data.collate import LengthGroupedSampler
-
-    lengths = [len(ids) for ids in dataset["input_ids"]]
-    return LengthGroupedSampler(lengths, int(cfg.train_dataloader.batch_size), seed=seed)
+    grouped = not (cfg.train_dataset.get("pack_to_max_length")
+                   or cfg.train_dataloader.get("group_by_length") is False)
+    lengths = [len(ids) for ids in dataset["input_ids"]] if grouped else None
+    return GlobalBatchSampler(len(dataset), int(cfg.train_dataloader.batch_size), accumulation=accumulation,
+                              lengths=lengths, seed=seed)
 
 
 def dataloader(dataset, cfg, collate, row_sampler) -> dict:

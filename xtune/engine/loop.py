@@ -119,10 +119,12 @@ class XtuneTrainLoop(BaseLoop):
             self.report(step, outputs)
         if self.parts.chat_every and step % self.parts.chat_every == 0 and step < self.max_iters:
             self.sample_chats(f"step {step}")
-        if self.due(step, self.parts.save_every) or self.stop_requested:
+        # a SIGTERM may reach the processes in different steps: they stop together, after the same one
+        stop = bool(self.across_processes(float(self.stop_requested), op="max"))
+        if self.due(step, self.parts.save_every) or stop:
             self.parts.saver.save(self.runner, step)
         self._iter = step
-        if self.stop_requested:
+        if stop:
             raise TrainingInterrupted(f"terminated (SIGTERM) at step {step}; checkpoint saved",
                                       hint="continue with --resume auto")
 
@@ -138,19 +140,57 @@ class XtuneTrainLoop(BaseLoop):
         return objective.updates(self.model, batches) if hasattr(objective, "updates") else [batches]
 
     def update_params(self, batches: list) -> dict:
-        """One optimizer update: each micro-batch's loss and backward, then clip, step and zero."""
+        """One optimizer update: each micro-batch's loss and backward, then clip, step and zero.
+
+        An objective that counts its units (`xtune.objectives.units`: tokens, pairs ...) divides each
+        micro-batch's sum by the count of the whole update, every micro-batch of every process, so the
+        gradient is that of the global batch's mean however the batch was split; processes average their
+        gradients, so each backward is scaled by their number. An objective without units gives a mean per
+        micro-batch, weighted 1 / micro-batches."""
+        share = self.global_share(batches)
+        scale = self.parts.world_size if share is not None else 1.0 / len(batches)
         logs = []
         for i, batch in enumerate(batches):
             with self.accumulating(last=i == len(batches) - 1):
-                loss, log_vars = self.loss(batch)
-                self.backward(loss / len(batches))
-            logs.append(log_vars)
+                loss, log_vars = self.loss(batch, share)
+                self.backward(loss * scale)
+            logs.append({k: _number(v) for k, v in log_vars.items()})
         self.optimizer_step()
-        return {k: sum(_number(v[k]) for v in logs) / len(logs) for k in logs[0]}
+        out = {k: sum(v[k] for v in logs) / len(logs) for k in logs[0]}
+        # the logged loss is the global batch's: shares add up to it, per-micro-batch means average to it
+        loss = sum(v["loss"] for v in logs) if share is not None else out["loss"]
+        out["loss"] = self.across_processes(loss, op="sum" if share is not None else "mean")
+        return out
 
-    def loss(self, batch) -> tuple[torch.Tensor, dict]:
+    def global_share(self, batches: list):
+        """The update's unit counts summed over its micro-batches and over the processes, or None."""
+        from xtune.objectives.units import Share
+
+        objective = self.model.objective
+        if not hasattr(objective, "units"):
+            return None
+        counts = [objective.units(batch) for batch in batches]
+        keys = sorted(counts[0])  # the same on every process: they follow from the objective's settings
+        totals = torch.tensor([float(sum(c.get(k, 0) for c in counts)) for k in keys], dtype=torch.float64)
+        return Share(dict(zip(keys, self.across_processes(totals).tolist(), strict=True)))
+
+    def across_processes(self, value, op: str = "sum"):
+        """`value` (a number or a float64 tensor) reduced with `op` ('sum', 'mean', 'max') over the
+        processes; as it is in one process."""
+        if self.parts.world_size <= 1:
+            return value
+        from mmengine.dist import all_reduce
+
+        tensor = value.clone() if isinstance(value, torch.Tensor) else torch.tensor([float(value)],
+                                                                                   dtype=torch.float64)
+        all_reduce(tensor, op=op)
+        return tensor if isinstance(value, torch.Tensor) else float(tensor[0])
+
+    def loss(self, batch, share=None) -> tuple[torch.Tensor, dict]:
         """(the objective's loss, its logged values) of one micro-batch, in the run's precision."""
         data = self.model.data_preprocessor(batch, True)
+        if share is not None:
+            data["loss_share"] = share
         wrapper = self.runner.model
         if self.deepspeed:  # DeepSpeed casts and scales itself; mmengine's wrapper hides its engine
             return self.model.parse_losses(wrapper.model(**data, mode="loss"))

@@ -52,7 +52,11 @@ class CausalLMModel(BaseModel):
             return self.llm(**model_inputs(batch)).logits
         if mode == "predict":
             return self.llm(**model_inputs(batch)).logits.argmax(-1)
-        out = self.objective.loss(self.llm, batch, self.reference)
+        share = batch.pop("loss_share", None)  # the update's global unit counts (xtune.objectives.units)
+        if share is not None:
+            out = self.objective.loss(self.llm, batch, self.reference, share=share)
+        else:
+            out = self.objective.loss(self.llm, batch, self.reference)
         loss = out["loss"]
         if not torch.isfinite(loss.detach()).all():
             if self.on_nan == "stop":

@@ -66,18 +66,42 @@ def recipe_record(cfg, recipe_path: Path, options, trained) -> dict:
             "pretrained_model_name_or_path": str(cfg.model.get("pretrained_model_name_or_path", ""))}
 
 
-def train(request: TrainRequest, registry) -> TrainedRun:
-    """Check everything, then train while holding the work dir's lock."""
+def checked_recipe(request: TrainRequest, registry):
+    """(the loaded recipe, its run plan), or the ConfigError that lists every problem (`preflight`)."""
     from xtune.engine.checks import preflight
-    from xtune.engine.workdir import check_previous_run, locked, removed_if_untrained
     from xtune.recipe import load_recipe
 
-    recipe_path = Path(request.recipe)
     extra = {"seed": request.seed} if request.seed is not None else {}
-    cfg = load_recipe(recipe_path, list(request.options), extra)
+    cfg = load_recipe(Path(request.recipe), list(request.options), extra)
+    plan = preflight(cfg, registry, work_dir=request.work_dir_or_default, deepspeed=request.deepspeed,
+                     resume=request.resume, recipe=Path(request.recipe).stem)
+    return cfg, plan
+
+
+def check_before_launch(request: TrainRequest, registry) -> None:
+    """What each process of a multi-process run would find wrong, found once before they start: the recipe
+    (preflight), the work dir's previous run, and the data, built now (and cached, so the processes read
+    it back instead of building it again)."""
+    from xtune.engine import data_setup
+    from xtune.engine.console import console_logging
+    from xtune.engine.workdir import check_previous_run
+    from xtune.models.build import recipe_processor, recipe_tokenizer
+    from xtune.plan import data_settings
+
+    console_logging()
+    cfg, plan = checked_recipe(request, registry)
+    check_previous_run(Path(request.work_dir_or_default), resume=request.resume, overwrite=request.overwrite)
+    processor = recipe_processor(cfg, registry)
+    tokenizer = processor.tokenizer if processor is not None else recipe_tokenizer(cfg, registry)
+    data_setup.training_data(cfg, data_settings(plan, cfg, registry), registry, tokenizer, processor)
+
+
+def train(request: TrainRequest, registry) -> TrainedRun:
+    """Check everything, then train while holding the work dir's lock."""
+    from xtune.engine.workdir import check_previous_run, locked, removed_if_untrained
+
+    cfg, plan = checked_recipe(request, registry)
     work_dir = request.work_dir_or_default
-    plan = preflight(cfg, registry, work_dir=work_dir, deepspeed=request.deepspeed, resume=request.resume,
-                     recipe=recipe_path.stem)
     with removed_if_untrained(Path(work_dir)) as state, locked(Path(work_dir)):
         check_previous_run(Path(work_dir), resume=request.resume, overwrite=request.overwrite)
         runner, parts, trained, _zero3_loading = _prepare(cfg, plan, registry, request, work_dir)
@@ -127,7 +151,7 @@ def _prepare(cfg, plan, registry, request: TrainRequest, work_dir: str):
                      val_dataset=val_dataset, schedule=schedule, precision=precision, work_dir=work_dir,
                      launcher=launcher, ds_config=ds_config, resume_from=resume_from, seed=seed,
                      params=count_parameters(trained.model), world_size=world_size,
-                     sampler=data_setup.sampler(objective.dataset, cfg, seed),
+                     sampler=data_setup.sampler(objective.dataset, cfg, seed, schedule.accumulation),
                      dataloader=lambda ds, rows: data_setup.dataloader(ds, cfg, collate, rows),
                      registry=registry, quiet=not request.debug, objective=objective,
                      recipe=recipe_record(cfg, Path(request.recipe), request.options, trained),

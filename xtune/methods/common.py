@@ -95,10 +95,11 @@ def uses_checkpointing(model) -> bool:
 
 
 def count_parameters(model) -> tuple[int, int]:
-    """(trainable, total) parameters; 4-bit packed weights count at their unpacked size."""
+    """(trainable, total) parameters; 4-bit packed weights count at their unpacked size, ZeRO-3's
+    partitioned ones (empty placeholders on each process) at their full size."""
     trainable = total = 0
     for p in model.parameters():
-        n = p.numel()
+        n = int(getattr(p, "ds_numel", 0) or p.numel())
         if getattr(p, "quant_state", None) is not None or p.__class__.__name__ == "Params4bit":
             n *= 2  # two 4-bit values per stored byte
         total += n

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from xtune.objectives.logps import pair_metrics, token_logps
 from xtune.objectives.settings import positive
+from xtune.objectives.units import Share, chosen_tokens, divide, local_share, sample_count
 
 
 def log1mexp(x: torch.Tensor) -> torch.Tensor:
@@ -20,11 +21,12 @@ def log1mexp(x: torch.Tensor) -> torch.Tensor:
 
 
 def chosen_nll(tokens, *, prompt_too: bool) -> torch.Tensor:
-    """Mean negative log-likelihood of the chosen samples' tokens (answers only, or every token)."""
+    """Negative log-likelihood summed over the chosen samples' tokens (answers only, or every token); the
+    objective divides it by the update's count of them (`units`' 'chosen_tokens')."""
     chosen = tokens.sample % 2 == 0
     if not prompt_too:
         chosen = chosen & tokens.trained
-    return -(tokens.logps * chosen).sum() / chosen.sum().clamp(min=1)
+    return -(tokens.logps * chosen).sum()
 
 
 class ORPO:
@@ -35,14 +37,21 @@ class ORPO:
         self.beta = positive("orpo", "beta", beta)
         self.nll_on_prompt = bool(nll_on_prompt)
 
-    def loss(self, llm, batch: dict, reference=None) -> dict:
+    def units(self, batch: dict) -> dict:
+        return {"pairs": sample_count(batch) // 2,
+                "chosen_tokens": chosen_tokens(batch, prompt_too=self.nll_on_prompt)}
+
+    def loss(self, llm, batch: dict, reference=None, share: Share | None = None) -> dict:
+        share = share or local_share(self.units(batch))
         tokens = token_logps(llm, batch, all_tokens=self.nll_on_prompt)
         means = tokens.means()
         chosen, rejected = means[0::2].float(), means[1::2].float()
         log_odds = (chosen - rejected) - (log1mexp(chosen) - log1mexp(rejected))
         ratio = F.logsigmoid(log_odds)
-        nll = chosen_nll(tokens, prompt_too=self.nll_on_prompt)
-        return {"loss": nll - self.beta * ratio.mean(),
+        nll_sum = chosen_nll(tokens, prompt_too=self.nll_on_prompt)
+        nll = nll_sum / max(chosen_tokens(batch, prompt_too=self.nll_on_prompt), 1)  # logged: this batch's
+        odds_term = divide(ratio.sum(), "pairs", share)
+        return {"loss": divide(nll_sum, "chosen_tokens", share) - self.beta * odds_term,
                 **pair_metrics(self.beta * chosen, self.beta * rejected, chosen, rejected),
                 "nll": nll.detach(), "log_odds_ratio": ratio.mean().detach(),
                 "log_odds_chosen": log_odds.mean().detach()}
@@ -59,17 +68,25 @@ class SimPO:
         self.label_smoothing = positive("simpo", "label_smoothing", label_smoothing, zero=True, below=0.5)
         self.cpo_alpha = positive("simpo", "cpo_alpha", cpo_alpha, zero=True)
 
-    def loss(self, llm, batch: dict, reference=None) -> dict:
+    def units(self, batch: dict) -> dict:
+        units = {"pairs": sample_count(batch) // 2}
+        if self.cpo_alpha:
+            units["chosen_tokens"] = chosen_tokens(batch, prompt_too=False)
+        return units
+
+    def loss(self, llm, batch: dict, reference=None, share: Share | None = None) -> dict:
+        share = share or local_share(self.units(batch))
         tokens = token_logps(llm, batch)
         means = tokens.means()
         chosen, rejected = means[0::2], means[1::2]
         logits = chosen - rejected - self.gamma / self.beta
         losses = (-F.logsigmoid(self.beta * logits) * (1 - self.label_smoothing)
                   - F.logsigmoid(-self.beta * logits) * self.label_smoothing)
-        out = {"loss": losses.mean(),
+        out = {"loss": divide(losses.sum(), "pairs", share),
                **pair_metrics(self.beta * chosen, self.beta * rejected, chosen, rejected)}
         if self.cpo_alpha:
-            nll = chosen_nll(tokens, prompt_too=False)
-            out["loss"] = out["loss"] + self.cpo_alpha * nll
+            nll_sum = chosen_nll(tokens, prompt_too=False)
+            nll = nll_sum / max(chosen_tokens(batch, prompt_too=False), 1)
+            out["loss"] = out["loss"] + self.cpo_alpha * divide(nll_sum, "chosen_tokens", share)
             out["nll"] = nll.detach()
         return out

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from xtune.errors import ConfigError
 from xtune.objectives.logps import pair_metrics, token_logps
 from xtune.objectives.settings import choose, positive
+from xtune.objectives.units import Share, divide, local_share, sample_count
 
 LOSS_TYPES = ("sigmoid", "ipo", "hinge")
 REFERENCES = ("auto", "adapters_off", "copy")
@@ -35,7 +36,11 @@ class DPO:
         self.loss_type, self.reference = loss_type, reference
         self.precompute_ref_log_probs = bool(precompute_ref_log_probs)
 
-    def loss(self, llm, batch: dict, reference) -> dict:
+    def units(self, batch: dict) -> dict:
+        return {"pairs": sample_count(batch) // 2}
+
+    def loss(self, llm, batch: dict, reference, share: Share | None = None) -> dict:
+        share = share or local_share(self.units(batch))
         tokens = token_logps(llm, batch)
         logps, ref = tokens.sums(), reference.sample_logps(llm, batch)
         chosen, rejected = logps[0::2], logps[1::2]
@@ -50,5 +55,5 @@ class DPO:
             counts = tokens.counts().clamp(min=1.0)
             per_token = chosen_ratio / counts[0::2] - rejected_ratio / counts[1::2]
             losses = (per_token - 1 / (2 * self.beta)) ** 2
-        return {"loss": losses.mean(),
+        return {"loss": divide(losses.sum(), "pairs", share),
                 **pair_metrics(self.beta * chosen_ratio, self.beta * rejected_ratio, chosen, rejected)}

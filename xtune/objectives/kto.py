@@ -12,6 +12,7 @@ import torch
 
 from xtune.objectives.logps import token_logps
 from xtune.objectives.settings import positive
+from xtune.objectives.units import Share, divide, local_share, sample_count
 
 
 def _mean_over_processes(value: torch.Tensor) -> torch.Tensor:
@@ -38,14 +39,18 @@ class KTO:
         choose("kto", "reference", reference, REFERENCES)
         self.reference, self.precompute_ref_log_probs = reference, bool(precompute_ref_log_probs)
 
-    def loss(self, llm, batch: dict, reference) -> dict:
+    def units(self, batch: dict) -> dict:
+        return {"completions": sample_count(batch) // 2}  # each with its KL partner
+
+    def loss(self, llm, batch: dict, reference, share: Share | None = None) -> dict:
+        share = share or local_share(self.units(batch))
         logps = token_logps(llm, batch).sums()
         ratios = logps - reference.sample_logps(llm, batch)
         kl = _mean_over_processes(ratios[1::2].detach().mean()).clamp(min=0)
         ratio, good = ratios[0::2], batch["unit_labels"].bool()
         losses = torch.where(good, self.desirable_weight * (1 - torch.sigmoid(self.beta * (ratio - kl))),
                              self.undesirable_weight * (1 - torch.sigmoid(self.beta * (kl - ratio))))
-        out = {"loss": losses.mean(), "kl": kl.detach()}
+        out = {"loss": divide(losses.sum(), "completions", share), "kl": kl.detach()}
         rewards, completion = (self.beta * ratio).detach(), logps[0::2].detach()
         for name, chosen in (("chosen", good), ("rejected", ~good)):
             if chosen.any():

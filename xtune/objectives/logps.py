@@ -81,12 +81,21 @@ class TokenLogps:
         return self.sums() / self.counts().clamp(min=1.0)
 
 
-def token_logps(llm, batch: dict, *, all_tokens: bool = False, selected: bool | None = None) -> TokenLogps:
-    """Log-probs of the trained tokens of every sample (with `all_tokens`, of every token after the first one
-    of its sample, prompt included: ORPO's NLL as TRL computes it)."""
+def predicted_tokens(batch: dict, *, all_tokens: bool = False):
+    """(predict, trained, sample), each (batch, length - 1) and aligned with the predicted token: which tokens
+    the log-probs cover (the trained ones; with `all_tokens` every token after the first of its sample),
+    which of them are answer tokens, and the sample each belongs to."""
     labels, ids = batch["labels"], sample_index(batch)
     trained = labels[:, 1:] != IGNORE_INDEX
     predict = trained | ((ids[:, 1:] == ids[:, :-1]) & (ids[:, 1:] >= 0)) if all_tokens else trained
+    return predict, trained, ids[:, 1:]
+
+
+def token_logps(llm, batch: dict, *, all_tokens: bool = False, selected: bool | None = None) -> TokenLogps:
+    """Log-probs of the trained tokens of every sample (with `all_tokens`, of every token after the first one
+    of its sample, prompt included: ORPO's NLL as TRL computes it)."""
+    labels = batch["labels"]
+    predict, trained, sample = predicted_tokens(batch, all_tokens=all_tokens)
     targets = torch.where(trained, labels[:, 1:], batch["input_ids"][:, 1:])[predict]
     keep = torch.zeros_like(labels, dtype=torch.bool)
     keep[:, :-1] = predict
@@ -98,7 +107,7 @@ def token_logps(llm, batch: dict, *, all_tokens: bool = False, selected: bool | 
         logits = llm(**model_inputs(batch)).logits[:, -labels.shape[1]:][keep]
     logits = logits.float().reshape(-1, logits.shape[-1])
     logps = logits.gather(-1, targets[:, None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
-    return TokenLogps(logps, ids[:, 1:][predict], trained[predict], int(ids.max().item()) + 1)
+    return TokenLogps(logps, sample[predict], trained[predict], int(sample_index(batch).max().item()) + 1)
 
 
 def sample_ends(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:

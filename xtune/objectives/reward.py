@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from xtune.objectives.logps import model_inputs, pair_metrics, sample_ends
 from xtune.objectives.settings import positive
+from xtune.objectives.units import Share, divide, local_share, sample_count
 
 
 def sample_scores(model, batch: dict) -> torch.Tensor:
@@ -32,12 +33,16 @@ class Reward:
         self.center = positive("reward", "center_rewards_coefficient", center_rewards_coefficient or 0.0,
                                zero=True)
 
-    def loss(self, model, batch: dict, reference=None) -> dict:
+    def units(self, batch: dict) -> dict:
+        return {"pairs": sample_count(batch) // 2}
+
+    def loss(self, model, batch: dict, reference=None, share: Share | None = None) -> dict:
+        share = share or local_share(self.units(batch))
         scores = sample_scores(model, batch)
         chosen, rejected = scores[0::2], scores[1::2]
-        loss = -F.logsigmoid(chosen - rejected).mean()
+        loss = divide(-F.logsigmoid(chosen - rejected).sum(), "pairs", share)
         if self.center:
-            loss = loss + self.center * torch.mean((chosen + rejected) ** 2)
+            loss = loss + self.center * divide(((chosen + rejected) ** 2).sum(), "pairs", share)
         return {"loss": loss, **pair_metrics(chosen, rejected)}
 
 

@@ -1,4 +1,5 @@
-"""`sft`: supervised fine-tuning, the token-mean cross-entropy over the trained tokens.
+"""`sft`: supervised fine-tuning, the token-mean cross-entropy over the trained tokens (of the whole
+optimizer update: `xtune.objectives.units`).
 
 The loss runs the output layer only where a label follows (transformers' `logits_to_keep` mask): with a
 49k-token vocabulary the output layer and its log-softmax are a fifth of a small model's step, and the
@@ -12,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from xtune.objectives.logps import IGNORE_INDEX, keeps_selected_logits, model_inputs
+from xtune.objectives.units import Share, divide, local_share, trained_tokens
 
 
 class SFT:
@@ -20,18 +22,26 @@ class SFT:
     def __init__(self):
         self._selected: dict[int, bool] = {}  # id(llm) -> whether it takes a logits_to_keep mask
 
-    def loss(self, llm, batch: dict, reference=None) -> dict:
+    def units(self, batch: dict) -> dict:
+        return {"tokens": trained_tokens(batch)}
+
+    def loss(self, llm, batch: dict, reference=None, share: Share | None = None) -> dict:
+        """The cross-entropy summed over this micro-batch's trained tokens, divided by the update's count of
+        them (`share`; this micro-batch's own count without one)."""
+        share = share or local_share(self.units(batch))
         if id(llm) not in self._selected:
             self._selected[id(llm)] = keeps_selected_logits(llm)
         kwargs = model_inputs(batch)
         if self._selected[id(llm)]:
-            return {"loss": labelled_token_loss(llm, batch["labels"], kwargs)}
-        return {"loss": llm(**kwargs, labels=batch["labels"]).loss}
+            total = labelled_token_loss(llm, batch["labels"], kwargs, reduction="sum")
+        else:  # the model's own loss is the mean over the same tokens
+            total = llm(**kwargs, labels=batch["labels"]).loss * trained_tokens(batch)
+        return {"loss": divide(total, "tokens", share)}
 
 
-def labelled_token_loss(llm, labels, model_kwargs: dict):
-    """Mean cross-entropy over the tokens that carry a label, computing logits only at the positions
-    that predict them (position t predicts label t + 1)."""
+def labelled_token_loss(llm, labels, model_kwargs: dict, reduction: str = "mean"):
+    """Cross-entropy over the tokens that carry a label ('mean' or 'sum'), computing logits only at the
+    positions that predict them (position t predicts label t + 1)."""
     predicts = labels[:, 1:] != IGNORE_INDEX
     keep = torch.zeros_like(labels, dtype=torch.bool)
     keep[:, :-1] = predicts
@@ -39,4 +49,5 @@ def labelled_token_loss(llm, labels, model_kwargs: dict):
         logits = llm(**model_kwargs, logits_to_keep=1).logits
         return logits.sum() * 0.0
     logits = llm(**model_kwargs, logits_to_keep=keep).logits
-    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels[:, 1:][predicts])
+    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels[:, 1:][predicts],
+                           reduction=reduction)
