@@ -62,10 +62,12 @@ def settings(assets, recipe=LORA, **extra) -> list[str]:
     return [f"{k}={v}" for k, v in values.items()]
 
 
-def run(work_dir, opts, *, recipe=LORA, nproc=1, deepspeed=None, timeout=300, extra_env=None):
+def run(work_dir, opts, *, recipe=LORA, nproc=1, deepspeed=None, timeout=300, extra_env=None, resume=None):
     cmd = [sys.executable, "-m", "xtune", "train", recipe, "--work-dir", str(work_dir)]
     if deepspeed:
         cmd += ["--deepspeed", deepspeed]
+    if resume:
+        cmd += ["--resume", str(resume)]
     launch_env = env(NPROC_PER_NODE=str(nproc), **(extra_env or {}))
     return subprocess.run([*cmd, "--cfg-options", *opts], env=launch_env, capture_output=True, text=True,
                           timeout=timeout)
@@ -128,6 +130,11 @@ def test_two_processes_train_what_one_does(assets, lora_reference, deepspeed, tm
     tolerance = ZERO3 if deepspeed == "zero3" else TIGHT
     assert largest_difference(lora_reference["one"], wd) < tolerance
     assert losses(wd) == pytest.approx(losses(lora_reference["one"]), rel=1e-5)  # the global loss is logged
+    if deepspeed == "zero2":  # ZeRO partitions cut for 2 processes: one process may not resume them
+        proc = run(tmp_path / "again", settings(assets, batch_size=2, accumulative_counts=2),
+                   deepspeed=deepspeed, resume=wd / "iter_8.pth", timeout=120)
+        assert proc.returncode == 2, proc.stderr[-3000:]
+        assert "its DeepSpeed ZeRO partitions were written by 2 processes and this run has 1" in proc.stderr
     if deepspeed == "zero3":  # its checkpoint is a folder of partitions: the converter gathers them
         from xtune.cli.main import main
 
@@ -138,6 +145,21 @@ def test_two_processes_train_what_one_does(assets, lora_reference, deepspeed, tm
                      *settings(assets, batch_size=2)]) == 0
         assert largest_difference(wd, out) < 1e-6  # what the run exported at its end
         assert largest_difference(lora_reference["one"], out) < ZERO3
+
+
+def test_a_two_process_checkpoint_resumes_in_one_process_with_the_same_global_batch(assets, lora_reference,
+                                                                                  tmp_path):
+    two = settings(assets, batch_size=2, accumulative_counts=1, save_steps=4)  # 8 steps, saved at 4
+    wd = trained(tmp_path / "wd", two, nproc=2)
+    resumed = trained(tmp_path / "resumed", settings(assets, batch_size=2, accumulative_counts=2),
+                      resume=wd / "iter_4.pth")
+    assert largest_difference(lora_reference["one"], resumed) < TIGHT
+    refused = run(tmp_path / "other", settings(assets, batch_size=2, accumulative_counts=1),
+                  resume=wd / "iter_4.pth", timeout=120)
+    assert refused.returncode == 2
+    error = refused.stderr.strip().splitlines()[-1]
+    assert "trained with a global batch of 4 rows (2 x 1 accumulation x 2 processes); this run's is 2 rows" \
+        in error and "set accumulative_counts=2" in error
 
 
 @pytest.fixture(scope="module")

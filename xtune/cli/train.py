@@ -46,9 +46,9 @@ def run(args) -> int:
                            seed=args.seed, launcher=getattr(args, "launcher", "none") or "none",
                            debug=bool(getattr(args, "debug", False)) or os.environ.get("XTUNE_DEBUG") == "1")
 
-    def check() -> None:  # once, before NPROC_PER_NODE processes start
+    def check(world_size: int) -> None:  # once, before NPROC_PER_NODE processes start
         with quiet_libraries(request.debug):
-            check_before_launch(request, registry)
+            check_before_launch(request, registry, world_size)
 
     code = relaunch_if_requested(_argv(args), check=check, debug=request.debug)
     if code is not None:

@@ -20,6 +20,7 @@ and resume.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import random
 import shutil
@@ -74,8 +75,9 @@ def _as_tuple(value):
 class CheckpointSaver:
     """Writes `iter_N.pth` atomically and keeps the newest `max_keep` (-1: all)."""
 
-    def __init__(self, max_keep: int = -1):
+    def __init__(self, max_keep: int = -1, layout=None):
         self.max_keep = int(max_keep) if max_keep else -1
+        self.layout = layout  # xtune.checkpoint.run_layout.RunLayout, written beside DeepSpeed's shards
 
     def save(self, runner, step: int) -> None:
         """Save after optimizer step `step` (called while `runner.iter` is `step - 1`: mmengine stores
@@ -87,6 +89,10 @@ class CheckpointSaver:
         runner.save_checkpoint(str(work_dir), filename=tmp_name, save_optimizer=True,
                                save_param_scheduler=True, by_epoch=False)
         if runner.rank == 0:
+            if (work_dir / tmp_name).is_dir() and self.layout is not None:  # a DeepSpeed folder
+                from xtune.checkpoint.run_layout import SIDECAR
+
+                atomic_write_text(work_dir / tmp_name / SIDECAR, json.dumps(self.layout.to_dict()))
             commit(work_dir / tmp_name, final)
             atomic_write_text(work_dir / LAST, str(final.resolve()))
             log.info(f"saved checkpoint {final}")
@@ -124,8 +130,9 @@ class CheckpointContentHook(Hook):
     """What an xtune checkpoint holds beyond mmengine's own content: only the trained tensors, the resolved
     recipe, the RNG states (put back after a resumed run has skipped the trained data)."""
 
-    def __init__(self, recipe: dict | None = None):
+    def __init__(self, recipe: dict | None = None, layout=None):
         self.recipe = recipe  # the resolved recipe, stored in every checkpoint (train.recipe_record)
+        self.layout = layout  # how the run cuts its global batch (xtune.checkpoint.run_layout)
         self._pending_rng: dict | None = None
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
@@ -139,6 +146,8 @@ class CheckpointContentHook(Hook):
         if self.recipe is not None:
             checkpoint.setdefault("meta", {})["xtune_recipe"] = self.recipe
         checkpoint.setdefault("meta", {})["xtune_iter_unit"] = "optimizer_step"
+        if self.layout is not None:
+            checkpoint["meta"]["xtune_layout"] = self.layout.to_dict()
         checkpoint["xtune_rng"] = _rng_state()
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:

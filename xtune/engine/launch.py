@@ -114,7 +114,7 @@ def free_port() -> int:
 # -------------------------------------------------------------------------------------- the launch
 def relaunch_if_requested(argv: list[str], check=None, debug: bool = False) -> int | None:
     """Run `xtune train argv` in NPROC_PER_NODE x NNODES processes; its exit code, or None for one
-    process (or when already inside a launched process). `check()` runs first, once."""
+    process (or when already inside a launched process). `check(world_size)` runs first, once."""
     if under_launcher():
         return None
     args = torchrun_args(dict(os.environ))
@@ -122,7 +122,7 @@ def relaunch_if_requested(argv: list[str], check=None, debug: bool = False) -> i
         return None
     check_launch(dict(os.environ))
     if check is not None:
-        check()
+        check(_count(dict(os.environ), "NPROC_PER_NODE") * _count(dict(os.environ), "NNODES"))
     return launch(args, ["-m", "xtune", "train", *argv, "--launcher", "pytorch"], debug=debug)
 
 

@@ -39,6 +39,7 @@ class RunParts:
     quiet: bool = True  # hide mmengine's environment, config and hook tables from the console
     objective: Any = None  # engine.objective_setup.ObjectiveParts (None: SFT)
     processor: Any = None  # a vision-language model's processor (its tokenizer is `tokenizer`)
+    layout: Any = None  # checkpoint.run_layout.RunLayout: how the run cuts its global batch
 
 
 def build_hooks(cfg, parts: RunParts) -> list:
@@ -47,7 +48,7 @@ def build_hooks(cfg, parts: RunParts) -> list:
 
     return [DatasetInfoHook(parts.dataset, parts.tokenizer, describe=describe_dataset),
             LossHistoryHook(plot=bool(cfg.get("plot_loss", True))),
-            CheckpointContentHook(recipe=parts.recipe)]
+            CheckpointContentHook(recipe=parts.recipe, layout=parts.layout)]
 
 
 def loop_parts(cfg, parts: RunParts):
@@ -69,7 +70,7 @@ def loop_parts(cfg, parts: RunParts):
     checkpointing = bool(cfg.model.get("gradient_checkpointing"))
     # forward 2N, backward 4N for trained weights and 2N for frozen ones, another forward when checkpointing
     flops = 6 * trainable + 4 * (total - trainable) + (2 * total if checkpointing else 0)
-    saver = CheckpointSaver(int(ckpt.get("max_keep_ckpts", -1) or -1))
+    saver = CheckpointSaver(int(ckpt.get("max_keep_ckpts", -1) or -1), layout=parts.layout)
     return LoopParts(schedule=parts.schedule, saver=saver, save_every=save_every,
                      log_every=max(1, int(cfg.get("log_interval", 10) or 10)), chats=chats,
                      chat_every=int(chat.get("every", 0) or 0), validation=_val_loader(parts),

@@ -78,10 +78,12 @@ def checked_recipe(request: TrainRequest, registry):
     return cfg, plan
 
 
-def check_before_launch(request: TrainRequest, registry) -> None:
+def check_before_launch(request: TrainRequest, registry, world_size: int) -> None:
     """What each process of a multi-process run would find wrong, found once before they start: the recipe
     (preflight), the work dir's previous run, and the data, built now (and cached, so the processes read
     it back instead of building it again)."""
+    from xtune.checkpoint.layout import find_resume_checkpoint
+    from xtune.checkpoint.run_layout import RunLayout, check_resume_layout
     from xtune.engine import data_setup
     from xtune.engine.console import console_logging
     from xtune.engine.workdir import check_previous_run
@@ -91,6 +93,11 @@ def check_before_launch(request: TrainRequest, registry) -> None:
     console_logging()
     cfg, plan = checked_recipe(request, registry)
     check_previous_run(Path(request.work_dir_or_default), resume=request.resume, overwrite=request.overwrite)
+    resume_from = find_resume_checkpoint(request.resume, request.work_dir_or_default)
+    if resume_from:
+        check_resume_layout(resume_from, RunLayout(
+            world_size=world_size, batch_size=plan.training.batch_size,
+            accumulation=plan.training.accumulation, deepspeed=bool(plan.training.deepspeed)))
     processor = recipe_processor(cfg, registry)
     tokenizer = processor.tokenizer if processor is not None else recipe_tokenizer(cfg, registry)
     data_setup.training_data(cfg, data_settings(plan, cfg, registry), registry, tokenizer, processor)
@@ -116,6 +123,7 @@ def _prepare(cfg, plan, registry, request: TrainRequest, work_dir: str):
 
     from xtune import compat
     from xtune.checkpoint.layout import find_resume_checkpoint
+    from xtune.checkpoint.run_layout import RunLayout, check_resume_layout
     from xtune.engine import data_setup
     from xtune.engine.console import console_logging
     from xtune.engine.objective_setup import prepare_objective
@@ -140,6 +148,10 @@ def _prepare(cfg, plan, registry, request: TrainRequest, work_dir: str):
     dataset, val_dataset = data_setup.training_data(cfg, data_cfg, registry, tokenizer, processor)
     collate = data_setup.collator(cfg, data_cfg, tokenizer, processor)
     schedule = plan_schedule(plan.training, len(dataset), world_size)
+    layout = RunLayout(world_size=world_size, batch_size=plan.training.batch_size,
+                       accumulation=schedule.accumulation, deepspeed=bool(plan.training.deepspeed))
+    if resume_from:
+        check_resume_layout(resume_from, layout)
     ds_config, zero3_loading = _deepspeed_config(plan, registry, schedule, precision, world_size)
     trained = build_trainable(cfg, registry, plan, precision=precision.name)
     objective = prepare_objective(build_objective(cfg, registry), trained.model, dataset, collator=collate,
@@ -155,7 +167,7 @@ def _prepare(cfg, plan, registry, request: TrainRequest, work_dir: str):
                      dataloader=lambda ds, rows: data_setup.dataloader(ds, cfg, collate, rows),
                      registry=registry, quiet=not request.debug, objective=objective,
                      recipe=recipe_record(cfg, Path(request.recipe), request.options, trained),
-                     processor=processor)
+                     processor=processor, layout=layout)
     runner = build_runner(cfg, parts)
     atomic_write_text(Path(work_dir) / Path(request.recipe).name, cfg.pretty_text)  # the resolved recipe
     atomic_write_text(Path(work_dir) / "plan.json", json.dumps(plan.to_dict(), indent=1) + "\n")
