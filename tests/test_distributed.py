@@ -187,6 +187,20 @@ def test_orpo_pairs_and_tokens_on_two_processes(assets, tmp_path):
     assert losses(one) == pytest.approx(losses(two), rel=1e-5)
 
 
+@pytest.mark.slow
+def test_two_nodes_on_one_machine_train_as_one_job(assets, lora_reference, tmp_path):
+    """`NNODES=2 NODE_RANK=0|1 ADDR PORT` twice on one machine, one process each: one job over loopback."""
+    shared = env()  # one PORT for both
+    cmds = [[sys.executable, "-m", "xtune", "train", LORA, "--work-dir", str(tmp_path / f"node{n}"),
+             "--cfg-options", *settings(assets, batch_size=2, accumulative_counts=1)] for n in (0, 1)]
+    nodes = [subprocess.Popen(cmd, env=dict(shared, NNODES="2", NODE_RANK=str(n), ADDR="127.0.0.1"),
+                              stderr=subprocess.PIPE, text=True) for n, cmd in enumerate(cmds)]
+    errors = [node.communicate(timeout=300)[1] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], errors
+    assert largest_difference(lora_reference["one"], tmp_path / "node0") < TIGHT
+    assert losses(tmp_path / "node0") == pytest.approx(losses(lora_reference["one"]), rel=1e-5)
+
+
 # ---------------------------------------------------------------------------------------------- faults
 def test_a_user_error_is_one_line_and_exit_2_before_any_process_starts(assets, tmp_path):
     proc = run(tmp_path / "wd", settings(assets, lr=0), nproc=2, timeout=120)
@@ -269,16 +283,48 @@ def test_a_killed_process_ends_the_job(assets, tmp_path):
     launcher = subprocess.Popen(cmd, env=env(NPROC_PER_NODE="2"), stderr=subprocess.PIPE, text=True)
     try:
         victim = _wait_for_rank(launcher.pid, rank=1, seconds=120)
-        time.sleep(3)  # into training
+        seen = _read_until(launcher, "step 3/400")  # into training
         os.kill(victim, signal.SIGKILL)
         killed = time.monotonic()
-        _, stderr = launcher.communicate(timeout=90)
+        stderr = seen + launcher.communicate(timeout=90)[1]
     finally:
         if launcher.poll() is None:
             launcher.kill()
     assert launcher.returncode == 137, stderr[-3000:]
     assert "Error: process 1 was killed by SIGKILL" in stderr and time.monotonic() - killed < 60
     assert not _descendants(launcher.pid)
+
+
+def test_sigterm_on_the_launcher_stops_every_process_after_a_checkpoint(assets, tmp_path):
+    """Preemption: SIGTERM to `xtune train` stops both processes at the end of the same step, with a
+    checkpoint that --resume auto continues, and exit 143 as in one process."""
+    wd = tmp_path / "wd"
+    cmd = [sys.executable, "-m", "xtune", "train", LORA, "--work-dir", str(wd), "--cfg-options",
+           *settings(assets, batch_size=1, accumulative_counts=1, max_steps=400, save_steps=0)]
+    launcher = subprocess.Popen(cmd, env=env(NPROC_PER_NODE="2"), stderr=subprocess.PIPE, text=True)
+    try:
+        seen = _read_until(launcher, "step 3/400")
+        launcher.send_signal(signal.SIGTERM)
+        stderr = seen + launcher.communicate(timeout=90)[1]
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+    assert launcher.returncode == 143, stderr[-3000:]
+    errors = [line for line in stderr.splitlines() if line.startswith("Error")]
+    assert len(errors) == 1 and "terminated (SIGTERM) at step" in errors[0], stderr[-3000:]
+    step = int(errors[0].split("at step ")[1].split(";")[0])
+    assert (wd / f"iter_{step}.pth").exists() and not _descendants(launcher.pid)
+    assert "death signal" not in stderr  # torch's launcher lines stay quiet
+
+
+def _read_until(process, text: str) -> str:
+    """The process's stderr up to the first line that holds `text` (the launcher prints process 0's)."""
+    seen = []
+    for line in process.stderr:
+        seen.append(line)
+        if text in line:
+            return "".join(seen)
+    raise AssertionError("".join(seen)[-3000:])
 
 
 def _descendants(pid: int) -> list[int]:

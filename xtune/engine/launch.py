@@ -151,8 +151,10 @@ def launch(torchrun: list[str], command: list[str], *, debug: bool = False) -> i
 def _launch_environment(torchrun: list[str], debug: bool):
     """The processes' environment (rank error folder, threads per process) and a quiet launcher."""
     saved = dict(os.environ)
-    quiet = logging.getLogger("torch.distributed.elastic")
-    level = quiet.level
+    # torch's elastic loggers each set their own level (LOGLEVEL): quiet every one of them
+    quiet = [logging.getLogger(name) for name in list(logging.root.manager.loggerDict)
+             if name.startswith("torch.distributed.elastic")]
+    levels = [logger.level for logger in quiet]
     nproc = int(next(a for a in torchrun if a.startswith("--nproc_per_node=")).split("=")[1])
     with tempfile.TemporaryDirectory(prefix="xtune-ranks-") as errors:
         try:
@@ -165,10 +167,12 @@ def _launch_environment(torchrun: list[str], debug: bool):
                 os.environ["OMP_NUM_THREADS"] = str(max(1, available_cpus() // nproc))
             os.environ.setdefault("MKL_NUM_THREADS", os.environ["OMP_NUM_THREADS"])  # else mmengine warns
             if not debug:
-                quiet.setLevel(logging.CRITICAL)
+                for logger in quiet:
+                    logger.setLevel(logging.CRITICAL)
             yield Path(errors)
         finally:
-            quiet.setLevel(level)
+            for logger, level in zip(quiet, levels, strict=True):
+                logger.setLevel(level)
             os.environ.clear()
             os.environ.update(saved)
 
