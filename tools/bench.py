@@ -7,6 +7,7 @@
     python tools/bench.py step                          # what each engine choice buys in one SmolLM2 step
     python tools/bench.py train --device cuda           # the GPU variant (LoRA / QLoRA, bf16, FA2, MFU)
     python tools/bench.py estimate                      # `xtune estimate` vs the peak memory of real runs
+    python tools/bench.py scale                         # trained tokens/s: 1 process vs 2 (DDP, ZeRO-2/3)
 
 Machines are noisy (absolute times drift between runs, ratios within one run do not), so every
 subcommand compares inside one run and writes, besides `--json FILE`, its tables into its own section of
@@ -136,6 +137,12 @@ def bench_estimate(args) -> dict:
     return be.run(device=args.device, quick=args.quick, out=Path(args.out) if args.out else None, log=_log)
 
 
+def bench_scale(args) -> dict:
+    import bench_scale as bsc
+
+    return bsc.run(quick=args.quick, out=Path(args.out) if args.out else None, log=_log)
+
+
 def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -172,6 +179,8 @@ SUBCOMMANDS = {
              "one SmolLM2 LoRA step: labelled-only logits, bf16 vs fp32, sdpa vs eager"),
     "estimate": (bench_estimate, _estimate_markdown,
                  "memory: `xtune estimate` vs the measured peak of real trainings"),
+    "scale": (bench_scale, lambda r: __import__("bench_scale").markdown(r),
+              "trained tokens/s of 1 process vs 2 (DDP, ZeRO-2, ZeRO-3), same global batch"),
 }
 
 
@@ -206,9 +215,9 @@ def missing_requirements(command: str) -> str | None:
     """Why `command` cannot run here (TRL or the shared data absent), or None."""
     import importlib.util
 
-    if command not in ("train", "data", "step", "estimate"):
+    if command not in ("train", "data", "step", "estimate", "scale"):
         return None
-    if command != "estimate" and importlib.util.find_spec("trl") is None:
+    if command not in ("estimate", "scale") and importlib.util.find_spec("trl") is None:
         return ("TRL is not installed: `pip install -e '.[bench]' -c constraints.txt` "
                 "(or XTUNE_EXTRAS=test,bench bash tools/setup.sh)")
     from bench_common import shared_dir

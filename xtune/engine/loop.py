@@ -160,6 +160,8 @@ class XtuneTrainLoop(BaseLoop):
         # the logged loss is the global batch's: shares add up to it, per-micro-batch means average to it
         loss = sum(v["loss"] for v in logs) if share is not None else out["loss"]
         out["loss"] = self.across_processes(loss, op="sum" if share is not None else "mean")
+        if share is not None:  # what the step trained on, all processes: global_tokens, global_pairs ...
+            out.update({f"global_{unit}": count for unit, count in share.totals.items()})
         return out
 
     def global_share(self, batches: list):
