@@ -80,6 +80,7 @@ class TrainingPlan:
     save_steps: int
     save_total_limit: int
     log_interval: int
+    sequence_parallel: int = 1  # processes that share each row (xtune.engine.sequence_parallel)
 
 
 @dataclass(frozen=True)
@@ -172,7 +173,8 @@ def training_plan(cfg, deepspeed: str | None) -> TrainingPlan:
         seed=int((cfg.get("randomness") or {}).get("seed", 0) or 0), deepspeed=deepspeed,
         save_steps=int(checkpoint.get("interval", 0) or 0),
         save_total_limit=int(checkpoint.get("max_keep_ckpts", -1) or -1),
-        log_interval=max(1, int(cfg.get("log_interval", 10) or 10)))
+        log_interval=max(1, int(cfg.get("log_interval", 10) or 10)),
+        sequence_parallel=int(cfg.get("sequence_parallel_size", 1) or 1))
 
 
 def _adapter(cfg, registry):

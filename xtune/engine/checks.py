@@ -54,6 +54,9 @@ def preflight(cfg, registry, *, work_dir: str | Path, deepspeed: str | None = No
         except XtuneError as exc:
             problems.append(f"--deepspeed: {exc}")
     _numbers(problems, cfg)
+    from xtune.engine.sequence_parallel import recipe_problems
+
+    problems += recipe_problems(cfg)
     from xtune.engine.objective_setup import objective_problems
 
     problems += objective_problems(cfg, registry, deepspeed)

@@ -48,16 +48,18 @@ def collator(cfg, data_cfg: dict, tokenizer, processor=None):
             else collator_for(data_cfg, tokenizer))
 
 
-def sampler(dataset, cfg, seed: int, accumulation: int):
+def sampler(dataset, cfg, seed: int, accumulation: int, sequence=None):
     """Shuffled rows for packed data, length-grouped ones (little padding) for unpacked data; either way
-    decided per global batch, so how it is split into micro-batches and processes changes nothing."""
+    decided per global batch, so how it is split into micro-batches and processes changes nothing. Under
+    sequence parallel (`sequence`) the processes of a group share rows: rows are dealt per group."""
     from xtune.data.sampler import GlobalBatchSampler
 
     grouped = not (cfg.train_dataset.get("pack_to_max_length")
                    or cfg.train_dataloader.get("group_by_length") is False)
     lengths = [len(ids) for ids in dataset["input_ids"]] if grouped else None
+    ranks = {} if sequence is None else dict(rank=sequence.data_rank, world_size=sequence.data_size)
     return GlobalBatchSampler(len(dataset), int(cfg.train_dataloader.batch_size), accumulation=accumulation,
-                              lengths=lengths, seed=seed)
+                              lengths=lengths, seed=seed, **ranks)
 
 
 def dataloader(dataset, cfg, collate, row_sampler) -> dict:

@@ -49,6 +49,7 @@ class LoopParts:
     flops_per_token: float = 0.0
     world_size: int = 1
     deepspeed: bool = False  # the runner's model is DeepSpeed's engine (behind mmengine's wrapper)
+    sequence: Any = None  # engine.sequence_parallel.SequenceParallel: batches are cut into its shards
 
 
 @LOOPS.register_module()
@@ -105,6 +106,8 @@ class XtuneTrainLoop(BaseLoop):
         self.runner.call_hook("before_train_iter", batch_idx=self._iter)
         started = time.perf_counter()
         batches = [next(self.micro_batches) for _ in range(self.schedule.micro_batches(step))]
+        if self.parts.sequence is not None:  # this process's part of every row
+            batches = [self.parts.sequence.shard(batch) for batch in batches]
         self.runner.model.train()
         updates = self.updates(batches)
         for update in updates:

@@ -40,6 +40,7 @@ class RunParts:
     objective: Any = None  # engine.objective_setup.ObjectiveParts (None: SFT)
     processor: Any = None  # a vision-language model's processor (its tokenizer is `tokenizer`)
     layout: Any = None  # checkpoint.run_layout.RunLayout: how the run cuts its global batch
+    sequence: Any = None  # engine.sequence_parallel.SequenceParallel, or None
 
 
 def build_hooks(cfg, parts: RunParts) -> list:
@@ -75,7 +76,8 @@ def loop_parts(cfg, parts: RunParts):
                      log_every=max(1, int(cfg.get("log_interval", 10) or 10)), chats=chats,
                      chat_every=int(chat.get("every", 0) or 0), validation=_val_loader(parts),
                      validate_every=int(cfg.get("val_steps") or save_every), flops_per_token=float(flops),
-                     world_size=parts.world_size, deepspeed=parts.ds_config is not None)
+                     world_size=parts.world_size, deepspeed=parts.ds_config is not None,
+                     sequence=parts.sequence)
 
 
 def _scores(llm) -> bool:

@@ -93,6 +93,9 @@ def check_before_launch(request: TrainRequest, registry, world_size: int) -> Non
     console_logging()
     cfg, plan = checked_recipe(request, registry)
     check_previous_run(Path(request.work_dir_or_default), resume=request.resume, overwrite=request.overwrite)
+    from xtune.engine.sequence_parallel import check_layout, model_heads
+
+    check_layout(plan.training.sequence_parallel, world_size, **model_heads(cfg))
     resume_from = find_resume_checkpoint(request.resume, request.work_dir_or_default)
     if resume_from:
         check_resume_layout(resume_from, RunLayout(
@@ -136,7 +139,7 @@ def _prepare(cfg, plan, registry, request: TrainRequest, work_dir: str):
     from xtune.schedule import plan_schedule
 
     console_logging()
-    launcher, world_size = _distributed(request)
+    launcher, world_size = _distributed(request, plan)
     compat.allow_mmengine_checkpoints()
     seed = plan.training.seed
     set_random_seed(seed, deterministic=bool(cfg.get("randomness", {}).get("deterministic", False)))
@@ -146,14 +149,19 @@ def _prepare(cfg, plan, registry, request: TrainRequest, work_dir: str):
     tokenizer = processor.tokenizer if processor is not None else recipe_tokenizer(cfg, registry)
     data_cfg = data_settings(plan, cfg, registry)
     dataset, val_dataset = data_setup.training_data(cfg, data_cfg, registry, tokenizer, processor)
+    sequence = _sequence_parallel(plan, cfg, world_size)
+    if sequence is not None:  # rows cut into equal shards
+        data_cfg = {**data_cfg, "pad_to_multiple_of": sequence.size}
     collate = data_setup.collator(cfg, data_cfg, tokenizer, processor)
-    schedule = plan_schedule(plan.training, len(dataset), world_size)
+    schedule = plan_schedule(plan.training, len(dataset), world_size // plan.training.sequence_parallel)
     layout = RunLayout(world_size=world_size, batch_size=plan.training.batch_size,
                        accumulation=schedule.accumulation, deepspeed=bool(plan.training.deepspeed))
     if resume_from:
         check_resume_layout(resume_from, layout)
     ds_config, zero3_loading = _deepspeed_config(plan, registry, schedule, precision, world_size)
     trained = build_trainable(cfg, registry, plan, precision=precision.name)
+    if sequence is not None:
+        sequence.install(trained.model)
     objective = prepare_objective(build_objective(cfg, registry), trained.model, dataset, collator=collate,
                                   batch_size=plan.training.batch_size, tokenizer=tokenizer, cfg=cfg,
                                   registry=registry, precision=precision.name, world_size=world_size)
@@ -163,11 +171,12 @@ def _prepare(cfg, plan, registry, request: TrainRequest, work_dir: str):
                      val_dataset=val_dataset, schedule=schedule, precision=precision, work_dir=work_dir,
                      launcher=launcher, ds_config=ds_config, resume_from=resume_from, seed=seed,
                      params=count_parameters(trained.model), world_size=world_size,
-                     sampler=data_setup.sampler(objective.dataset, cfg, seed, schedule.accumulation),
+                     sampler=data_setup.sampler(objective.dataset, cfg, seed, schedule.accumulation,
+                                                sequence),
                      dataloader=lambda ds, rows: data_setup.dataloader(ds, cfg, collate, rows),
                      registry=registry, quiet=not request.debug, objective=objective,
                      recipe=recipe_record(cfg, Path(request.recipe), request.options, trained),
-                     processor=processor, layout=layout)
+                     processor=processor, layout=layout, sequence=sequence)
     runner = build_runner(cfg, parts)
     atomic_write_text(Path(work_dir) / Path(request.recipe).name, cfg.pretty_text)  # the resolved recipe
     atomic_write_text(Path(work_dir) / "plan.json", json.dumps(plan.to_dict(), indent=1) + "\n")
@@ -194,8 +203,9 @@ def _run(runner, parts, trained, cfg, plan) -> TrainedRun:
                       method=trained.method, recipe=plan.recipe, work_dir=parts.work_dir, rank=runner.rank)
 
 
-def _distributed(request: TrainRequest) -> tuple[str, int]:
-    """(mmengine launcher, world size), with the process group made without CUDA where needed."""
+def _distributed(request: TrainRequest, plan) -> tuple[str, int]:
+    """(mmengine launcher, world size), with the process group made without CUDA where needed (and
+    DeepSpeed's communication on top of it for DeepSpeed and for sequence parallel's all-to-all)."""
     import torch
 
     from xtune import compat
@@ -203,10 +213,22 @@ def _distributed(request: TrainRequest) -> tuple[str, int]:
 
     launcher = resolve_launcher(request.launcher or "none")
     if launcher != "none" or request.deepspeed:
-        compat.init_distributed_without_cuda(use_deepspeed=bool(request.deepspeed))
+        compat.init_distributed_without_cuda(use_deepspeed=bool(request.deepspeed)
+                                             or plan.training.sequence_parallel > 1)
         launcher = "pytorch"
     world_size = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
     return launcher, world_size
+
+
+def _sequence_parallel(plan, cfg, world_size: int):
+    """This process's sequence-parallel group (`sequence_parallel_size` > 1), or None."""
+    size = plan.training.sequence_parallel
+    if size <= 1:
+        return None
+    from xtune.engine.sequence_parallel import SequenceParallel, check_layout, model_heads
+
+    check_layout(size, world_size, **model_heads(cfg))
+    return SequenceParallel(size)
 
 
 def _precision(plan):

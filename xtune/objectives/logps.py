@@ -17,7 +17,8 @@ import torch
 from xtune.data.tokenize import IGNORE_INDEX  # noqa: F401 - the objectives read labels with it
 
 # Batch keys the objectives read themselves; every other key is the model's input.
-OBJECTIVE_KEYS = frozenset({"labels", "sample_ids", "ref_logps", "unit_labels", "prompt_messages"})
+OBJECTIVE_KEYS = frozenset({"labels", "shift_labels", "sample_ids", "ref_logps", "unit_labels",
+                            "prompt_messages"})
 
 
 def model_inputs(batch: dict) -> dict:

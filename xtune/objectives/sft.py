@@ -32,11 +32,22 @@ class SFT:
         if id(llm) not in self._selected:
             self._selected[id(llm)] = keeps_selected_logits(llm)
         kwargs = model_inputs(batch)
-        if self._selected[id(llm)]:
+        if "shift_labels" in batch:  # a sequence-parallel shard: the labels were shifted on the whole row
+            total = shifted_token_loss(llm, batch["shift_labels"], kwargs)
+        elif self._selected[id(llm)]:
             total = labelled_token_loss(llm, batch["labels"], kwargs, reduction="sum")
         else:  # the model's own loss is the mean over the same tokens
             total = llm(**kwargs, labels=batch["labels"]).loss * trained_tokens(batch)
         return {"loss": divide(total, "tokens", share)}
+
+
+def shifted_token_loss(llm, shift_labels, model_kwargs: dict):
+    """Summed cross-entropy where `shift_labels[t]` is what position t predicts (no shift here)."""
+    keep = shift_labels != IGNORE_INDEX
+    if not bool(keep.any()):
+        return llm(**model_kwargs, logits_to_keep=1).logits.sum() * 0.0
+    logits = llm(**model_kwargs, logits_to_keep=keep).logits
+    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), shift_labels[keep], reduction="sum")
 
 
 def labelled_token_loss(llm, labels, model_kwargs: dict, reduction: str = "mean"):

@@ -48,7 +48,10 @@ def divide(total: torch.Tensor, unit: str, share: Share) -> torch.Tensor:
 
 # ------------------------------------------------------------------------------------------- counting
 def trained_tokens(batch: dict) -> int:
-    """Tokens with a label after them: what SFT's cross-entropy averages over."""
+    """Tokens with a label after them: what SFT's cross-entropy averages over (a sequence-parallel shard
+    carries the labels already shifted, `shift_labels`)."""
+    if "shift_labels" in batch:
+        return int((batch["shift_labels"] != IGNORE_INDEX).sum())
     return int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
 
 

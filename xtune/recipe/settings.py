@@ -16,6 +16,8 @@ ENGINE_SETTINGS: dict[str, Any] = {
     "log_interval": 10,
     # 'auto' | 'hf' | 'modelscope' | 'local': where pretrained_model_name_or_path lives
     "model_source": "auto",
+    # > 1: each packed row is cut along the sequence over this many processes (XTuner's name; Ulysses)
+    "sequence_parallel_size": 1,
 }
 
 # Top-level sections the engine reads from every recipe.
