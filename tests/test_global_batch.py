@@ -173,3 +173,33 @@ def test_the_launcher_reports_the_first_process_error(tmp_path, capsys):
     (tmp_path / "rank1.json").unlink()
     assert _report(tmp_path, {0: _Failure(1), 1: _Failure(-9)}) == 137
     assert "Error: process 1 was killed by SIGKILL" in capsys.readouterr().err
+
+
+def test_estimate_counts_sequence_parallel_shards():
+    from xtune.estimate.architecture import Architecture
+    from xtune.estimate.memory import Plan, activation_bytes, logits_bytes
+
+    arch = Architecture(hidden_size=4096, intermediate_size=11008, num_layers=32, num_heads=32,
+                        num_kv_heads=32, head_dim=128, vocab_size=32000)
+    whole, shard = Plan(seq_len=32768), Plan(seq_len=32768, sequence_parallel=4)
+    for checkpointing in (False, True):
+        assert activation_bytes(arch, shard, checkpointing)[0] == pytest.approx(
+            activation_bytes(arch, whole, checkpointing)[0] / 4)
+    assert logits_bytes(arch, shard) == pytest.approx(logits_bytes(arch, whole) / 4)
+
+
+def test_sequence_parallel_settings_are_checked():
+    from mmengine.config import Config
+
+    from xtune.engine.sequence_parallel import check_layout, recipe_problems
+    from xtune.errors import ConfigError
+
+    cfg = Config(dict(sequence_parallel_size=2, train_dataset=dict(pack_to_max_length=False),
+                      objective=dict(type="dpo")))
+    assert recipe_problems(cfg) == [
+        "sequence_parallel_size > 1 needs pack_to_max_length=True (rows are cut along the sequence)",
+        "sequence_parallel_size > 1 trains objective 'sft' only, not 'dpo'"]
+    check_layout(2, 4, heads=32, kv_heads=8)
+    with pytest.raises(ConfigError, match="does not divide the 3 processes.*does not divide the model's 2 "
+                                          "key-value heads"):
+        check_layout(4, 3, heads=32, kv_heads=2)

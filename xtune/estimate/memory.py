@@ -66,6 +66,7 @@ class Plan:
     optimizer: str = "AdamW"
     batch_size: int = 1
     seq_len: int = 2048
+    sequence_parallel: int = 1  # devices that share each row: each keeps seq_len / N tokens of it
     accumulation: int = 1
     gradient_checkpointing: bool = False
     attention: str = "sdpa"  # sdpa | flash_attention_2 | eager
@@ -197,9 +198,11 @@ def residual_bytes(plan: Plan) -> int:
 
 def activation_bytes(arch: Architecture, plan: Plan, checkpointing: bool) -> tuple[float, float, float]:
     """(activations, attention's share, eager attention's share) for the whole micro-batch."""
-    tokens = plan.batch_size * plan.seq_len
+    tokens = plan.batch_size * plan.seq_len / plan.sequence_parallel  # this device's shard of the rows
     per_token, attention = layer_activation_bytes(arch, plan)
-    eager = plan.batch_size * arch.num_heads * plan.seq_len**2 * (4 + plan.compute_bytes) * arch.num_layers
+    # eager attention: all positions, 1 / N of the heads (the all-to-all trades sequence for heads)
+    eager = (plan.batch_size * arch.num_heads * plan.seq_len**2 * (4 + plan.compute_bytes) * arch.num_layers
+             / plan.sequence_parallel)
     if plan.attention == "eager":
         attention = attention * tokens * arch.num_layers + eager
         per_layer = per_token * tokens + eager / arch.num_layers
@@ -216,9 +219,10 @@ def logits_bytes(arch: Architecture, plan: Plan) -> float:
     """The loss's fp32 log-softmax over the vocabulary, its gradient and the logits' gradient, at the
     positions that predict a label (xtune computes logits nowhere else); a reward model scores each
     sequence once."""
+    tokens = plan.batch_size * plan.seq_len / plan.sequence_parallel
     if plan.score_head:
-        return plan.batch_size * plan.seq_len * 4.0
-    return plan.batch_size * plan.seq_len * plan.labelled_share * arch.vocab_size * 12.0
+        return tokens * 4.0
+    return tokens * plan.labelled_share * arch.vocab_size * 12.0
 
 
 def autocast_copies(arch: Architecture, plan: Plan) -> float:

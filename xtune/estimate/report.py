@@ -16,7 +16,9 @@ def describe_plan(est: Estimate) -> str:
     zero = f"DeepSpeed ZeRO-{p.deepspeed_stage}{offload}" if p.deepspeed_stage else "no DeepSpeed"
     precision = "bf16 autocast" if p.compute_bytes == 2 else "fp32"
     checkpointing = "on" if p.gradient_checkpointing else "off"
-    return (f"{devices}, {zero}; micro-batch {p.batch_size} x {p.seq_len} tokens, accumulation "
+    shards = (f" (sequence parallel {p.sequence_parallel}: {p.seq_len // p.sequence_parallel} per device)"
+              if p.sequence_parallel > 1 else "")
+    return (f"{devices}, {zero}; micro-batch {p.batch_size} x {p.seq_len} tokens{shards}, accumulation "
             f"{p.accumulation}; {precision}; gradient checkpointing {checkpointing}; {p.attention}")
 
 

@@ -85,6 +85,7 @@ def plan_for_recipe(cfg, registry, run, *, device: str = "cuda", num_devices: in
         compute_bytes=_bytes(run.training.precision, 2),
         optimizer=str(optimizer.get("type", "AdamW")),
         batch_size=batch_size, seq_len=seq_len, objective=objective.name, frozen_params=frozen,
+        sequence_parallel=run.training.sequence_parallel,
         score_head=objective.score_head, vision_params=vision.vision_params,
         projector_params=vision.projector_params,
         vision_trained=(vision.projector_params if vision.projector_trainable else 0)
