@@ -203,3 +203,33 @@ def test_sequence_parallel_settings_are_checked():
     with pytest.raises(ConfigError, match="does not divide the 3 processes.*does not divide the model's 2 "
                                           "key-value heads"):
         check_layout(4, 3, heads=32, kv_heads=2)
+
+
+def test_long_context_recipes_ask_for_sequence_parallel_and_one_process_is_refused(tmp_path, capsys):
+    from xtune.cli.main import main
+    from xtune.plugins import get_registry
+    from xtune.plan import resolve_plan
+    from xtune.recipe import load_recipe
+    from xtune.recipe_files import resolve_recipe
+
+    registry = get_registry()
+    name = "internlm2_chat_7b_qlora_long_alpaca_sp4_e1"
+    assert registry.recipes.get(name).sequence_parallel == 4
+    cfg = load_recipe(resolve_recipe(name, registry), [], {})
+    plan = resolve_plan(cfg, registry, recipe=name)
+    assert plan.training.sequence_parallel == 4 and plan.data["max_length"] == 32768
+    folder = tmp_path / "model"  # a local config with InternLM2-7B's heads: no download needed to refuse
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "llama", "num_attention_heads": 32, '
+                                        '"num_key_value_heads": 8}')
+    from xtune.engine.sequence_parallel import check_layout, model_heads
+
+    assert model_heads(cfg) == {}  # a hub id: nothing local to read
+    cfg.model["pretrained_model_name_or_path"] = str(folder)
+    check_layout(4, 8, **model_heads(cfg))
+    assert main(["estimate", name]) == 0
+    # one process: refused before a model or data set is fetched
+    assert main(["train", name, "--work-dir", str(tmp_path / "wd"), "--cfg-options",
+                 f"pretrained_model_name_or_path={folder}"]) == 2
+    assert "sequence_parallel_size=4 does not divide the 1 processes" in capsys.readouterr().err
+    assert not (tmp_path / "wd").exists()

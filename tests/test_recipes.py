@@ -49,12 +49,14 @@ def test_index_matches_files(registry):
     for recipe in builtin_recipes(registry):
         meta = read_metadata(Path(recipe.path))
         assert (meta.name, meta.family, meta.method, meta.dataset, meta.epochs, meta.template, meta.hub_id,
-                meta.model, meta.stage, meta.objective) == (
+                meta.model, meta.stage, meta.objective, meta.sequence_parallel) == (
                     recipe.name, recipe.family, recipe.method, recipe.dataset, recipe.epochs, recipe.template,
-                    recipe.hub_id, recipe.model, recipe.stage, recipe.objective), recipe.name
+                    recipe.hub_id, recipe.model, recipe.stage, recipe.objective,
+                    recipe.sequence_parallel), recipe.name
         stage = f"{recipe.stage}_" if recipe.stage else ""  # LLaVA's two stages
         objective = f"_{recipe.objective}" if recipe.objective else ""  # preference recipes name theirs
-        assert recipe.name == (f"{recipe.model}_{recipe.method}{objective}_{stage}{recipe.dataset}"
+        sp = f"_sp{recipe.sequence_parallel}" if recipe.sequence_parallel > 1 else ""  # long context
+        assert recipe.name == (f"{recipe.model}_{recipe.method}{objective}_{stage}{recipe.dataset}{sp}"
                                f"_e{recipe.epochs}")
 
 

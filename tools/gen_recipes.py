@@ -29,6 +29,7 @@ class Data:
     epochs: int
     data_path: str | None = None  # a local path the user provides, where the map has no public source
     note: str = ""
+    sequence_parallel: int = 1  # > 1: a long-context recipe (32k tokens, rows cut over this many processes)
 
 
 def builtin_registry():
@@ -91,6 +92,14 @@ FLAGSHIPS = ["internlm_7b", "internlm_chat_7b", "internlm2_chat_7b", "internlm2_
              "baichuan2_7b_chat"]
 
 
+# Long context as XTuner's sequence-parallel recipes: 32k-token packed rows cut over 4 processes, for chat
+# models trained to 32k positions whose attention and key-value heads divide by 4.
+LONG_DATA = Data("long_alpaca", 1, sequence_parallel=4,
+                 note="LongAlpaca-12k: questions over whole papers and books, up to ~32k tokens")
+LONG_CONTEXT = ["internlm2_chat_7b", "internlm2_5_chat_7b", "qwen2_5_7b_instruct"]
+LONG_MAX_LENGTH = 32768
+
+
 def builtin_language_models():
     """The registry's built-in language models (vision-language ones get tools/gen_recipes_vlm.py's)."""
     return [model for model in REGISTRY.models if model.plugin == "xtune"
@@ -109,6 +118,8 @@ def matrix():
         for method, names in plan.items():
             for name in names:
                 yield model, method, DATASETS[name]
+        if model.name in LONG_CONTEXT:
+            yield model, "qlora", LONG_DATA
 
 
 # ------------------------------------------------------------------------------- preference matrix
@@ -155,7 +166,8 @@ def preference_matrix():
 
 def recipe_name(model, method: str, data: Data, objective: str | None = None) -> str:
     middle = f"{method}_{objective}" if objective else method
-    return f"{model.name}_{middle}_{data.name}_e{data.epochs}"
+    sp = f"_sp{data.sequence_parallel}" if data.sequence_parallel > 1 else ""
+    return f"{model.name}_{middle}_{data.name}{sp}_e{data.epochs}"
 
 
 def objective_lines(objective: str | None, model, method: str) -> str:
@@ -257,7 +269,7 @@ def render(model, method: str, data: Data, objective: str | None = None) -> str:
     ppo = objective == "ppo"
     batch_size = 8 if ppo else 1
     accumulative_counts = 1 if ppo else 16
-    max_length = 1024 if ppo else 2048
+    max_length = 1024 if ppo else (LONG_MAX_LENGTH if data.sequence_parallel > 1 else 2048)
     title = meta["title"] if objective is None else f"{OBJECTIVES[objective]['title']} with {meta['title']}"
     lr = meta["lr"] if objective is None else OBJECTIVES[objective]["lr"][method]
     pack = ("False  # prompts, answered in left-padded batches" if ppo else "True  # rows of whole pairs, "
@@ -282,6 +294,8 @@ def render(model, method: str, data: Data, objective: str | None = None) -> str:
     unsupported = f"#\n# NOT SUPPORTED: {model.unsupported}.\n" if model.unsupported else ""
     train_flags = "  # one process: PPO generates, scores and updates in turn" if ppo \
         else f" --deepspeed {deepspeed}"
+    # a long-context recipe runs two sequence-parallel groups: data parallel over them
+    launch = f"NPROC_PER_NODE={2 * data.sequence_parallel} " if data.sequence_parallel > 1 else ""
     example = "lr=1e-4 max_length=1024 data_path=./my_data.jsonl" if objective is None else \
         OVERRIDE_EXAMPLES.get(objective, OVERRIDE_EXAMPLES["dpo"])
     quant = quantization_lines(method)
@@ -294,12 +308,17 @@ def render(model, method: str, data: Data, objective: str | None = None) -> str:
             "\n# Self-cognition: who the model says it is\n"
             "self_cognition_name = 'xtune assistant'\nself_cognition_author = 'the xtune team'\n"
         )
+    if data.sequence_parallel > 1:
+        extra_settings += (
+            "\n# Long context: each packed row is cut along the sequence over this many\n"
+            "# processes (NPROC_PER_NODE x NNODES must be a multiple of it; docs/training.md)\n"
+            f"sequence_parallel_size = {data.sequence_parallel}\n")
     lines = f"""\
 # =====================================================================================================
 # {name}
 # {title} of {model.title} on {data.name}, {data.epochs} epoch{"s" if data.epochs > 1 else ""}.
 #
-#   xtune train {name}{train_flags}
+#   {launch}xtune train {name}{train_flags}
 #   xtune train {name} --cfg-options {example}
 #
 # Downloads {downloads} (Hugging Face hub; a ModelScope id or a local path works as well).
@@ -398,6 +417,8 @@ def generate() -> dict[Path, str]:
         index[name] = dict(path=str(rel), model=model.name, family=model.family, method=method,
                            dataset=data.name, epochs=data.epochs, template=template, hub_id=model.hub_id,
                            description=f"{title} of {model.title} on {data.name}")
+        if data.sequence_parallel > 1:
+            index[name]["sequence_parallel"] = data.sequence_parallel
         if objective:
             index[name]["objective"] = objective
         if model.unsupported:

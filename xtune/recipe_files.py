@@ -26,6 +26,7 @@ _METADATA_VARS = {
     "template": "prompt_template",
     "hub_id": "pretrained_model_name_or_path",
     "stage": "stage",  # vision-language (LLaVA) recipes
+    "sequence_parallel": "sequence_parallel_size",  # long-context recipes
 }
 
 
@@ -77,11 +78,13 @@ def read_metadata(path: Path) -> Recipe:
     values = literal_assignments(path)
     fields = {key: values.get(var, "") for key, var in _METADATA_VARS.items()}
     fields["epochs"] = fields["epochs"] if isinstance(fields["epochs"], int) else 0
+    sp = fields["sequence_parallel"]
+    fields["sequence_parallel"] = sp if isinstance(sp, int) and not isinstance(sp, bool) and sp > 0 else 1
     name = path.stem
     objective = objective_type(path)
     return Recipe(name=name, path=str(path), model=model_key(name, str(fields["method"])),
                   objective="" if objective == "sft" else objective,
-                  **{k: v if k == "epochs" else str(v) for k, v in fields.items()})
+                  **{k: v if k in ("epochs", "sequence_parallel") else str(v) for k, v in fields.items()})
 
 
 def recipes_in_dir(folder: Path | str) -> list[Recipe]:

@@ -68,6 +68,9 @@ DATASETS = [
             DatasetMap(name="medical", format="alpaca", hub_id="shibing624/medical", hub_config="finetune",
                        system=_MEDICAL_SYSTEM, language="zh",
                        description="Chinese medical QA (shibing624/medical)"),
+            DatasetMap(name="long_alpaca", format="alpaca", hub_id="Yukang/LongAlpaca-12k",
+                       description="LongAlpaca-12k (LongLoRA): questions over whole papers and books, up to "
+                                   "~32k tokens; the long-context (sequence parallel) recipes train on it"),
             DatasetMap(name="open_platypus", format="alpaca", hub_id="garage-bAInd/Open-Platypus",
                        description="Open-Platypus STEM / logic instructions"),
             DatasetMap(name="openorca", format="alpaca", hub_id="Open-Orca/OpenOrca",

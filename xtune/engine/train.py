@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,6 +112,11 @@ def train(request: TrainRequest, registry) -> TrainedRun:
     from xtune.engine.workdir import check_previous_run, locked, removed_if_untrained
 
     cfg, plan = checked_recipe(request, registry)
+    from xtune.engine.sequence_parallel import check_layout, model_heads
+
+    # before any data is built: a long-context recipe started in too few processes
+    check_layout(plan.training.sequence_parallel, int(os.environ.get("WORLD_SIZE", "1") or 1),
+                 **model_heads(cfg))
     work_dir = request.work_dir_or_default
     with removed_if_untrained(Path(work_dir)) as state, locked(Path(work_dir)):
         check_previous_run(Path(work_dir), resume=request.resume, overwrite=request.overwrite)

@@ -203,6 +203,7 @@ class Recipe(Entry):
     hub_id: str = ""
     stage: str = ""  # vision-language recipes: 'pretrain' (projector only) or 'finetune'
     objective: str = ""  # "" for SFT recipes
+    sequence_parallel: int = 1  # long-context recipes: processes that share each row (`_spN` in the name)
     unsupported: str = ""  # why its model cannot be trained natively ("" when it can); list-cfg shows it
 
     def validate(self) -> None:
