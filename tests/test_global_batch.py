@@ -207,8 +207,8 @@ def test_sequence_parallel_settings_are_checked():
 
 def test_long_context_recipes_ask_for_sequence_parallel_and_one_process_is_refused(tmp_path, capsys):
     from xtune.cli.main import main
-    from xtune.plugins import get_registry
     from xtune.plan import resolve_plan
+    from xtune.plugins import get_registry
     from xtune.recipe import load_recipe
     from xtune.recipe_files import resolve_recipe
 
