@@ -1,8 +1,9 @@
 """`bench.py scale`: trained tokens/s of one process against two (DDP, ZeRO-2, ZeRO-3), in one run.
 
 Every arm is `xtune train` as users start it (`NPROC_PER_NODE=2 xtune train RECIPE --deepspeed zero2`), with
-the same global batch (1 process x micro-batch 4 against 2 processes x micro-batch 2), so every arm trains
-the same rows in the same steps. The throughput comes from the run's own log (`vis_data/scalars.json`): the
+the same global batch of packed rows (1 process x micro-batch 4 against 2 processes x micro-batch 2; with
+sequence parallel 2, both processes take the same 4 rows, half of each), so every arm trains the same rows
+in the same steps. The throughput comes from the run's own log (`vis_data/scalars.json`): the
 trained tokens of each step over all processes (`global_tokens`, what the loss averages over) divided by the
 step's time, summed over the steps after the first two (warm-up). Speed-up is against the 1-process arm
 *on the same machine*: on a CPU the one process already uses every core with threads, so the ideal there is
@@ -20,8 +21,9 @@ from pathlib import Path
 
 from bench_common import REPO, offline_env, shared_dir, tiny_model
 
-ARMS = [("1 process", 1, None), ("2 processes, DDP", 2, None), ("2 processes, ZeRO-2", 2, "zero2"),
-        ("2 processes, ZeRO-3", 2, "zero3")]
+# (label, processes, DeepSpeed preset, sequence_parallel_size)
+ARMS = [("1 process", 1, None, 1), ("2 processes, DDP", 2, None, 1), ("2 processes, ZeRO-2", 2, "zero2", 1),
+        ("2 processes, ZeRO-3", 2, "zero3", 1), ("2 processes, sequence parallel 2", 2, None, 2)]
 GLOBAL_BATCH = 4
 WARMUP_STEPS = 2
 
@@ -41,11 +43,12 @@ def profiles(quick: bool) -> list[dict]:
     return out
 
 
-def run_arm(profile: dict, nproc: int, deepspeed: str | None, work_dir: Path, port: int) -> dict:
+def run_arm(profile: dict, nproc: int, deepspeed: str | None, sp: int, work_dir: Path, port: int) -> dict:
     options = [f"pretrained_model_name_or_path={profile['model']}", f"data_path={profile['data']}",
                f"max_length={profile['max_length']}", f"max_steps={profile['steps']}", "save_steps=0",
                "evaluation_inputs=[]", "log_interval=1", "accumulative_counts=1", "export_hf=False",
-               f"batch_size={GLOBAL_BATCH // nproc}", "seed=0"]
+               f"batch_size={GLOBAL_BATCH * sp // nproc}", f"sequence_parallel_size={sp}", "seed=0",
+               "pack_to_max_length=True"]
     cmd = [sys.executable, "-m", "xtune", "train", profile["recipe"], "--work-dir", str(work_dir)]
     if deepspeed:
         cmd += ["--deepspeed", deepspeed]
@@ -60,7 +63,8 @@ def run_arm(profile: dict, nproc: int, deepspeed: str | None, work_dir: Path, po
     rows = [json.loads(line) for line in scalars.read_text().splitlines()]
     steps = [r for r in rows if "global_tokens" in r and "time" in r][WARMUP_STEPS:]
     tokens, seconds = sum(r["global_tokens"] for r in steps), sum(r["time"] for r in steps)
-    return {"processes": nproc, "deepspeed": deepspeed, "steps_timed": len(steps), "trained_tokens": tokens,
+    return {"processes": nproc, "deepspeed": deepspeed, "sequence_parallel": sp, "steps_timed": len(steps),
+            "trained_tokens": tokens,
             "seconds": seconds, "tokens_per_s": tokens / seconds, "final_loss": rows[-1].get("loss")}
 
 
@@ -75,10 +79,10 @@ def run(quick: bool, out: Path | None, log=print) -> dict:
     result["profiles"] = []
     for profile in profiles(quick):
         arms = []
-        for label, nproc, deepspeed in ARMS:
+        for label, nproc, deepspeed, sp in ARMS:
             log(f"[{profile['name']}] {label} ...")
             folder = out / profile["name"] / label.replace(" ", "_").replace(",", "")
-            arm = run_arm(profile, nproc, deepspeed, folder, free_port())
+            arm = run_arm(profile, nproc, deepspeed, sp, folder, free_port())
             arm["label"] = label
             log(f"[{profile['name']}]   {arm['tokens_per_s']:.1f} trained tokens/s")
             arms.append(arm)
