@@ -26,12 +26,17 @@ ARMS = [("1 process", 1, None, 1), ("2 processes, DDP", 2, None, 1), ("2 process
         ("2 processes, ZeRO-3", 2, "zero3", 1), ("2 processes, sequence parallel 2", 2, None, 2)]
 GLOBAL_BATCH = 4
 WARMUP_STEPS = 2
+MEMORY_ARMS = [("1 process, 1 row", 1, None, 1), ("2 processes, sequence parallel 2, 1 row", 2, None, 2)]
 
 
 def profiles(quick: bool) -> list[dict]:
     data = shared_dir() / "data" / "alpaca" / "llamafactory_alpaca_en_demo.json"
     out = [dict(name="tiny-llama2", model=str(tiny_model()), recipe="llama2_7b_lora_alpaca_e3",
-                data=str(data), max_length=512, steps=12 if quick else 30)]
+                data=str(data), max_length=512, steps=12 if quick else 30),
+           # memory: one 8k-token row per step, whole in one process or cut in two (its logits and
+           # activations halve per process)
+           dict(name="tiny-llama2-8k-rows", model=str(tiny_model()), recipe="llama2_7b_lora_alpaca_e3",
+                data=str(data), max_length=8192, steps=4, global_batch=1, arms=MEMORY_ARMS)]
     if not quick:
         import bench_train
 
@@ -47,7 +52,8 @@ def run_arm(profile: dict, nproc: int, deepspeed: str | None, sp: int, work_dir:
     options = [f"pretrained_model_name_or_path={profile['model']}", f"data_path={profile['data']}",
                f"max_length={profile['max_length']}", f"max_steps={profile['steps']}", "save_steps=0",
                "evaluation_inputs=[]", "log_interval=1", "accumulative_counts=1", "export_hf=False",
-               f"batch_size={GLOBAL_BATCH * sp // nproc}", f"sequence_parallel_size={sp}", "seed=0",
+               f"batch_size={profile.get('global_batch', GLOBAL_BATCH) * sp // nproc}",
+               f"sequence_parallel_size={sp}", "seed=0",
                "pack_to_max_length=True"]
     cmd = [sys.executable, "-m", "xtune", "train", profile["recipe"], "--work-dir", str(work_dir)]
     if deepspeed:
@@ -59,13 +65,15 @@ def run_arm(profile: dict, nproc: int, deepspeed: str | None, sp: int, work_dir:
                           cwd=REPO)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+    peaks = json.loads((work_dir / "loss_history.json").read_text()).get("peak_memory_mib", [])
     scalars = next(work_dir.glob("*/vis_data/scalars.json"))
     rows = [json.loads(line) for line in scalars.read_text().splitlines()]
     steps = [r for r in rows if "global_tokens" in r and "time" in r][WARMUP_STEPS:]
     tokens, seconds = sum(r["global_tokens"] for r in steps), sum(r["time"] for r in steps)
     return {"processes": nproc, "deepspeed": deepspeed, "sequence_parallel": sp, "steps_timed": len(steps),
             "trained_tokens": tokens,
-            "seconds": seconds, "tokens_per_s": tokens / seconds, "final_loss": rows[-1].get("loss")}
+            "seconds": seconds, "tokens_per_s": tokens / seconds, "final_loss": rows[-1].get("loss"),
+            "peak_memory_mib": max(peaks) if peaks else None}
 
 
 def run(quick: bool, out: Path | None, log=print) -> dict:
@@ -79,7 +87,7 @@ def run(quick: bool, out: Path | None, log=print) -> dict:
     result["profiles"] = []
     for profile in profiles(quick):
         arms = []
-        for label, nproc, deepspeed, sp in ARMS:
+        for label, nproc, deepspeed, sp in profile.get("arms", ARMS):
             log(f"[{profile['name']}] {label} ...")
             folder = out / profile["name"] / label.replace(" ", "_").replace(",", "")
             arm = run_arm(profile, nproc, deepspeed, sp, folder, free_port())
@@ -98,11 +106,14 @@ def markdown(result: dict) -> str:
 
     lines = ["## Scaling across processes (`bench.py scale`)", "", *context_lines(result), ""]
     for profile in result["profiles"]:
+        batch = profile.get("global_batch", GLOBAL_BATCH)
         lines += [f"**{profile['name']}** ({profile['recipe']}, {profile['steps']} steps, global batch "
-                  f"{result['settings']['global_batch']} rows, max_length {profile['max_length']})", ""]
+                  f"{batch} rows, max_length {profile['max_length']})", ""]
         rows = [[a["label"], fmt(a["tokens_per_s"]), fmt(a["tokens_per_s"] / a["processes"]),
-                 fmt(a["speedup"]), fmt(a["final_loss"], 5)] for a in profile["arms"]]
-        headers = ["arm", "trained tokens/s", "per process", "speed-up vs 1 process", "last loss"]
+                 fmt(a["speedup"]), fmt(a["peak_memory_mib"]), fmt(a["final_loss"], 5)]
+                for a in profile["arms"]]
+        headers = ["arm", "trained tokens/s", "per process", "speed-up vs 1 process",
+                   "peak memory per process, MiB", "last loss"]
         lines += [table(headers, rows), ""]
     lines.append("Speed-up is on the same machine: on a CPU the 1-process arm already uses every core, so "
                  "the ideal is 1.0 (on N GPUs, N). The arms train the same rows in the same steps (the last "

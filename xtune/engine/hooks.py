@@ -79,7 +79,8 @@ class LossHistoryHook(Hook):
         if not _is_rank0():
             return
         work_dir = Path(runner.work_dir)
-        data = {"train": self.history, "val": self.val_history, "skipped_batches": skipped}
+        data = {"train": self.history, "val": self.val_history, "skipped_batches": skipped,
+                "peak_memory_mib": list(getattr(runner.train_loop, "peak_memory", []))}
         atomic_write_text(work_dir / "loss_history.json", json.dumps(data, indent=1))
         if self.plot and self.history:
             from xtune.engine.plot import plot_loss

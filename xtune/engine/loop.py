@@ -60,6 +60,7 @@ class XtuneTrainLoop(BaseLoop):
         self.schedule = self.parts.schedule
         self._iter, self._epoch = 0, 0
         self.stop_requested = False  # SIGTERM: save at the end of this step, then stop
+        self.peak_memory: list[float] = []  # MiB per process, measured when training ends
         self.micro_batches = _InfiniteDataloaderIterator(self.dataloader)
 
     @property
@@ -93,6 +94,7 @@ class XtuneTrainLoop(BaseLoop):
         with stop_on_sigterm(self):
             while self._iter < self.max_iters:
                 self.run_step()
+        self.peak_memory = self.peak_memory_per_process()
         self.runner.call_hook("after_train_epoch")
         self.sample_chats("after training")
         self.runner.call_hook("after_train")
@@ -272,6 +274,23 @@ class XtuneTrainLoop(BaseLoop):
         finally:
             model.train(was_training)
         return total / count if count else math.nan
+
+    def peak_memory_per_process(self) -> list[float]:
+        """Each process's peak memory in MiB (GPU memory allocated on CUDA, else the process's peak RSS),
+        logged once and written to loss_history.json: what `tools/bench.py scale` compares."""
+        if torch.cuda.is_available():
+            peak, kind = torch.cuda.max_memory_allocated() / 2**20, "GPU memory allocated"
+        else:
+            import resource
+
+            peak, kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "RSS"
+        values = [peak]
+        if self.parts.world_size > 1:
+            from mmengine.dist import all_gather
+
+            values = [float(t) for t in all_gather(torch.tensor([peak], dtype=torch.float64))]
+        log.info(f"peak memory per process ({kind}): {', '.join(f'{v:.0f}' for v in values)} MiB")
+        return values
 
     def sample_chats(self, label: str) -> None:
         if self.parts.chats is not None:
