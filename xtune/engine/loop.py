@@ -28,6 +28,7 @@ from mmengine.runner.base_loop import BaseLoop
 from mmengine.runner.loops import _InfiniteDataloaderIterator
 
 from xtune.data.tokenize import IGNORE_INDEX
+from xtune.engine import processes
 from xtune.engine.checkpoints import TrainingInterrupted, stop_on_sigterm
 from xtune.schedule import Schedule, unwrap_model
 
@@ -94,7 +95,7 @@ class XtuneTrainLoop(BaseLoop):
         with stop_on_sigterm(self):
             while self._iter < self.max_iters:
                 self.run_step()
-        self.peak_memory = self.peak_memory_per_process()
+        self.peak_memory = processes.peak_memory(self.parts.world_size)  # to loss_history.json
         self.runner.call_hook("after_train_epoch")
         self.sample_chats("after training")
         self.runner.call_hook("after_train")
@@ -182,16 +183,7 @@ class XtuneTrainLoop(BaseLoop):
         return Share(dict(zip(keys, self.across_processes(totals).tolist(), strict=True)))
 
     def across_processes(self, value, op: str = "sum"):
-        """`value` (a number or a float64 tensor) reduced with `op` ('sum', 'mean', 'max') over the
-        processes; as it is in one process."""
-        if self.parts.world_size <= 1:
-            return value
-        from mmengine.dist import all_reduce
-
-        tensor = value.clone() if isinstance(value, torch.Tensor) else torch.tensor([float(value)],
-                                                                                   dtype=torch.float64)
-        all_reduce(tensor, op=op)
-        return tensor if isinstance(value, torch.Tensor) else float(tensor[0])
+        return processes.reduce(value, self.parts.world_size, op)
 
     def loss(self, batch, share=None) -> tuple[torch.Tensor, dict]:
         """(the objective's loss, its logged values) of one micro-batch, in the run's precision."""
@@ -274,23 +266,6 @@ class XtuneTrainLoop(BaseLoop):
         finally:
             model.train(was_training)
         return total / count if count else math.nan
-
-    def peak_memory_per_process(self) -> list[float]:
-        """Each process's peak memory in MiB (GPU memory allocated on CUDA, else the process's peak RSS),
-        logged once and written to loss_history.json: what `tools/bench.py scale` compares."""
-        if torch.cuda.is_available():
-            peak, kind = torch.cuda.max_memory_allocated() / 2**20, "GPU memory allocated"
-        else:
-            import resource
-
-            peak, kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "RSS"
-        values = [peak]
-        if self.parts.world_size > 1:
-            from mmengine.dist import all_gather
-
-            values = [float(t) for t in all_gather(torch.tensor([peak], dtype=torch.float64))]
-        log.info(f"peak memory per process ({kind}): {', '.join(f'{v:.0f}' for v in values)} MiB")
-        return values
 
     def sample_chats(self, label: str) -> None:
         if self.parts.chats is not None:

@@ -84,7 +84,6 @@ def check_before_launch(request: TrainRequest, registry, world_size: int) -> Non
     (preflight), the work dir's previous run, and the data, built now (and cached, so the processes read
     it back instead of building it again)."""
     from xtune.checkpoint.layout import find_resume_checkpoint
-    from xtune.checkpoint.run_layout import RunLayout, check_resume_layout
     from xtune.engine import data_setup
     from xtune.engine.console import console_logging
     from xtune.engine.workdir import check_previous_run
@@ -97,14 +96,22 @@ def check_before_launch(request: TrainRequest, registry, world_size: int) -> Non
     from xtune.engine.sequence_parallel import check_layout, model_heads
 
     check_layout(plan.training.sequence_parallel, world_size, **model_heads(cfg))
-    resume_from = find_resume_checkpoint(request.resume, request.work_dir_or_default)
-    if resume_from:
-        check_resume_layout(resume_from, RunLayout(
-            world_size=world_size, batch_size=plan.training.batch_size,
-            accumulation=plan.training.accumulation, deepspeed=bool(plan.training.deepspeed)))
+    checked_layout(plan, world_size, find_resume_checkpoint(request.resume, request.work_dir_or_default))
     processor = recipe_processor(cfg, registry)
     tokenizer = processor.tokenizer if processor is not None else recipe_tokenizer(cfg, registry)
     data_setup.training_data(cfg, data_settings(plan, cfg, registry), registry, tokenizer, processor)
+
+
+def checked_layout(plan, world_size: int, resume_from: str | None):
+    """How this run cuts its global batch (`RunLayout`, stored in its checkpoints); a checkpoint to resume
+    that another cut cannot continue is refused here, before the model loads."""
+    from xtune.checkpoint.run_layout import RunLayout, check_resume_layout
+
+    layout = RunLayout(world_size=world_size, batch_size=plan.training.batch_size,
+                       accumulation=plan.training.accumulation, deepspeed=bool(plan.training.deepspeed))
+    if resume_from:
+        check_resume_layout(resume_from, layout)
+    return layout
 
 
 def train(request: TrainRequest, registry) -> TrainedRun:
@@ -132,7 +139,6 @@ def _prepare(cfg, plan, registry, request: TrainRequest, work_dir: str):
 
     from xtune import compat
     from xtune.checkpoint.layout import find_resume_checkpoint
-    from xtune.checkpoint.run_layout import RunLayout, check_resume_layout
     from xtune.engine import data_setup
     from xtune.engine.console import console_logging
     from xtune.engine.objective_setup import prepare_objective
@@ -160,10 +166,7 @@ def _prepare(cfg, plan, registry, request: TrainRequest, work_dir: str):
         data_cfg = {**data_cfg, "pad_to_multiple_of": sequence.size}
     collate = data_setup.collator(cfg, data_cfg, tokenizer, processor)
     schedule = plan_schedule(plan.training, len(dataset), world_size // plan.training.sequence_parallel)
-    layout = RunLayout(world_size=world_size, batch_size=plan.training.batch_size,
-                       accumulation=schedule.accumulation, deepspeed=bool(plan.training.deepspeed))
-    if resume_from:
-        check_resume_layout(resume_from, layout)
+    layout = checked_layout(plan, world_size, resume_from)
     ds_config, zero3_loading = _deepspeed_config(plan, registry, schedule, precision, world_size)
     trained = build_trainable(cfg, registry, plan, precision=precision.name)
     if sequence is not None:
