@@ -124,11 +124,19 @@ def test_accumulation_trains_what_one_batch_does(lora_reference):
     assert losses(lora_reference["one"]) == pytest.approx(losses(lora_reference["accumulated"]), rel=1e-5)
 
 
+@pytest.fixture(scope="module")
+def ddp_run(assets):
+    """2 processes (DDP) x micro-batch 2, checkpoints at steps 4 and 8."""
+    opts = settings(assets, batch_size=2, accumulative_counts=1, save_steps=4)
+    return trained(assets["root"] / "ddp_b2", opts, nproc=2)
+
+
 @pytest.mark.parametrize("deepspeed", [None, pytest.param("zero1", marks=pytest.mark.slow), "zero2",
                                        "zero3"])
-def test_two_processes_train_what_one_does(assets, lora_reference, deepspeed, tmp_path):
-    wd = trained(tmp_path / "wd", settings(assets, batch_size=2, accumulative_counts=1, save_steps=8),
-                 nproc=2, deepspeed=deepspeed)
+def test_two_processes_train_what_one_does(assets, lora_reference, ddp_run, deepspeed, tmp_path):
+    wd = ddp_run if deepspeed is None else trained(
+        tmp_path / "wd", settings(assets, batch_size=2, accumulative_counts=1, save_steps=8), nproc=2,
+        deepspeed=deepspeed)
     tolerance = ZERO3 if deepspeed == "zero3" else TIGHT
     assert largest_difference(lora_reference["one"], wd) < tolerance
     assert losses(wd) == pytest.approx(losses(lora_reference["one"]), rel=1e-5)  # the global loss is logged
@@ -150,9 +158,8 @@ def test_two_processes_train_what_one_does(assets, lora_reference, deepspeed, tm
 
 
 def test_a_two_process_checkpoint_resumes_in_one_process_with_the_same_global_batch(assets, lora_reference,
-                                                                                  tmp_path):
-    two = settings(assets, batch_size=2, accumulative_counts=1, save_steps=4)  # 8 steps, saved at 4
-    wd = trained(tmp_path / "wd", two, nproc=2)
+                                                                                  ddp_run, tmp_path):
+    wd = ddp_run
     resumed = trained(tmp_path / "resumed", settings(assets, batch_size=2, accumulative_counts=2),
                       resume=wd / "iter_4.pth")
     assert largest_difference(lora_reference["one"], resumed) < TIGHT
@@ -170,7 +177,7 @@ def full_reference(assets):
                    recipe=FULL)
 
 
-@pytest.mark.parametrize("deepspeed", [None, "zero3"])
+@pytest.mark.parametrize("deepspeed", [None, pytest.param("zero3", marks=pytest.mark.slow)])
 def test_full_fine_tuning_on_two_processes_with_accumulation(assets, full_reference, deepspeed, tmp_path):
     from safetensors.torch import load_file
 
@@ -180,7 +187,8 @@ def test_full_fine_tuning_on_two_processes_with_accumulation(assets, full_refere
     assert largest_difference(full_reference, two, base) < (ZERO3 if deepspeed else TIGHT)
 
 
-@pytest.mark.parametrize("recipe", [ORPO, DPO])
+@pytest.mark.parametrize("recipe", [pytest.param(ORPO, marks=pytest.mark.slow), DPO])  # ORPO's units:
+# tests/test_global_batch.py
 def test_preference_objectives_on_two_processes(assets, recipe, tmp_path):
     """ORPO's loss has a mean over chosen tokens and one over pairs, DPO's over pairs: all global. The
     losses agree to 1e-6; the adapters to 1.7e-4 (ORPO) and 2.7e-4 (DPO) after 4 steps at lr 1e-2 (Adam
