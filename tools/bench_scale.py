@@ -44,8 +44,26 @@ def profiles(quick: bool) -> list[dict]:
         if smollm2 is not None:
             out.append(dict(name="smollm2-135m-lora", model=str(smollm2),
                             recipe="smollm2_135m_instruct_lora_alpaca_e3", data=str(data), max_length=512,
-                            steps=10))
+                            steps=6))
     return out
+
+
+def model_heads(model: str) -> tuple[int, int]:
+    config = json.loads((Path(model) / "config.json").read_text())
+    heads = int(config["num_attention_heads"])
+    return heads, int(config.get("num_key_value_heads") or heads)
+
+
+def parse_arm(work_dir: Path, nproc: int, deepspeed: str | None, sp: int) -> dict:
+    """An arm's figures from its work dir (`loss_history.json`, `vis_data/scalars.json`)."""
+    peaks = json.loads((work_dir / "loss_history.json").read_text()).get("peak_memory_mib", [])
+    scalars = next(work_dir.glob("*/vis_data/scalars.json"))
+    rows = [json.loads(line) for line in scalars.read_text().splitlines()]
+    steps = [r for r in rows if "global_tokens" in r and "time" in r][WARMUP_STEPS:]
+    tokens, seconds = sum(r["global_tokens"] for r in steps), sum(r["time"] for r in steps)
+    return {"processes": nproc, "deepspeed": deepspeed, "sequence_parallel": sp, "steps_timed": len(steps),
+            "trained_tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds,
+            "final_loss": rows[-1].get("loss"), "peak_memory_mib": max(peaks) if peaks else None}
 
 
 def run_arm(profile: dict, nproc: int, deepspeed: str | None, sp: int, work_dir: Path, port: int) -> dict:
@@ -65,15 +83,7 @@ def run_arm(profile: dict, nproc: int, deepspeed: str | None, sp: int, work_dir:
                           cwd=REPO)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
-    peaks = json.loads((work_dir / "loss_history.json").read_text()).get("peak_memory_mib", [])
-    scalars = next(work_dir.glob("*/vis_data/scalars.json"))
-    rows = [json.loads(line) for line in scalars.read_text().splitlines()]
-    steps = [r for r in rows if "global_tokens" in r and "time" in r][WARMUP_STEPS:]
-    tokens, seconds = sum(r["global_tokens"] for r in steps), sum(r["time"] for r in steps)
-    return {"processes": nproc, "deepspeed": deepspeed, "sequence_parallel": sp, "steps_timed": len(steps),
-            "trained_tokens": tokens,
-            "seconds": seconds, "tokens_per_s": tokens / seconds, "final_loss": rows[-1].get("loss"),
-            "peak_memory_mib": max(peaks) if peaks else None}
+    return parse_arm(work_dir, nproc, deepspeed, sp)
 
 
 def run(quick: bool, out: Path | None, log=print) -> dict:
@@ -87,7 +97,11 @@ def run(quick: bool, out: Path | None, log=print) -> dict:
     result["profiles"] = []
     for profile in profiles(quick):
         arms = []
+        heads = model_heads(profile["model"])
         for label, nproc, deepspeed, sp in profile.get("arms", ARMS):
+            if any(h % sp for h in heads):  # SmolLM2-135M: 9 heads, 3 key-value heads
+                log(f"[{profile['name']}] {label}: skipped, {heads} heads do not split in {sp}")
+                continue
             log(f"[{profile['name']}] {label} ...")
             folder = out / profile["name"] / label.replace(" ", "_").replace(",", "")
             arm = run_arm(profile, nproc, deepspeed, sp, folder, free_port())
