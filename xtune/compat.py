@@ -74,7 +74,7 @@ def init_distributed_without_cuda(backend: str | None = None, use_deepspeed: boo
     for var, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("MASTER_ADDR", "127.0.0.1")):
         os.environ.setdefault(var, value)
     if "MASTER_PORT" not in os.environ:
-        os.environ["MASTER_PORT"] = str(_free_port())
+        os.environ["MASTER_PORT"] = str(free_port())
     if torch.cuda.is_available():
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
     if use_deepspeed:
@@ -120,12 +120,14 @@ def fix_deepspeed_optimizer_registration() -> None:
     mm_deepspeed.register_deepspeed_optimizers = lambda: ["DeepSpeedCPUAdam", "FusedAdam", "FusedLamb"]
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on every interface now (the OS picks it): a single process's MASTER_PORT, and the
+    launcher's suggestion when PORT is taken."""
     import socket
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("", 0))
+        return int(sock.getsockname()[1])
 
 
 @functools.cache

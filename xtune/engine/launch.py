@@ -24,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from xtune.compat import free_port  # noqa: F401 - the launcher's hint; tests pick ports with it
 from xtune.errors import UsageError
 
 RANK_ERRORS = "XTUNE_RANK_ERRORS"  # a folder: each process that fails writes rank<N>.json there
@@ -103,12 +104,6 @@ def port_is_free(port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("", 0))
-        return int(sock.getsockname()[1])
 
 
 # -------------------------------------------------------------------------------------- the launch
