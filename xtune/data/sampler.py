@@ -27,7 +27,9 @@ class GlobalBatchSampler:
                  seed: int = 0, mega_batch_mult: int = 50, rank: int | None = None,
                  world_size: int | None = None):
         if rank is None or world_size is None:
-            rank, world_size = _dist_info()
+            from mmengine.dist import get_dist_info  # (0, 1) outside torch.distributed
+
+            rank, world_size = get_dist_info()
         self.size, self.batch_size, self.accumulation = int(size), int(batch_size), int(accumulation)
         self.lengths = list(lengths) if lengths is not None else None
         self.seed, self.mega_batch_mult = seed, mega_batch_mult
@@ -68,13 +70,3 @@ class GlobalBatchSampler:
         padded = self.size + (-self.size % (self.batch_size * self.world_size))
         return padded // self.world_size
 
-
-def _dist_info() -> tuple[int, int]:
-    try:
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():
-            return dist.get_rank(), dist.get_world_size()
-    except ImportError:
-        pass
-    return 0, 1
