@@ -20,7 +20,8 @@ def add_parser(subparsers, common):
                    help="override recipe settings")
     p.add_argument("--launcher", choices=["none", "pytorch", "slurm"], default="none",
                    help="several processes: torchrun sets 'pytorch'; or set NPROC_PER_NODE=N (NNODES, "
-                        "NODE_RANK, ADDR, PORT) and xtune starts torchrun itself")
+                        "NODE_RANK, ADDR, PORT, sequence_parallel_size=N in --cfg-options) and xtune "
+                        "starts the processes itself")
     p.add_argument("--local_rank", "--local-rank", type=int, default=0, help=argparse_hidden())
     p.set_defaults(func=run)
 
