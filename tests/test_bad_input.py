@@ -151,9 +151,9 @@ def test_a_failure_before_training_leaves_no_work_dir(assets, tmp_path, capsys):
 
 @pytest.mark.integration
 def test_checkpoints_know_their_recipe_and_no_empty_config_dump(trained):
-    import torch
+    from xtune.checkpoint.store import read_store_state
 
-    ckpt = torch.load(trained / "iter_2.pth", weights_only=False, map_location="cpu")
+    ckpt = read_store_state(trained / "iter_2.pth")
     record = ckpt["meta"]["xtune_recipe"]
     assert record["name"] == RECIPE and "lr = 0.001" in record["text"]
     assert record["method"]["lora_alpha"] == 16 and len(ckpt["meta"]["cfg"]) > 100
@@ -212,14 +212,14 @@ def test_outputs_in_a_read_only_folder_in_a_file_or_the_current_folder(trained, 
 @pytest.mark.integration
 def test_a_second_run_into_the_same_work_dir_needs_resume_or_overwrite(assets, trained, capsys):
     assert main(["train", RECIPE, "--work-dir", str(trained), "--cfg-options", *opts(*assets)]) == 2
-    assert "holds another run" in error(capsys) and (trained / "iter_2.pth").is_file()
+    assert "holds another run" in error(capsys) and (trained / "iter_2.pth" / "checkpoint.json").is_file()
 
 
 @pytest.mark.integration
 def test_overwrite_clears_the_previous_run(assets, tmp_path, capsys):
     wd = tmp_path / "wd"
     assert main(["train", RECIPE, "--work-dir", str(wd), "--cfg-options", *opts(*assets, max_steps=4)]) == 0
-    assert (wd / "iter_4.pth").is_file()
+    assert (wd / "iter_4.pth" / "checkpoint.json").is_file()
     console = capsys.readouterr()
     shown = console.out + console.err  # xtune's lines and the progress, not the libraries' tables
     assert "precision " in shown and "saved checkpoint" in shown
@@ -265,11 +265,20 @@ def test_a_stale_lock_is_taken_over_with_a_warning(tmp_path, caplog):
 
 @pytest.mark.integration
 def test_resume_from_a_truncated_or_foreign_checkpoint(assets, trained, tmp_path, capsys):
+    import shutil
+
     truncated = tmp_path / "iter_2.pth"
-    truncated.write_bytes((trained / "iter_2.pth").read_bytes()[:2000])
+    shutil.copytree(trained / "iter_2.pth", truncated)
+    tensors = truncated / "state.safetensors"
+    tensors.write_bytes(tensors.read_bytes()[:2000])
     args = ["train", RECIPE, "--work-dir", str(tmp_path / "wd"), "--cfg-options", *opts(*assets, max_steps=4)]
     assert main([*args[:4], "--resume", str(truncated), *args[4:]]) == 2
-    assert "is truncated or not a PyTorch checkpoint" in error(capsys)
+    assert "state.safetensors is truncated or unreadable" in error(capsys)
+    old = tmp_path / "old" / "iter_2.pth"  # the older pickled format, cut short
+    old.parent.mkdir()
+    old.write_bytes(b"PK\x03\x04" + bytes(2000))
+    assert main([*args[:4], "--resume", str(old), *args[4:]]) == 2
+    assert "is corrupt or not a PyTorch checkpoint" in error(capsys)
     assert main([*args[:4], "--resume", str(trained / "iter_2.pth"), *args[4:], "method_cfg.r=8"]) == 2
     assert "does not fit this run's model: shape mismatch" in error(capsys)
 

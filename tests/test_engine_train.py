@@ -67,11 +67,15 @@ def test_lora_run_writes_checkpoints_logs_and_plot(assets, tmp_path):
     rows = [json.loads(line) for line in scalars[0].read_text().splitlines()]
     assert {"loss", "lr", "grad_norm", "tokens_per_s", "tflops"} <= set(rows[-1])
     assert not list(wd.glob(".*tmp*")), "temporary checkpoint files left behind"
-    import torch
+    from xtune.checkpoint.store import read_store
 
-    ckpt = torch.load(wd / "iter_4.pth", weights_only=True)  # loads without unsafe pickles
+    # a checkpoint is data: safetensors + JSON, no pickle anywhere
+    assert sorted(p.name for p in (wd / "iter_4.pth").iterdir()) == [
+        "checkpoint.json", "model.safetensors", "state.safetensors"]
+    ckpt = read_store(wd / "iter_4.pth")
     assert ckpt["meta"]["iter"] == 4 and all("lora_" in k for k in ckpt["state_dict"])  # optimizer steps
     assert ckpt["meta"]["xtune_iter_unit"] == "optimizer_step"
+    assert ckpt["optimizer"]["state"] and isinstance(next(iter(ckpt["optimizer"]["state"])), int)
 
 
 def test_unpacked_run_with_limit_sample_chat_and_validation(assets, tmp_path):

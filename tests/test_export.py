@@ -168,10 +168,13 @@ def test_bad_convert_inputs_exit_2(run, case, capsys):
         argv = ["convert", "pth_to_hf", RECIPE, str(root / "iter_99.pth"), str(out), "--cfg-options", *opts]
         expect = "iter_99.pth' does not exist"
     elif case == "corrupt_ckpt":
+        import shutil
+
         bad = root / "iter_7.pth"
-        bad.write_bytes(ckpt.read_bytes()[:300])
+        shutil.copytree(ckpt, bad)
+        (bad / "model.safetensors").write_bytes((ckpt / "model.safetensors").read_bytes()[:300])
         argv = ["convert", "pth_to_hf", RECIPE, str(bad), str(out), "--cfg-options", *opts]
-        expect = "corrupt"
+        expect = "its tensors are unreadable"
     elif case == "wrong_rank":  # trained with r=64, converted with a recipe saying r=8
         argv = ["convert", "pth_to_hf", RECIPE, str(ckpt), str(out), "--cfg-options", *opts, "method_cfg.r=8"]
         expect = "does not fit recipe"

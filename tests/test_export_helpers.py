@@ -104,10 +104,13 @@ def trained_lora_model(model_dir: Path, seed: int = 1, **extra):
     return model.eval()
 
 
-def save_engine_checkpoint(model, path: Path, losses=(2.5, 2.0, 1.5)) -> Path:
-    """`iter_N.pth` as xtune's AtomicCheckpointHook + mmengine's Runner write it."""
+def save_engine_checkpoint(model, path: Path, losses=(2.5, 2.0, 1.5), pickled: bool = False) -> Path:
+    """`iter_N.pth` as xtune's CheckpointFiles runner writes it (a safetensors + JSON folder), or as the
+    older pickled file (`pickled=True`) mmengine's own Runner wrote."""
     import torch
     from mmengine.logging import MessageHub
+
+    from xtune.checkpoint.store import write_store
 
     hub = MessageHub(name=f"xtune-test-{path}")
     for loss in losses:
@@ -115,7 +118,7 @@ def save_engine_checkpoint(model, path: Path, losses=(2.5, 2.0, 1.5)) -> Path:
     state = {f"llm.{n}": p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     checkpoint = {"meta": {"xtune_trainable_only": True, "iter": len(losses)}, "state_dict": state,
                   "message_hub": hub.state_dict(), "optimizer": {}}
-    torch.save(checkpoint, path)
+    torch.save(checkpoint, path) if pickled else write_store(checkpoint, path)
     return path
 
 
@@ -129,12 +132,20 @@ def test_tiny_tokenizer_has_the_chat_tokens(tmp_path):
 
 
 def test_engine_style_checkpoint_holds_only_trained_tensors(tmp_path):
+    """Both formats read the same through the restricted readers, the older one with its HistoryBuffer."""
     import torch
+
+    from xtune.checkpoint.read import read_checkpoint
+    from xtune.checkpoint.store import read_store
 
     model_dir = tiny_model_dir(tmp_path / "base")
     model = trained_lora_model(model_dir)
-    ckpt = torch.load(save_engine_checkpoint(model, tmp_path / "iter_3.pth"), weights_only=False)
+    ckpt = read_store(save_engine_checkpoint(model, tmp_path / "new" / "iter_3.pth"))
     assert ckpt["state_dict"] and all(k.startswith("llm.") and "lora_" in k for k in ckpt["state_dict"])
+    old = read_checkpoint(save_engine_checkpoint(model, tmp_path / "iter_3.pth", pickled=True))
+    new = read_checkpoint(tmp_path / "new" / "iter_3.pth")
+    assert old.final_loss == new.final_loss == 2.0 and old.step == new.step == 3
+    assert all(torch.equal(old.state_dict[k], v) for k, v in new.state_dict.items())
 
 
 def shared_gguf() -> Path:

@@ -1,9 +1,11 @@
-"""The five fixes mmengine 0.10.7 needs on torch 2.13 / deepspeed 0.19 (docs/compatibility.md says, for
-each, what breaks, which upstream release would fix it, and when to delete it).
+"""The fixes mmengine 0.10.7 needs on torch 2.13 / deepspeed 0.19 (docs/compatibility.md says, for each,
+what breaks, which upstream release would fix it, and when to delete it). Fix 1 (mmengine's pickled
+MessageHub) is gone: checkpoints are safetensors + JSON and pickles are read with an explicit allow-list
+(`xtune.checkpoint.store`, `xtune.checkpoint.trust`).
 
 Each fix is a small function applied only by the code path that needs it, and each says which upstream
-problem it works around. Nothing here patches a model class; the only global state touched is torch's
-safe-globals list and mmengine's registries. Engine (training) and checkpoint reading both use it.
+problem it works around. Nothing here patches a model class; the only global state touched is
+mmengine's registries.
 """
 
 from __future__ import annotations
@@ -11,24 +13,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-
-
-@functools.cache
-def allow_mmengine_checkpoints() -> None:
-    """Fix 1 — resume / load_from fail with `UnpicklingError: Weights only load failed ... HistoryBuffer`.
-
-    torch >= 2.6 loads with `weights_only=True` by default, and mmengine (open issue: mmengine checkpoints
-    pickle their MessageHub) stores `HistoryBuffer` objects holding numpy arrays. Declaring exactly those
-    types safe keeps the restricted unpickler on (no arbitrary code runs when a checkpoint is loaded).
-    """
-    import numpy as np
-    import torch
-    from mmengine.logging.history_buffer import HistoryBuffer
-
-    dtype_classes = [type(np.dtype(t)) for t in ("float64", "float32", "float16", "int64", "int32", "bool")]
-    torch.serialization.add_safe_globals(
-        [HistoryBuffer, np.ndarray, np.dtype, np.core.multiarray._reconstruct, np.core.multiarray.scalar,
-         *dtype_classes, getattr])
 
 
 @functools.cache
@@ -139,15 +123,21 @@ def deepspeed_strategy_with_resume_hooks(quiet: bool = False) -> str:
     from mmengine._strategy import DeepSpeedStrategy
     from mmengine.registry import STRATEGIES
 
+    from xtune.checkpoint.store import from_plain, to_plain
+    from xtune.checkpoint.trust import check_deepspeed_folder
+
     class ResumeHookDeepSpeedStrategy(DeepSpeedStrategy):
         def save_checkpoint(self, filename, *, extra_ckpt=None, callback=None, **kwargs):
             extra_ckpt = {} if extra_ckpt is None else extra_ckpt
             if callback is not None:
                 callback(extra_ckpt)
+            # not a fix: the client state holds only data (no HistoryBuffer / numpy classes to unpickle)
+            extra_ckpt = to_plain(extra_ckpt, lambda key, tensor: tensor)
             return super().save_checkpoint(filename, extra_ckpt=extra_ckpt, **kwargs)
 
         def resume(self, filename, *, callback=None, **kwargs):
-            checkpoint = super().resume(filename, **kwargs)
+            check_deepspeed_folder(filename)  # DeepSpeed's engine unpickles every file fully
+            checkpoint = from_plain(super().resume(filename, **kwargs))
             if callback is not None:
                 callback(checkpoint)
             return checkpoint

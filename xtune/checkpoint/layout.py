@@ -6,11 +6,17 @@ sides take the names from here.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from xtune.errors import UsageError
 
 LAST = "last_checkpoint"
+log = logging.getLogger("xtune")
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path.resolve().parent == folder.resolve()
 
 
 def checkpoint_name(step: int) -> str:
@@ -36,7 +42,10 @@ def find_resume_checkpoint(resume: str | None, work_dir: str | Path) -> str | No
     `--resume PATH` -> PATH, which must exist.
 
     Every `iter_N.pth` is complete (written atomically), so the highest N wins even when a kill landed
-    between the rename and the update of `last_checkpoint`; the pointer also finds checkpoints elsewhere.
+    between the rename and the update of `last_checkpoint`. The pointer holds the checkpoint's name
+    relative to the work dir; an absolute one (older runs) that points outside this work dir (a copied
+    work dir still naming the original's checkpoints) is ignored with a warning, so a run resumes only
+    from the work dir it was given.
     """
     if not resume:
         return None
@@ -50,6 +59,10 @@ def find_resume_checkpoint(resume: str | None, work_dir: str | Path) -> str | No
     if pointer.is_file():
         target = Path(pointer.read_text(encoding="utf-8").strip())
         target = target if target.is_absolute() else work_dir / target
+        if not _inside(target, work_dir):
+            log.warning("%s names %s, outside this work dir (a copy of another run's work dir?); resuming "
+                        "from this work dir's own checkpoints", pointer, target)
+            target = work_dir / target.name
         if target.exists() and step_from_name(target) is not None:
             candidates.append(target)
         elif not candidates:

@@ -1,22 +1,24 @@
-"""Reading the weights out of whatever `xtune train` saved: an mmengine `.pth` file or a DeepSpeed folder.
+"""Reading the weights out of whatever `xtune train` saved: an xtune checkpoint folder or a DeepSpeed one.
 
-`xtune.engine.checkpoints` saves `WORK_DIR/iter_N.pth`. Without DeepSpeed it is one file holding only the
-trainable parameters (`meta.xtune_trainable_only`) under the names of the engine's model wrapper
-(`llm.` + the transformers / peft name). With DeepSpeed it is a folder of per-rank shards, which
-DeepSpeed's own `zero_to_fp32` consolidates for every ZeRO stage. A plain state dict (`.pt`, `.bin`,
-`.safetensors`, a consolidated `{"state_dict": ...}` file) is accepted as well.
+`xtune.engine.checkpoints` saves `WORK_DIR/iter_N.pth`. Without DeepSpeed it is a folder of safetensors and
+JSON (`xtune.checkpoint.store`) holding only the trainable parameters (`meta.xtune_trainable_only`) under
+the names of the engine's model wrapper (`llm.` + the transformers / peft name); older runs wrote the same
+content as one pickled file. With DeepSpeed it is a folder of per-rank shards, which DeepSpeed's own
+`zero_to_fp32` consolidates for every ZeRO stage. A plain state dict (`.pt`, `.bin`, `.safetensors`, a
+consolidated `{"state_dict": ...}` file) is accepted as well. Pickled files are opened only with the
+restricted unpickler (`xtune.checkpoint.trust`).
 """
 
 from __future__ import annotations
 
 import math
-import pickle
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from xtune.checkpoint.layout import step_from_name
+from xtune.checkpoint.store import from_plain, is_store, read_store
+from xtune.checkpoint.trust import check_deepspeed_folder, load_pickled, note_old_format
 from xtune.errors import UsageError
 
 # Name prefixes added by the wrappers around the transformers / peft model during training.
@@ -63,20 +65,6 @@ def final_loss_from_message_hub(hub_state: Any, window: int = 10) -> float | Non
     return value if math.isfinite(value) else None
 
 
-def _torch_load(path: Path, weights_only: bool = True):
-    import torch
-
-    from xtune.compat import allow_mmengine_checkpoints
-
-    allow_mmengine_checkpoints()
-    try:
-        return torch.load(path, map_location="cpu", weights_only=weights_only)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UsageError(
-            f"checkpoint {str(path)!r} is corrupt or not a PyTorch checkpoint: {first}") from None
-
-
 def _read_file(path: Path) -> TrainedWeights:
     if path.suffix == ".safetensors":
         from safetensors import SafetensorError
@@ -86,7 +74,9 @@ def _read_file(path: Path) -> TrainedWeights:
             return TrainedWeights(strip_wrapper_prefixes(load_file(str(path))), str(path))
         except (SafetensorError, OSError) as exc:
             raise UsageError(f"checkpoint {str(path)!r} is not a readable safetensors file: {exc}") from None
-    data = _torch_load(path)
+    data = load_pickled(path)
+    if isinstance(data, dict) and "meta" in data:
+        note_old_format(path)
     if not isinstance(data, dict):
         raise UsageError(f"checkpoint {str(path)!r} holds a {type(data).__name__}, not a state dict")
     state = data.get("state_dict", data.get("module", data))
@@ -106,8 +96,9 @@ def _read_deepspeed_folder(path: Path) -> TrainedWeights:
         raise UsageError(
             f"checkpoint folder {str(path)!r} is not a DeepSpeed checkpoint (no *model_states.pt)",
                          hint="pass an iter_N.pth file or folder written by `xtune train`")
+    check_deepspeed_folder(path)  # DeepSpeed unpickles fully: nothing it opens may need more than data
     main = path / "mp_rank_00_model_states.pt"
-    client = _torch_load(main if main.exists() else model_states[0], weights_only=False)
+    client = from_plain(load_pickled(main if main.exists() else model_states[0], mmap=True))
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
     try:
@@ -128,9 +119,18 @@ def read_checkpoint(path: str | Path) -> TrainedWeights:
         near = sorted(p.name for p in path.parent.glob("iter_*.pth")) if path.parent.is_dir() else []
         hint = f"checkpoints there: {', '.join(near[-3:])}" if near else None
         raise UsageError(f"checkpoint {str(path)!r} does not exist", hint=hint)
+    if is_store(path):
+        return _read_store(path)
     if path.is_dir():
         return _read_deepspeed_folder(path)
     return _read_file(path)
+
+
+def _read_store(path: Path) -> TrainedWeights:
+    data = read_store(path, with_state_tensors=False)
+    return TrainedWeights(strip_wrapper_prefixes(data["state_dict"]), str(path), step=step_from_name(path),
+                          final_loss=final_loss_from_message_hub(data.get("message_hub")),
+                          meta=dict(data.get("meta") or {}))
 
 
 def without_heads(state_dict: dict[str, Any]) -> dict[str, Any]:

@@ -44,7 +44,12 @@ class RunLayout:
 
 def stored_layout(checkpoint: str | Path) -> RunLayout | None:
     """The layout a checkpoint was written with; None for checkpoints older than the record."""
+    from xtune.checkpoint.store import is_store, read_store_state
+
     path = Path(checkpoint)
+    if is_store(path):
+        found = read_store_state(path).get("meta", {}).get("xtune_layout")
+        return RunLayout(**found) if isinstance(found, dict) else None
     if path.is_dir():
         sidecar = path / SIDECAR
         if sidecar.is_file():

@@ -35,6 +35,9 @@ def _add_pth_to_hf(sub, common) -> None:
     pth.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE",
                      help="the same overrides as the training run (e.g. pretrained_model_name_or_path=DIR)")
     pth.add_argument("--dtype", choices=_DTYPES[1:], help="cast a full model to this precision before saving")
+    pth.add_argument("--trust-checkpoint", action="store_true",
+                     help="open a pickled checkpoint without restrictions (it can run code: only for "
+                          "checkpoints from someone you trust)")
     _common_out(pth)
     pth.set_defaults(func=_run_pth_to_hf)
 
@@ -110,12 +113,14 @@ def _setup_logging() -> None:
 
 def _run_pth_to_hf(args) -> int:
     _setup_logging()
+    from xtune.checkpoint.trust import trusting
     from xtune.export.pth_to_hf import pth_to_hf
     from xtune.plugins import get_registry
 
-    out = pth_to_hf(args.recipe, args.checkpoint, args.out, registry=get_registry(),
-                    cfg_options=args.cfg_options, force=args.force, max_shard_size=args.max_shard_size,
-                    dtype=args.dtype)
+    with trusting(args.trust_checkpoint):
+        out = pth_to_hf(args.recipe, args.checkpoint, args.out, registry=get_registry(),
+                        cfg_options=args.cfg_options, force=args.force, max_shard_size=args.max_shard_size,
+                        dtype=args.dtype)
     print(f"wrote {out}")
     return 0
 

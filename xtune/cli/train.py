@@ -16,6 +16,9 @@ def add_parser(subparsers, common):
     p.add_argument("--overwrite", action="store_true",
                    help="clear a previous run's checkpoints, hf/ and logs in the work dir before training")
     p.add_argument("--seed", type=int, help="random seed (overrides the recipe's seed)")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="--resume from a pickled checkpoint without restrictions (it can run code: only for "
+                        "checkpoints from someone you trust)")
     p.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE",
                    help="override recipe settings")
     p.add_argument("--launcher", choices=["none", "pytorch", "slurm"], default="none",
@@ -51,15 +54,18 @@ def run(args) -> int:
         with quiet_libraries(request.debug):
             check_before_launch(request, registry, world_size)
 
-    code = relaunch_if_requested(_argv(args), check=check, debug=request.debug)
-    if code is not None:
-        return code
-    with quiet_libraries(request.debug):
-        done = train(request, registry)
-        if done.cfg.get("export_hf"):
-            from xtune.export.pth_to_hf import export_after_training
+    from xtune.checkpoint.trust import trusting
 
-            export_after_training(done, out_dir=os.path.join(done.work_dir, "hf"), registry=registry)
+    with trusting(bool(getattr(args, "trust_checkpoint", False))):
+        code = relaunch_if_requested(_argv(args), check=check, debug=request.debug)
+        if code is not None:
+            return code
+        with quiet_libraries(request.debug):
+            done = train(request, registry)
+            if done.cfg.get("export_hf"):
+                from xtune.export.pth_to_hf import export_after_training
+
+                export_after_training(done, out_dir=os.path.join(done.work_dir, "hf"), registry=registry)
     return 0
 
 
@@ -71,8 +77,9 @@ def _argv(args) -> list[str]:
                         ("--seed", args.seed)):
         if value is not None:
             argv += [flag, str(value)]
-    if args.overwrite:
-        argv.append("--overwrite")
+    for flag in ("overwrite", "trust_checkpoint"):
+        if getattr(args, flag, False):
+            argv.append("--" + flag.replace("_", "-"))
     if args.cfg_options:
         argv += ["--cfg-options", *args.cfg_options]
     if getattr(args, "debug", False):

@@ -89,12 +89,12 @@ class CheckpointSaver:
         runner.save_checkpoint(str(work_dir), filename=tmp_name, save_optimizer=True,
                                save_param_scheduler=True, by_epoch=False)
         if runner.rank == 0:
-            if (work_dir / tmp_name).is_dir() and self.layout is not None:  # a DeepSpeed folder
+            if any((work_dir / tmp_name).glob("*model_states.pt")) and self.layout is not None:  # DeepSpeed
                 from xtune.checkpoint.run_layout import SIDECAR
 
                 atomic_write_text(work_dir / tmp_name / SIDECAR, json.dumps(self.layout.to_dict()))
             commit(work_dir / tmp_name, final)
-            atomic_write_text(work_dir / LAST, str(final.resolve()))
+            atomic_write_text(work_dir / LAST, final.name)  # relative: a copied work dir stays self-contained
             log.info(f"saved checkpoint {final}")
             self._prune(work_dir, keep=final)
         _barrier()
@@ -172,6 +172,60 @@ class CheckpointContentHook(Hook):
         if self._pending_rng is not None:
             _set_rng_state(self._pending_rng)
             self._pending_rng = None
+
+
+class CheckpointFiles:
+    """Mixed into mmengine's Runner (not the DeepSpeed one): checkpoints are written as safetensors + JSON
+    (`xtune.checkpoint.store`) instead of one pickle, and read back with no code run on opening, the
+    older pickled files through the restricted unpickler (`xtune.checkpoint.trust`). The checkpoint
+    dict is mmengine's own, so its resume logic and every hook see what they always saw."""
+
+    def save_checkpoint(self, out_dir, filename, *, save_optimizer=True, save_param_scheduler=True,
+                        by_epoch=False, **_):
+        import time
+
+        import mmengine
+        from mmengine.model import is_model_wrapper
+        from mmengine.runner.checkpoint import weights_to_cpu
+
+        from xtune.checkpoint.store import write_store
+
+        if self.rank != 0:  # mmengine's own save is rank 0's only as well
+            return
+        model = self.model.module if is_model_wrapper(self.model) else self.model
+        meta = dict(epoch=self.epoch, iter=self.iter + 1, cfg=self.cfg.pretty_text, seed=self.seed,
+                    experiment_name=self.experiment_name, time=time.strftime("%Y%m%d_%H%M%S"),
+                    mmengine_version=mmengine.__version__)
+        checkpoint = {"meta": meta, "state_dict": weights_to_cpu(model.state_dict()),
+                      "message_hub": self.message_hub.state_dict()}
+        if save_optimizer:
+            checkpoint["optimizer"] = self.optim_wrapper.state_dict()
+        if save_param_scheduler and self.param_schedulers:
+            checkpoint["param_schedulers"] = [s.state_dict() for s in self.param_schedulers]
+        self.call_hook("before_save_checkpoint", checkpoint=checkpoint)
+        write_store(checkpoint, Path(out_dir) / filename)
+
+    def load_checkpoint(self, filename, map_location="cpu", strict=False, revise_keys=((r"^module.", ""),)):
+        from mmengine.model import is_model_wrapper
+        from mmengine.runner.checkpoint import _load_checkpoint_to_model
+
+        checkpoint = load_run_checkpoint(filename)
+        self.call_hook("after_load_checkpoint", checkpoint=checkpoint)
+        model = self.model.module if is_model_wrapper(self.model) else self.model
+        checkpoint = _load_checkpoint_to_model(model, checkpoint, strict, revise_keys=list(revise_keys))
+        self._has_loaded = True
+        return checkpoint
+
+
+def load_run_checkpoint(path) -> dict:
+    """The whole mmengine checkpoint dict of a non-DeepSpeed `iter_N.pth` (folder, or an older file)."""
+    from xtune.checkpoint.store import is_store, read_store
+    from xtune.checkpoint.trust import load_pickled, note_old_format
+
+    if is_store(path):
+        return read_store(Path(path))
+    note_old_format(path)
+    return load_pickled(path)
 
 
 def _barrier() -> None:

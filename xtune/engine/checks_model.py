@@ -8,7 +8,6 @@ each becomes one line before anything heavy runs.
 from __future__ import annotations
 
 import json
-import zipfile
 from pathlib import Path
 
 from xtune.errors import RegistryError, XtuneError, closest
@@ -96,14 +95,19 @@ def check_resume(problems: list[str], resume: str | None, work_dir) -> None:
         return
     if path is None:
         return
+    from xtune.checkpoint.store import is_store, verify_store
+    from xtune.checkpoint.trust import check_deepspeed_folder, load_pickled
+
     path = Path(path)
-    if path.is_dir():
-        if not any(path.glob("*model_states.pt")):
-            problems.append(f"--resume: {str(path)!r} is not a checkpoint written by xtune train")
-        return
     try:
-        with zipfile.ZipFile(path) as archive:
-            archive.namelist()
-    except (zipfile.BadZipFile, OSError) as exc:
-        problems.append(f"--resume: checkpoint {str(path)!r} is truncated or not a PyTorch checkpoint ({exc})"
-                        "; resume from an earlier iter_N.pth")
+        if is_store(path):
+            verify_store(path)
+        elif path.is_dir():
+            if not any(path.glob("*model_states.pt")):
+                problems.append(f"--resume: {str(path)!r} is not a checkpoint written by xtune train")
+                return
+            check_deepspeed_folder(path)
+        else:
+            load_pickled(path, mmap=True)  # an older pickled checkpoint: restricted, tensors not read
+    except XtuneError as exc:
+        problems.append(f"--resume: {exc}")

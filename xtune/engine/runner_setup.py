@@ -139,16 +139,18 @@ def build_runner(cfg, parts: RunParts):
 
 @functools.cache
 def runner_class(deepspeed: bool, quiet: bool):
-    """mmengine's Runner (or FlexibleRunner) that carries the training loop's `parts`, without the config
-    dump it would write as `<timestamp>.py` (xtune writes the resolved recipe as WORK_DIR/<recipe>.py), and
-    with a quiet console unless --debug."""
+    """mmengine's Runner (or FlexibleRunner) that carries the training loop's `parts`, saves checkpoints as
+    data (`CheckpointFiles`), skips the config dump it would write as `<timestamp>.py` (xtune writes the
+    resolved recipe as WORK_DIR/<recipe>.py), and keeps a quiet console unless --debug."""
     from mmengine.runner import FlexibleRunner, Runner
 
     import xtune.engine.loop  # noqa: F401 - registers XtuneTrainLoop in mmengine's LOOPS
+    from xtune.engine.checkpoints import CheckpointFiles
 
-    base = FlexibleRunner if deepspeed else Runner
+    # DeepSpeed writes its own folders (xtune.compat's strategy keeps their client state free of classes)
+    bases = (FlexibleRunner,) if deepspeed else (CheckpointFiles, Runner)
 
-    class XtuneRunner(base):
+    class XtuneRunner(*bases):
         def __init__(self, *, parts, **kwargs):
             self.parts = parts  # read by xtune.engine.loop.XtuneTrainLoop
             super().__init__(**kwargs)

@@ -137,7 +137,6 @@ def _prepare(cfg, plan, registry, request: TrainRequest, work_dir: str):
     needs, assembled in order."""
     from mmengine.runner import set_random_seed
 
-    from xtune import compat
     from xtune.checkpoint.layout import find_resume_checkpoint
     from xtune.engine import data_setup
     from xtune.engine.console import console_logging
@@ -152,7 +151,6 @@ def _prepare(cfg, plan, registry, request: TrainRequest, work_dir: str):
 
     console_logging()
     launcher, world_size = _distributed(request, plan)
-    compat.allow_mmengine_checkpoints()
     seed = plan.training.seed
     set_random_seed(seed, deterministic=bool(cfg.get("randomness", {}).get("deterministic", False)))
     resume_from = find_resume_checkpoint(request.resume, work_dir)
@@ -272,9 +270,11 @@ def _deepspeed_config(plan, registry, schedule, precision, world_size: int):
 def _check_resume_fits(model, checkpoint: str) -> None:
     """A checkpoint of another model or of other method settings is refused in one line, before mmengine
     would print dozens of size mismatches and then fail in the optimizer."""
-    if Path(checkpoint).is_dir():
-        return  # DeepSpeed shards: DeepSpeed checks them itself
     from xtune.checkpoint.read import check_fits, read_checkpoint, without_heads
+    from xtune.checkpoint.store import is_store
+
+    if Path(checkpoint).is_dir() and not is_store(checkpoint):
+        return  # DeepSpeed shards: DeepSpeed checks them itself
 
     weights = read_checkpoint(checkpoint)
     check_fits(model, without_heads(weights.state_dict), source=checkpoint, what="this run's model",

@@ -163,6 +163,10 @@ def load_for_inference(name_or_path: str, *, registry, adapter: str | None = Non
     if bits not in (None, 4, 8):
         raise UsageError(f"--bits {bits}: use 4 or 8 (bitsandbytes), or leave it out for full precision")
     src = resolve_source(name_or_path, source)
+    from xtune.checkpoint.trust import check_weight_files
+
+    check_weight_files(src.path)  # a crafted pickle is refused by name before transformers / peft open it
+    check_weight_files(adapter)
     if bits and src.gguf_file:
         raise UsageError(
             f"--bits {bits} with a GGUF file: transformers dequantises GGUF and cannot re-quantise it",
