@@ -10,9 +10,9 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "xtune"
 
 # From the bottom. A module may import its own package and anything in a lower layer, nothing else.
-LAYERS = [{"__init__", "errors"}, {"fileio", "compat"}, {"hardware"}, {"registry", "hookspecs"},
+LAYERS = [{"__init__", "errors"}, {"checkpoint"}, {"fileio", "compat"}, {"hardware"}, {"registry", "hookspecs"},
           {"recipe_files"}, {"default_plugins", "plugins"}, {"recipe", "schedule"}, {"templates", "methods"},
-          {"data", "models", "checkpoint", "estimate"}, {"objectives"}, {"plan"},
+          {"data", "models", "estimate"}, {"objectives"}, {"plan"},
           {"engine", "export", "chat"}, {"cli"},
           {"__main__"}]
 LAYER = {part: i for i, parts in enumerate(LAYERS) for part in parts}

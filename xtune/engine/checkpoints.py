@@ -10,7 +10,8 @@
   tensors) rides along in `meta.xtune_recipe`, so `convert pth_to_hf` rebuilds exactly the trained model.
 - RNG states (torch, CUDA, numpy, Python) are stored and restored *after* mmengine has skipped the
   data already trained, so dropout masks match the uninterrupted run.
-- SIGTERM (preemption) asks for a checkpoint at the end of the current step, then the run exits non-zero.
+- SIGTERM (preemption) and Ctrl-C ask for a checkpoint at the end of the current step, then the run
+  exits non-zero (`xtune.engine.stopping`).
 
 The training loop (`xtune.engine.loop`) decides when to save and calls `CheckpointSaver.save`; what a
 checkpoint holds beyond mmengine's own content is `CheckpointContentHook`'s, called by mmengine's save
@@ -19,13 +20,10 @@ and resume.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import random
 import shutil
-import signal
-import threading
 from pathlib import Path
 
 from mmengine.hooks import Hook
@@ -36,12 +34,6 @@ from xtune.fileio import atomic_write_text, commit
 from xtune.schedule import unwrap_model
 
 log = logging.getLogger("xtune")
-
-
-class TrainingInterrupted(XtuneError):
-    """SIGTERM arrived; a checkpoint was written and the run stops (exit 143 like a terminated process)."""
-
-    exit_code = 143
 
 
 def _rng_state() -> dict:
@@ -79,25 +71,38 @@ class CheckpointSaver:
         self.max_keep = int(max_keep) if max_keep else -1
         self.layout = layout  # xtune.checkpoint.run_layout.RunLayout, written beside DeepSpeed's shards
 
-    def save(self, runner, step: int) -> None:
+    def save(self, runner, step: int) -> str:
         """Save after optimizer step `step` (called while `runner.iter` is `step - 1`: mmengine stores
-        `iter + 1` in the checkpoint's meta)."""
+        `iter + 1` in the checkpoint's meta); returns the checkpoint's name. A failed write (disk full,
+        file size limit) leaves no partial folder and keeps the earlier checkpoints."""
         work_dir = Path(runner.work_dir)
         final = work_dir / checkpoint_name(step)
         # Every rank writes into one temporary name (DeepSpeed: a folder of shards); rank 0 renames it.
-        tmp_name = f".{final.name}.tmp"
-        runner.save_checkpoint(str(work_dir), filename=tmp_name, save_optimizer=True,
-                               save_param_scheduler=True, by_epoch=False)
-        if runner.rank == 0:
-            if any((work_dir / tmp_name).glob("*model_states.pt")) and self.layout is not None:  # DeepSpeed
-                from xtune.checkpoint.run_layout import SIDECAR
+        tmp = work_dir / f".{final.name}.tmp"
+        try:
+            runner.save_checkpoint(str(work_dir), filename=tmp.name, save_optimizer=True,
+                                   save_param_scheduler=True, by_epoch=False)
+            if runner.rank == 0:
+                if any(tmp.glob("*model_states.pt")) and self.layout is not None:  # DeepSpeed
+                    from xtune.checkpoint.run_layout import SIDECAR
 
-                atomic_write_text(work_dir / tmp_name / SIDECAR, json.dumps(self.layout.to_dict()))
-            commit(work_dir / tmp_name, final)
-            atomic_write_text(work_dir / LAST, final.name)  # relative: a copied work dir stays self-contained
+                    atomic_write_text(tmp / SIDECAR, json.dumps(self.layout.to_dict()))
+                commit(tmp, final)
+                atomic_write_text(work_dir / LAST, final.name)  # relative: a copied work dir stays whole
+        except BaseException as exc:
+            shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+            if _is_write_failure(exc):
+                kept = [p.name for p in checkpoints_in(work_dir)]
+                raise XtuneError(f"could not write checkpoint {final} after step {step}: {_reason(exc)}",
+                                 hint=f"free space in {work_dir}; the last good checkpoint, {kept[-1]}, is "
+                                      "kept (--resume auto continues from it)" if kept else
+                                      f"free space in {work_dir}: no earlier checkpoint exists") from None
+            raise
+        if runner.rank == 0:
             log.info(f"saved checkpoint {final}")
             self._prune(work_dir, keep=final)
         _barrier()
+        return final.name
 
     def _prune(self, work_dir: Path, keep: Path) -> None:
         if self.max_keep <= 0:
@@ -106,24 +111,6 @@ class CheckpointSaver:
         for old in found[: max(0, len(found) - self.max_keep)]:
             if old != keep:
                 shutil.rmtree(old) if old.is_dir() else old.unlink()
-
-
-@contextlib.contextmanager
-def stop_on_sigterm(flag):
-    """While training, SIGTERM sets `flag.stop_requested` (the loop saves and stops at the end of the
-    step); the previous handler is put back afterwards, whatever happens."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def request_stop(signum, frame) -> None:
-        flag.stop_requested = True
-
-    previous = signal.signal(signal.SIGTERM, request_stop)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 class CheckpointContentHook(Hook):
@@ -226,6 +213,20 @@ def load_run_checkpoint(path) -> dict:
         return read_store(Path(path))
     note_old_format(path)
     return load_pickled(path)
+
+
+def _is_write_failure(exc: BaseException) -> bool:
+    """Disk full, a file size limit or a vanished folder, however the writer reports it (OSError;
+    torch.save's RuntimeError; safetensors' SafetensorError)."""
+    text = str(exc).lower()
+    return isinstance(exc, OSError) or (isinstance(exc, Exception) and any(
+        word in text for word in ("write", "i/o error", "ioerror", "no space", "os error")))
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError):
+        return f"{exc.strerror or exc}" + (f" ({exc.filename})" if exc.filename else "")
+    return str(exc).strip().splitlines()[0][:300]
 
 
 def _barrier() -> None:

@@ -29,7 +29,7 @@ from mmengine.runner.loops import _InfiniteDataloaderIterator
 
 from xtune.data.tokenize import IGNORE_INDEX
 from xtune.engine import processes
-from xtune.engine.checkpoints import TrainingInterrupted, stop_on_sigterm
+from xtune.engine.stopping import stop_on_signals, stopped
 from xtune.schedule import Schedule, unwrap_model
 
 log = logging.getLogger("xtune")
@@ -60,7 +60,8 @@ class XtuneTrainLoop(BaseLoop):
         self.parts: LoopParts = runner.parts
         self.schedule = self.parts.schedule
         self._iter, self._epoch = 0, 0
-        self.stop_requested = False  # SIGTERM: save at the end of this step, then stop
+        self.stop_signal = None  # SIGTERM / Ctrl-C: save at the end of this step, then stop
+        self.last_saved = None  # the newest checkpoint's name, for the line a second Ctrl-C prints
         self.peak_memory: list[float] = []  # MiB per process, measured when training ends
         self.micro_batches = _InfiniteDataloaderIterator(self.dataloader)
 
@@ -92,7 +93,7 @@ class XtuneTrainLoop(BaseLoop):
             next(self.micro_batches)
         if self._iter == 0:
             self.sample_chats("before training")
-        with stop_on_sigterm(self):
+        with stop_on_signals(self):
             while self._iter < self.max_iters:
                 self.run_step()
         self.peak_memory = processes.peak_memory(self.parts.world_size)  # to loss_history.json
@@ -125,14 +126,13 @@ class XtuneTrainLoop(BaseLoop):
             self.report(step, outputs)
         if self.parts.chat_every and step % self.parts.chat_every == 0 and step < self.max_iters:
             self.sample_chats(f"step {step}")
-        # a SIGTERM may reach the processes in different steps: they stop together, after the same one
-        stop = bool(self.across_processes(float(self.stop_requested), op="max"))
+        # a signal may reach the processes in different steps: they stop together, after the same one
+        stop = int(self.across_processes(float(self.stop_signal or 0), op="max"))
         if self.due(step, self.parts.save_every) or stop:
-            self.parts.saver.save(self.runner, step)
+            self.last_saved = self.parts.saver.save(self.runner, step)
         self._iter = step
         if stop:
-            raise TrainingInterrupted(f"terminated (SIGTERM) at step {step}; checkpoint saved",
-                                      hint="continue with --resume auto")
+            raise stopped(stop, step, self.last_saved)
 
     def due(self, step: int, every: int) -> bool:
         """Every `every` optimizer steps (0: never) and at the last one."""
