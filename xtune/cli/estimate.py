@@ -31,7 +31,7 @@ def add_parser(subparsers, common):
 def run(args) -> int:
     import json
 
-    from xtune.errors import UsageError
+    from xtune.errors import ConfigError, UsageError
     from xtune.estimate import estimate_recipe_cfg
     from xtune.estimate.report import as_json, table
     from xtune.plugins import get_registry
@@ -48,6 +48,10 @@ def run(args) -> int:
     path = resolve_recipe(args.recipe, registry)
     cfg = load_recipe(path, args.cfg_options)
     run_plan = resolve_plan(cfg, registry, recipe=path.stem, deepspeed=args.deepspeed)
+    from xtune.engine.objective_setup import run_problems
+
+    if problems := run_problems(cfg, registry, deepspeed=args.deepspeed, processes=args.gpus):
+        raise ConfigError("; ".join(problems))  # what `xtune train` refuses has no figures
     est = estimate_recipe_cfg(cfg, registry, run_plan, device=args.device, num_devices=args.gpus,
                               labelled_share=args.labelled_share)
     if args.json:

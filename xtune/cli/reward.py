@@ -39,9 +39,11 @@ def template_of(model: str, given: str | None, registry) -> str:
 
 def run(args) -> int:
     from xtune.models.build import load_reward_model
+    from xtune.models.reward import check_reward_model
     from xtune.objectives.reward import score_conversations
     from xtune.plugins import get_registry
 
+    check_reward_model(args.model)  # before the template question: an SFT model has one too
     registry = get_registry()
     template = template_of(args.model, args.prompt_template, registry)
     model, tokenizer = load_reward_model(args.model)

@@ -162,6 +162,7 @@ def kto(record: dict, *, prompt: str | None = "prompt", completion: str | None =
         **options: Any) -> dict:
     """KTO's unpaired records: TRL's prompt / completion / label (text or messages), or a conversation whose
     last answer is judged (`messages` with LLaMA-Factory's `kto_tag` as `label`)."""
+    _kto_fields_present(record, prompt, completion, label, messages)
     value = _get(record, label)
     if not isinstance(value, bool) and value not in (0, 1):
         raise RecordError(f"must be true or false, got {value!r}", label or "label")
@@ -184,6 +185,21 @@ def kto(record: dict, *, prompt: str | None = "prompt", completion: str | None =
         turns = [message("system", sys_text)] + turns
     answer = _answer(_get(record, completion), completion or "completion")
     return {"prompt": _context(turns), "completion": answer, "label": bool(value)}
+
+
+def _kto_fields_present(record: dict, prompt, completion, label, messages) -> None:
+    """Every field a KTO record lacks, named at once: a file of another layout (alpaca's instruction /
+    output) would otherwise reveal them one run at a time, label first."""
+    wanted = [(label, "label")] + ([] if _get(record, messages) is not None else
+                                   [(prompt, "prompt"), (completion, "completion")])
+    missing = [name or default for name, default in wanted if _get(record, name) is None]
+    layout = (f"a KTO record has {prompt or 'prompt'}, {completion or 'completion'} and {label or 'label'}, "
+              f"or {messages or 'messages'} and {label or 'label'}")
+    if len(missing) == 1:
+        raise RecordError(f"is missing ({layout})", missing[0])
+    if missing:
+        raise RecordError(f"fields {', '.join(map(repr, missing))} are missing ({layout}; this record has "
+                          f"{', '.join(map(repr, record)) or 'no fields'})")
 
 
 kto.tags = True

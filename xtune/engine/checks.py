@@ -59,7 +59,8 @@ def preflight(cfg, registry, *, work_dir: str | Path, deepspeed: str | None = No
     problems += recipe_problems(cfg)
     from xtune.engine.objective_setup import objective_problems
 
-    problems += objective_problems(cfg, registry, deepspeed)
+    # each process of a launched run (torchrun sets WORLD_SIZE) refuses what runs in one process only
+    problems += objective_problems(cfg, registry, deepspeed, int(os.environ.get("WORLD_SIZE", "1") or 1))
     problem = _writable(Path(work_dir))
     if problem:
         problems.append(problem)
