@@ -10,8 +10,9 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "xtune"
 
 # From the bottom. A module may import its own package and anything in a lower layer, nothing else.
-LAYERS = [{"__init__", "errors"}, {"checkpoint"}, {"fileio", "compat"}, {"hardware"}, {"registry", "hookspecs"},
-          {"recipe_files"}, {"default_plugins", "plugins"}, {"recipe", "schedule"}, {"templates", "methods"},
+LAYERS = [{"__init__", "errors"}, {"checkpoint"}, {"fileio", "compat"}, {"hardware"},
+          {"registry", "hookspecs"}, {"recipe_files"}, {"default_plugins", "plugins"}, {"recipe", "schedule"},
+          {"templates", "methods"},
           {"data", "models", "estimate"}, {"objectives"}, {"plan"},
           {"engine", "export", "chat"}, {"cli"},
           {"__main__"}]
