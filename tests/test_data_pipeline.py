@@ -33,7 +33,8 @@ SHARED_FILES = {
     "multiturn_sharegpt/medicalgpt_sharegpt_zh_1K_format.jsonl": ("sharegpt", {}, {"skip_bad_records": True}),
     "oasst/llamafactory_oaast_sft_zh.json": ("alpaca", {}),
     "openai_messages/llamafactory_v1_sft_demo.jsonl": ("openai", {}),
-    "openai_messages/llamafactory_mllm_demo_messages.json": ("openai", {}),
+    # its records show images: a text recipe trains them on their text only when told to (ignore_images)
+    "openai_messages/llamafactory_mllm_demo_messages.json": ("openai", {}, {"ignore_images": True}),
     "pretrain_text/llamafactory_c4_demo.jsonl": ("pretrain", {}),
     "pretrain_text/llamafactory_wiki_demo.txt": ("pretrain", {}),
     "self_cognition/llamafactory_identity.json": ("self_cognition", {}),
@@ -114,7 +115,8 @@ def test_custom_column_mapping_from_llamafactory_dataset_info(entry, rel, tmp_pa
                                   "llamafactory_dataset_info.json").read_text(encoding="utf-8"))[entry]
     fmt, columns = _llamafactory_columns(info)
     conversations, _, _ = load_conversations(_cfg(tmp_path, dataset_map=fmt, columns=columns,
-                                                  data_path=str(shared_path("data", *rel.split("/")))),
+                                                  data_path=str(shared_path("data", *rel.split("/"))),
+                                                  ignore_images="images" in info.get("columns", {})),
                                              registry=REGISTRY)
     assert conversations and all(c[-1]["role"] in ("assistant", "text") for c in conversations)
 

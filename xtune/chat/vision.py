@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from xtune.chat.session import ChatSession
-from xtune.data.images import IMAGES, check_image, load_image
+from xtune.data.images import IMAGES, load_image
 from xtune.errors import UsageError
 from xtune.models.vlm import image_prompt_of
 from xtune.templates.export import find_template_name
@@ -37,10 +37,16 @@ class VisionChatSession(ChatSession):
                 self.eos_token_ids = self._eos_token_ids()
 
     def add_image(self, path: str) -> None:
-        """Attach the picture at `path` to the next message (UsageError when it is not a readable image)."""
+        """Attach the picture at `path` to the next message. UsageError when it does not decode, has more
+        pixels than Pillow opens, or has a shape the processor refuses (Qwen2-VL: an aspect ratio beyond
+        200): checked here, so no raw error surfaces when the message is sent."""
         from pathlib import Path
 
-        problem = check_image(Path(path).expanduser())
+        from xtune.data.image_checks import picture_verdict
+        from xtune.data.image_tokens import ImageTokens
+
+        verdict = picture_verdict(Path(path).expanduser())
+        problem = verdict.problem or ImageTokens(self.processor).refusal(verdict.size)
         if problem:
             raise UsageError(f"image {path!r} {problem}")
         self.pending.append(str(Path(path).expanduser()))

@@ -72,8 +72,8 @@ def _check_file(args) -> dict:
         items, wheres, _ = load_items(cfg, registry=registry)
         records, conversations = len(items), sequences(items, kind)
         wheres = [w for w in wheres for _ in (0, 1)]
-    else:
-        conversations, wheres, _ = load_conversations(cfg, registry=registry)
+    else:  # no model here: image records are fine, pictures a text format would drop are not
+        conversations, wheres, _ = load_conversations(cfg, registry=registry, vision=not args.tokenizer)
         records = len(conversations)
     summary = {"source": args.data, "format": args.format, "template": args.template}
     if args.tokenizer:

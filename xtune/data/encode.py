@@ -75,7 +75,8 @@ def fingerprint_for(cfg: dict, tokenizer, source_print: str, *, registry) -> str
                       else template)
     map_entry = dataset_map_entry(cfg, registry)
     keys = ("dataset_map", "max_length", "pack_to_max_length", "system", "train_on", "shuffle_before_pack",
-            "seed", "columns", "self_cognition_name", "self_cognition_author", "skip_bad_records")
+            "seed", "columns", "self_cognition_name", "self_cognition_author", "skip_bad_records",
+            "ignore_images")
     return cache.fingerprint(
         {"source": source_print, "map": map_entry, "template": template_entry,
          "tokenizer": cache.tokenizer_fingerprint(tokenizer), **{k: cfg.get(k) for k in keys}})

@@ -29,6 +29,9 @@ def dataset_cfg(recipe, registry) -> dict[str, Any]:
     for key in ("self_cognition_name", "self_cognition_author", "seed"):
         if key not in cfg and key in recipe:
             cfg[key] = recipe[key]
+    for key in ("skip_bad_records", "ignore_images"):  # top-level too: --cfg-options skip_bad_records=True
+        if recipe.get(key):
+            cfg[key] = True
     rows = objective_rows(recipe, registry=registry)
     if rows != "sft":
         cfg.setdefault("rows", rows)

@@ -23,6 +23,7 @@ class ImageTokens:
         self.image_token = processor.image_token
         self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
         self._by_size: dict[tuple[int, int], list[int]] = {}
+        self._refused: dict[tuple[int, int], str | None] = {}
 
     def for_size(self, size: tuple[int, int]) -> list[int]:
         """The processor's tokens for one picture of `size` (width, height)."""
@@ -34,6 +35,21 @@ class ImageTokens:
                                  add_special_tokens=False)
             self._by_size[size] = [int(t) for t in out["input_ids"][0]]
         return self._by_size[size]
+
+    def refusal(self, size: tuple[int, int]) -> str | None:
+        """Why the processor refuses a picture of `size` (Qwen2-VL's: an aspect ratio beyond 200, a side
+        under 28 pixels), else None. Asked before tokenizing, so such a picture is a bad record."""
+        size = (int(size[0]), int(size[1]))
+        if size not in self._refused:
+            try:
+                self.for_size(size)
+                self._refused[size] = None
+            except ValueError as exc:
+                reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+                self._refused[size] = (f"is {size[0]}x{size[1]} pixels, which the model's processor refuses "
+                                       f"({reason}): crop or pad it to a less extreme aspect ratio, or "
+                                       "resize it")
+        return self._refused[size]
 
     def expand(self, ids: list[int], labels: list[int], sizes: list[tuple[int, int]]):
         """(ids, labels, spans): each image token replaced by its picture's tokens, labelled -100; spans are

@@ -3,8 +3,10 @@
 An image stays where the text has its `<image>` marker; the message that holds the marker lists the
 image file under "images", in marker order. Images are local files only, given by path (relative paths
 are resolved against the recipe's `image_folder`, by default the data file's folder). Every record is
-checked before anything is tokenized: a missing, unreadable or corrupt image, or a number of markers that
-differs from the images given, is reported with the record and the image, and nothing trains.
+checked before anything is tokenized: a missing image, one that does not decode in full or is too big
+(`xtune.data.image_checks`), or a number of markers that differs from the images given, is reported with
+the record, the field and the image, and nothing trains. Records whose pictures would be lost (a text
+model, a text dataset map: `unread_pictures`) are refused unless `ignore_images=True`.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from xtune.errors import DataError
 from xtune.templates.images import IMAGE_MARKER, count_images
 
 IMAGES = "images"  # a message's images, in the order of its markers
+IMAGE_FIELD = "image_field"  # the record field that gave a message its images (for messages about them)
+PICTURE_FIELDS = ("images", "image")  # where records of LLaVA's and LLaMA-Factory's layouts list pictures
 _URL_PREFIXES = ("http://", "https://", "ftp://", "data:")
 
 
@@ -39,7 +43,7 @@ def mllm(record: dict, *, messages: str | None = "messages", images: str | None 
         raise RecordError("gives images both inside the messages and in the image list; use one of them",
                           images)
     out = openai({**record, field: turns}, messages=field)
-    return attach_images(out, inline or listed, images or "images")
+    return attach_images(out, inline or listed, field if inline else images or "images")
 
 
 def image_list(record: dict, column: str | None) -> list[str]:
@@ -102,12 +106,34 @@ def attach_images(messages: list[dict], images: list[str], field: str) -> list[d
                               "messages can show images", field)
         if n:
             message[IMAGES] = images[position:position + n]
+            message[IMAGE_FIELD] = field
             position += n
     return messages
 
 
-def has_images(conversations) -> bool:
-    return any(m.get(IMAGES) for messages in conversations for m in messages)
+llava.reads_images = mllm.reads_images = True  # the dataset maps that read pictures (see unread_pictures)
+
+
+def unread_pictures(record, converted, convert, *, vision: bool) -> str | None:
+    """The field of `record` whose pictures would be lost: one a text dataset map does not read (a
+    `images` list under `openai`), or, for a text model (`vision=False`), any that gave the messages
+    pictures. None when the record shows no pictures, or they reach a vision-language model."""
+    if not vision and isinstance(converted, list):
+        for m in converted:
+            if isinstance(m, dict) and m.get(IMAGES):
+                return m.get(IMAGE_FIELD, IMAGES)
+    if getattr(convert, "reads_images", False) or not isinstance(record, dict):
+        return None
+    return next((f for f in PICTURE_FIELDS if isinstance(record.get(f), (str, list)) and record[f]), None)
+
+
+def without_pictures(converted):
+    """A converted record with its pictures and their `<image>` markers left out (`ignore_images=True`)."""
+    if not isinstance(converted, list):
+        return converted
+    return [{k: v.replace(IMAGE_MARKER, "") if k == "content" and isinstance(v, str) else v
+             for k, v in m.items() if k not in (IMAGES, IMAGE_FIELD)} if isinstance(m, dict) else m
+            for m in converted]
 
 
 def image_folder(cfg: dict) -> Path | None:
@@ -122,42 +148,41 @@ def image_folder(cfg: dict) -> Path | None:
     return None
 
 
-def resolve_images(conversations: list, wheres: list[str],
-                   folder: Path | None) -> tuple[list[list[str]], list[int], list[str]]:
-    """(absolute image paths per good conversation, indices of those, problems). Every image is opened and
-    verified; a problem names the record and the image."""
+def resolve_images(conversations: list, wheres: list[str], folder: Path | None, *, checks=None,
+                   accepts=None) -> tuple[list[list[str]], list[int], list[str]]:
+    """(absolute image paths per good conversation, indices of those, problems). Every picture is decoded
+    (once: `checks`, a PictureChecks, remembers verdicts) and its size offered to `accepts(size)` (the
+    processor's verdict on it, a problem or None); a problem names the record, the field and the picture."""
+    from xtune.data.image_checks import PictureChecks
+
+    checks = checks or PictureChecks(store=False)
+    named = [[(n, m.get(IMAGE_FIELD, IMAGES), _under(n, folder)) for m in messages for n in m.get(IMAGES, ())]
+             for messages in conversations]
+    verdicts = iter(checks.check([path for pictures in named for _, _, path in pictures]))
     paths_per, kept, problems = [], [], []
-    for index, (messages, where) in enumerate(zip(conversations, wheres, strict=True)):
-        paths, bad = [], []
-        for name in (n for m in messages for n in m.get(IMAGES, ())):
-            path = Path(name).expanduser()
-            if not path.is_absolute() and folder is not None:
-                path = folder / path
-            problem = check_image(path)
+    for index, (pictures, where) in enumerate(zip(named, wheres, strict=True)):
+        bad = []
+        for (name, field, _), verdict in zip(pictures, verdicts, strict=False):  # the next ones
+            problem = verdict.problem or (accepts(verdict.size) if accepts else None)
             if problem:
-                bad.append(f"{where}: image {name!r}: {problem}")
-            paths.append(str(path.resolve()))
+                bad.append(f"{where}: field {field!r}: image {name!r}: {problem}")
         problems += bad
         if not bad:
-            paths_per.append(paths)
+            paths_per.append([str(path.resolve()) for _, _, path in pictures])
             kept.append(index)
     return paths_per, kept, problems
 
 
-def check_image(path: Path) -> str | None:
-    """What is wrong with an image file (None: it opens and verifies as an image)."""
-    if not path.exists():
-        return f"does not exist (looked for {str(path)!r})"
-    if not path.is_file():
-        return f"{str(path)!r} is not a file"
-    from PIL import Image, UnidentifiedImageError
+def _under(name: str, folder: Path | None) -> Path:
+    path = Path(name).expanduser()
+    return folder / path if not path.is_absolute() and folder is not None else path
 
-    try:
-        with Image.open(path) as img:
-            img.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        return f"is not a readable image ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})"
-    return None
+
+def check_image(path: Path) -> str | None:
+    """What is wrong with an image file (None: it opens and decodes, and Pillow's pixel limit holds)."""
+    from xtune.data.image_checks import picture_verdict
+
+    return picture_verdict(path).problem
 
 
 def load_image(path: str | Path):
@@ -167,13 +192,5 @@ def load_image(path: str | Path):
     try:
         with Image.open(path) as img:
             return img.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
         raise DataError(f"image {str(path)!r} cannot be read: {type(exc).__name__}: {exc}") from None
-
-
-def image_size(path: str | Path) -> tuple[int, int]:
-    """(width, height) from the file's header, without decoding the pixels."""
-    from PIL import Image
-
-    with Image.open(path) as img:
-        return img.size

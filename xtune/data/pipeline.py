@@ -22,10 +22,9 @@ from xtune.data.encode import (  # noqa: F401  (render_conversations, build_repo
     render_conversations,
     tokenize_segments,
 )
-from xtune.data.images import has_images
 from xtune.data.records import check_settings, load_conversations, local_source_print  # noqa: F401
 from xtune.data.tokenize import clip_segments
-from xtune.errors import ConfigError, DataError
+from xtune.errors import DataError
 
 
 def build_train_dataset(cfg: dict, tokenizer, *, registry, progress: bool = True,
@@ -50,10 +49,6 @@ def build_train_dataset(cfg: dict, tokenizer, *, registry, progress: bool = True
     skipped: list[str] = []
     conversations, wheres, source_print = load_conversations(cfg, registry=registry, progress=progress,
                                                              skipped=skipped)
-    if has_images(conversations):
-        raise ConfigError(f"the data set {cfg.get('data_path') or cfg.get('dataset_map')!r} shows images, "
-                          "but the model is a text model",
-                          hint="train it with a vision-language model adapter")
     key = fingerprint_for(cfg, tokenizer, source_print, registry=registry)
     if use_cache:
         cached = cache.load(cache_dir, key)

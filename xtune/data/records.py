@@ -10,8 +10,10 @@ from __future__ import annotations
 from importlib import resources
 
 from xtune.data.conversation import RecordError, apply_settings, validate
+from xtune.data.images import unread_pictures, without_pictures
 from xtune.data.sources import Source, collect, load_source
 from xtune.errors import ConfigError, DataError
+from xtune.templates.images import IMAGE_MARKER
 
 SELF_COGNITION_ASSET = "self_cognition.json"
 
@@ -85,16 +87,18 @@ def converter_options(cfg: dict, base_options: dict, convert=None) -> dict:
 
 
 def load_conversations(cfg: dict, *, registry, progress: bool = True, skipped: list[str] | None = None,
-                       deferred: list[str] | None = None) -> tuple[list, list[str], str]:
+                       deferred: list[str] | None = None,
+                       vision: bool = False) -> tuple[list, list[str], str]:
     """Every record of the configured source as a checked conversation: (conversations, wheres, fingerprint).
 
     Raises one DataError listing every bad record (file, line, field). With the recipe switch
     `skip_bad_records=True` bad records are left out instead, each one logged as a warning and
     appended to `skipped`, so the build report counts them. With `deferred`, the problems are appended
-    there for the caller to settle (`settle_problems`) together with its own.
+    there for the caller to settle (`settle_problems`) together with its own. `vision`: the records go to
+    a vision-language model, so their pictures are kept (see `refuse_pictures`).
     """
     return load_records(cfg, checked_conversation, registry=registry, progress=progress, skipped=skipped,
-                        deferred=deferred)
+                        deferred=deferred, vision=vision)
 
 
 def checked_conversation(messages, *, system: str, train_on: str, map_name: str):
@@ -105,13 +109,13 @@ def checked_conversation(messages, *, system: str, train_on: str, map_name: str)
 
 
 def load_records(cfg: dict, check, *, registry, progress: bool = True, skipped: list[str] | None = None,
-                 deferred: list[str] | None = None) -> tuple[list, list[str], str]:
+                 deferred: list[str] | None = None, vision: bool = False) -> tuple[list, list[str], str]:
     """Every record converted by its dataset map and passed through `check(converted, system=, train_on=,
     map_name=)` (which raises RecordError): (items, wheres, fingerprint), bad records reported together
     (or, with `deferred`, appended there for the caller to settle with its own)."""
     check_settings(cfg)
     parts = _parts(cfg, registry)
-    items, wheres, problems, prints = [], [], [], []
+    items, wheres, problems, prints, pictured, total = [], [], [], [], [], 0
     for map_name, data_path in parts:
         convert, options, entry = resolve_map(map_name, registry=registry)
         options = converter_options(cfg, options, convert)
@@ -122,8 +126,13 @@ def load_records(cfg: dict, check, *, registry, progress: bool = True, skipped: 
         settings = dict(system=cfg.get("system") or entry.system, train_on=cfg.get("train_on", "all_turns"),
                         map_name=map_name)
         for where, record in _progress(source, f"Checking {source.name}", progress):
+            total += 1
             try:
-                item = check(convert(record, **options), **settings)
+                converted = convert(record, **options)
+                if field := unread_pictures(record, converted, convert, vision=vision):
+                    pictured.append((where, field, map_name))
+                    converted = without_pictures(converted)
+                item = check(converted, **settings)
             except RecordError as exc:
                 problems.append(f"{where}: {exc.describe()}")
                 continue
@@ -132,6 +141,7 @@ def load_records(cfg: dict, check, *, registry, progress: bool = True, skipped: 
                 continue
             items.append(item)
             wheres.append(where)
+    refuse_pictures(pictured, total, cfg, vision)
     if deferred is not None:
         deferred += problems  # the caller settles them with its own (e.g. the pictures')
     else:
@@ -139,6 +149,32 @@ def load_records(cfg: dict, check, *, registry, progress: bool = True, skipped: 
     if not items and not (deferred and problems):
         raise DataError(f"the data set {cfg.get('data_path') or cfg.get('dataset_map')!r} is empty")
     return items, wheres, "|".join(prints)
+
+
+def refuse_pictures(pictured: list[tuple[str, str, str]], total: int, cfg: dict, vision: bool) -> None:
+    """Records whose pictures would be lost (`unread_pictures`): a text model would train on their `<image>`
+    text, a text dataset map would drop them. One ConfigError naming the first (file, record, field), or
+    with `ignore_images=True` a warning: they train on their text alone, markers left out."""
+    if not pictured:
+        return
+    where, field, map_name = pictured[0]
+    count = f"{len(pictured)} of {total} records have images"
+    if cfg.get("ignore_images"):
+        import logging
+
+        logging.getLogger("xtune.data").warning(
+            "Warning: ignore_images=True: the images of %s (field %r, first %s) are left out; they train on "
+            "their text alone", count.replace(" have images", ""), field, where)
+        return
+    if vision:
+        raise ConfigError(f"{where}: field {field!r}: dataset map {map_name!r} reads no images, so the model "
+                          f"would never see them ({count})",
+                          hint="use dataset_map='mllm' (messages + images) or 'llava' (conversations + "
+                          "image), or ignore_images=True to train on the text alone")
+    raise ConfigError(f"{where}: field {field!r}: the data set shows images, but the model is a text model: "
+                      f"the recipe would train on the {IMAGE_MARKER} text and never see them ({count})",
+                      hint="use a vision-language (VLM) recipe for this data (`xtune list-cfg -p llava`), or "
+                      "--cfg-options ignore_images=True to train on the text alone")
 
 
 def settle_problems(problems: list[str], cfg: dict, kept: int, skipped: list[str] | None = None,

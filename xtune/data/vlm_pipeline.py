@@ -15,12 +15,12 @@ import json
 from pathlib import Path
 
 from xtune.data import cache
+from xtune.data.image_checks import PictureChecks
 from xtune.data.image_tokens import ImageTokens, cut_before_images
-from xtune.data.images import image_folder, image_size, resolve_images
+from xtune.data.images import image_folder, resolve_images
 from xtune.data.pipeline import REPORT_PREFIX, build_rows, fingerprint_for, render_conversations
 from xtune.data.records import check_settings, load_conversations, local_source_print, settle_problems
 from xtune.data.tokenize import encode_many, encode_pretrain, finish
-from xtune.errors import DataError
 from xtune.templates.images import with_image_prompt
 
 
@@ -58,20 +58,23 @@ def build_image_dataset(cfg: dict, processor, *, registry, image_prompt: str = "
     skipped: list[str] = []
     problems: list[str] = []  # bad records and bad pictures, reported together
     conversations, wheres, source_print = load_conversations(cfg, registry=registry, progress=progress,
-                                                             deferred=problems)
-    folder = image_folder(cfg)
-    images, kept, bad = resolve_images(conversations, wheres, folder)
+                                                             deferred=problems, vision=True)
+    folder, tokens, checks = image_folder(cfg), ImageTokens(processor), PictureChecks()
+    images, kept, bad = resolve_images(conversations, wheres, folder, checks=checks, accepts=tokens.refusal)
     settle_problems(problems + bad, cfg, len(kept), skipped,
                     hint=None if folder else "set image_folder to the folder the image paths start from")
+    checks.save()
     conversations, wheres = [conversations[i] for i in kept], [wheres[i] for i in kept]
+    records = len(conversations) + len(skipped)
     key = _key(cfg, processor, image_prompt, source_print, registry)
     if use_cache and (cached := cache.load(cache_dir, key)) is not None:
         return cached
     segments = render_conversations(conversations, wheres, cfg.get("prompt_template"), processor.tokenizer,
                                     registry=registry)
-    columns = _tokenize(segments, images, wheres, processor, image_prompt, int(cfg.get("max_length") or 2048))
+    sizes = [[v.size for v in checks.check([Path(p) for p in paths])] for paths in images]
+    columns = _tokenize(segments, images, sizes, wheres, tokens, image_prompt, cfg, skipped)
     result, report = build_rows(columns, cfg)
-    report.update(records=len(conversations) + len(skipped), skipped_bad_records=len(skipped),
+    report.update(records=records, skipped_bad_records=len(skipped),
                   images=sum(map(len, columns["images"])))
     result.info.description = REPORT_PREFIX + json.dumps(report)
     if use_cache:
@@ -79,19 +82,20 @@ def build_image_dataset(cfg: dict, processor, *, registry, image_prompt: str = "
     return result
 
 
-def _tokenize(segments, images, wheres, processor, image_prompt: str, max_length: int) -> dict[str, list]:
-    """input_ids, labels, images and a status per conversation, image tokens expanded."""
-    tokenizer = processor.tokenizer
-    tokens = ImageTokens(processor)
+def _tokenize(segments, images, sizes, wheres, tokens: ImageTokens, image_prompt: str, cfg: dict,
+              skipped: list[str]) -> dict[str, list]:
+    """input_ids, labels, images and a status per conversation, image tokens expanded. A conversation whose
+    text holds the image token itself is a bad record (left out with `skip_bad_records=True`)."""
+    tokenizer, max_length = tokens.processor.tokenizer, int(cfg.get("max_length") or 2048)
     chats = [[(with_image_prompt(s["text"], image_prompt), s["train"]) for s in segs] for segs in segments]
     chat_only = [c for c, segs in zip(chats, segments, strict=True) if not segs[0]["pretrain"]]
     encoded = iter(encode_many(chat_only, tokenizer))
     out: dict[str, list] = {"input_ids": [], "labels": [], "images": [], "status": []}
     problems = []
-    for segs, paths, where in zip(segments, images, wheres, strict=True):
+    for segs, paths, shapes, where in zip(segments, images, sizes, wheres, strict=True):
         ids, labels = encode_pretrain(segs[0]["text"], tokenizer) if segs[0]["pretrain"] else next(encoded)
         try:
-            ids, labels, spans = tokens.expand(ids, labels, [image_size(p) for p in paths])
+            ids, labels, spans = tokens.expand(ids, labels, shapes)
         except ValueError as exc:
             problems.append(f"{where}: {exc}")
             continue
@@ -101,8 +105,6 @@ def _tokenize(segments, images, wheres, processor, image_prompt: str, max_length
         out["labels"].append(done[1] if done else [])
         out["images"].append(paths[:kept] if done else [])
         out["status"].append("dropped" if done is None else "truncated" if len(ids) > max_length else "ok")
-    if problems:
-        from xtune.data.readers import collect
-
-        raise DataError(collect(problems), hint="a text with the image token itself needs an <image> marker")
+    settle_problems(problems, cfg, len(out["input_ids"]), skipped,
+                    hint="a text with the image token itself needs an <image> marker instead")
     return out

@@ -61,6 +61,7 @@ def vlm_processor(cfg, registry):
         tokenizer = load_tokenizer(tok_cfg, _llm_adapter(settings, registry), source, registry=registry)
         return compose_processor(tokenizer, resolve_source(settings["vision_model"], source).path)
     path = resolve_source(tok_cfg.get("pretrained_model_name_or_path", ""), source).path
+    require_vision(path)
     processor = load_processor(path, trust_remote_code=bool(tok_cfg.get("trust_remote_code")),
                                **dict(settings["processor"] or {}))
     tokenizer = processor.tokenizer
@@ -68,6 +69,30 @@ def vlm_processor(cfg, registry):
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     tokenizer.padding_side = tok_cfg.get("padding_side") or "right"
     return processor
+
+
+def require_vision(path) -> None:
+    """A ConfigError when the local model folder at `path` holds a text model (its config.json has no
+    vision part), which a VLM recipe cannot train: transformers would otherwise fail deep inside building
+    a processor from a plain tokenizer."""
+    import json
+    from pathlib import Path
+
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
+    config = Path(path) / "config.json"
+    try:
+        data = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # not a local model folder: the loader says what is wrong
+    if not isinstance(data, dict) or "vision_config" in data or data.get("model_type") in (
+            MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES):
+        return
+    arch = ", ".join(data.get("architectures") or []) or data.get("model_type") or "unknown architecture"
+    raise ConfigError(f"pretrained_model_name_or_path: the model at {str(path)!r} ({arch}) is a text model, "
+                      "not a vision-language model: a VLM recipe needs one with a vision part",
+                      hint="use a text recipe for this model (`xtune list-cfg`), or point "
+                      "pretrained_model_name_or_path at a vision-language model")
 
 
 def _leaf(path: str) -> str:

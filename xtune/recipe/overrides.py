@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from xtune.errors import ConfigError, closest
-from xtune.recipe.settings import ENGINE_SETTINGS
+from xtune.recipe.settings import ENGINE_SETTINGS, OPTIONAL_KEYS
 
 
 @dataclass
@@ -153,7 +153,8 @@ def set_nested(cfg, key: str, value: Any, open_sections: tuple[str, ...] = ("met
     """Set `a.b.c` in an evaluated config; returns a problem message or None.
 
     Every part must already exist, except a new last key inside an `open_sections` section (method
-    settings are merged over the tuning method's defaults, which the recipe need not list).
+    settings are merged over the tuning method's defaults, which the recipe need not list), or one of the
+    keys a section reads with a default (`OPTIONAL_KEYS`: `train_dataset.skip_bad_records`).
     """
     parts = key.split(".")
     node = cfg
@@ -167,7 +168,9 @@ def set_nested(cfg, key: str, value: Any, open_sections: tuple[str, ...] = ("met
     last = parts[-1]
     old = _child(node, last)
     if old is _MISSING:
-        if parts[0] in open_sections and len(parts) == 2:
+        if len(parts) == 2 and (parts[0] in open_sections or last in OPTIONAL_KEYS.get(parts[0], ())):
+            if msg := type_problem(key, ENGINE_SETTINGS.get(last), value):
+                return msg
             node[last] = value
             return None
         return _unknown(key, node, parts[:-1])

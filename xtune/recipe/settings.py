@@ -18,7 +18,12 @@ ENGINE_SETTINGS: dict[str, Any] = {
     "model_source": "auto",
     # > 1: each packed row is cut along the sequence over this many processes (XTuner's name; Ulysses)
     "sequence_parallel_size": 1,
+    # data switches that also have a place in `train_dataset` (OPTIONAL_KEYS); either spelling works
+    "skip_bad_records": False,  # leave bad records out (each logged, counted) instead of stopping
+    "ignore_images": False,  # a text model: train image records on their text alone, pictures left out
 }
+# Keys a section reads with a default, so `--cfg-options train_dataset.skip_bad_records=True` may add them.
+OPTIONAL_KEYS = {"train_dataset": ("skip_bad_records", "ignore_images")}
 
 # Top-level sections the engine reads from every recipe.
 SECTIONS = ("tokenizer", "model", "method_cfg", "train_dataset", "train_dataloader", "optim_wrapper",
