@@ -99,13 +99,14 @@ def test_ppo_refuses_a_reward_model_that_is_none_in_preflight(assets, tmp_path, 
 def test_kto_names_every_missing_field_of_a_record_at_once(assets, tmp_path, capsys):
     model_dir, _, _ = assets
     data = tmp_path / "alpaca.json"
-    data.write_text(json.dumps(alpaca_records(1)))
+    data.write_text(json.dumps(alpaca_records(5)))  # a whole file of another layout: one line, not five
     wd = tmp_path / "wd"
     capsys.readouterr()
     assert train(KTO, wd, f"pretrained_model_name_or_path={model_dir}", f"data_path={data}", "max_steps=1",
                  "prompt_template=llama2_chat") == 2
     line = one_error(capsys)
-    assert f"{data} record 0" in line and "fields 'label', 'prompt', 'completion' are missing" in line
+    assert f"{data} record 0" in line and "and all 4 other records" in line
+    assert "fields 'label', 'prompt', 'completion' are missing" in line
     assert "'instruction', 'input', 'output'" in line
     assert not wd.exists()
 

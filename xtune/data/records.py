@@ -125,6 +125,7 @@ def load_records(cfg: dict, check, *, registry, progress: bool = True, skipped: 
         problems += source.problems
         settings = dict(system=cfg.get("system") or entry.system, train_on=cfg.get("train_on", "all_turns"),
                         map_name=map_name)
+        bad, before = [], len(items)
         for where, record in _progress(source, f"Checking {source.name}", progress):
             total += 1
             try:
@@ -134,13 +135,14 @@ def load_records(cfg: dict, check, *, registry, progress: bool = True, skipped: 
                     converted = without_pictures(converted)
                 item = check(converted, **settings)
             except RecordError as exc:
-                problems.append(f"{where}: {exc.describe()}")
+                bad.append((where, exc.describe()))
                 continue
             except (TypeError, AttributeError) as exc:  # a record of the wrong shape for this format
-                problems.append(f"{where}: not a {map_name} record ({exc})")
+                bad.append((where, f"not a {map_name} record ({exc})"))
                 continue
             items.append(item)
             wheres.append(where)
+        problems += _alike(bad, source.name, len(items) > before or bool(cfg.get("skip_bad_records")))
     refuse_pictures(pictured, total, cfg, vision)
     if deferred is not None:
         deferred += problems  # the caller settles them with its own (e.g. the pictures')
@@ -175,6 +177,15 @@ def refuse_pictures(pictured: list[tuple[str, str, str]], total: int, cfg: dict,
                       f"the recipe would train on the {IMAGE_MARKER} text and never see them ({count})",
                       hint="use a vision-language (VLM) recipe for this data (`xtune list-cfg -p llava`), or "
                       "--cfg-options ignore_images=True to train on the text alone")
+
+
+def _alike(bad: list[tuple[str, str]], name: str, keep_each: bool) -> list[str]:
+    """The problems of one source's records, each as `where: what`; a source none of whose records
+    converted, all for the same reason, is one problem naming its first record (a file of another layout:
+    one line, not one per record). Skipped records (`keep_each`) stay one each: they are counted."""
+    if keep_each or len(bad) < 2 or len({what for _, what in bad}) > 1:
+        return [f"{where}: {what}" for where, what in bad]
+    return [f"{bad[0][0]} and all {len(bad) - 1} other records of {name}: {bad[0][1]}"]
 
 
 def settle_problems(problems: list[str], cfg: dict, kept: int, skipped: list[str] | None = None,
