@@ -48,6 +48,9 @@ def build_parser(plugin_system=None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv or os.environ.get("XTUNE_DEBUG") == "1"
+    from xtune.cli.quiet import quiet_library_noise
+
+    quiet_library_noise(debug)
     try:
         from xtune.plugins import get_plugin_system
 

@@ -175,14 +175,11 @@ def load_source(model: str, adapter: str | None, dtype: str, source: str, *, reg
 def resolve_source_model(model: str, adapter: str | None) -> tuple[str, str | None]:
     """(base, adapter): a MODEL that is itself an adapter folder (`WORK_DIR/hf` after `xtune train`, or
     pth_to_hf's output) stands for the base its adapter_config.json names, with that adapter."""
-    import json
+    from xtune.models.adapters import adapter_base, is_adapter_folder
 
-    from xtune.models.adapters import ADAPTER_CONFIG, check_adapter_dir
-
-    if adapter or not (Path(str(model)).expanduser() / ADAPTER_CONFIG).is_file():
+    if adapter or not is_adapter_folder(model):
         return model, adapter
-    config = json.loads((check_adapter_dir(model) / ADAPTER_CONFIG).read_text(encoding="utf-8"))
-    base = config.get("base_model_name_or_path")
+    base = adapter_base(model)
     if not base:
         raise UsageError(f"adapter {str(model)!r} does not name its base model",
                          hint="pass the base as MODEL and the adapter with --adapter")

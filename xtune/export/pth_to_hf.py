@@ -39,9 +39,11 @@ def save_hf(llm, tokenizer, out: str | Path, *, info: dict, uses_peft: bool, for
     from xtune.models.legacy import source_model_type
 
     legacy = source_model_type(llm)
+    base = getattr(llm, "get_base_model", lambda: llm)()
     if legacy:  # a hub-code base trained as its native twin: the card says how to load it
-        info = dict(info, base_layout=f"{legacy} hub layout, trained natively as "
-                                      f"{type(getattr(llm, 'get_base_model', lambda: llm)()).__name__}")
+        info = dict(info, base_layout=f"{legacy} hub layout, trained natively as {type(base).__name__}")
+    # the family it was trained on: merge and chat refuse the adapter on a base of another family
+    info = dict(info, base_model_type=legacy or getattr(base.config, "model_type", None))
     with atomic_output_dir(out, force=force, inputs=inputs) as tmp:
         if uses_peft:
             llm.save_pretrained(str(tmp), safe_serialization=True)

@@ -179,12 +179,13 @@ def load_for_inference(name_or_path: str, *, registry, adapter: str | None = Non
         kwargs["quantization_config"] = quantization_config(None, bits, compute_dtype=compute)
         if cuda:
             kwargs["device_map"] = {"": 0}
-    from xtune.models.adapters import refuse_reward_model
+    from xtune.models.adapters import check_adapter_base, refuse_reward_model
     from xtune.models.legacy import find_legacy, load_native
 
     legacy = None if gguf else find_legacy(src.path, registry=registry)
     config = legacy.native_config() if legacy else _config(src.path, gguf)
     refuse_reward_model(config, adapter, name_or_path)
+    check_adapter_base(adapter, name_or_path, config, legacy)
     vision = getattr(config, "vision_config", None) is not None
     try:
         if legacy:
@@ -235,6 +236,11 @@ def _inference_tokenizer(path: str, adapter, gguf: dict, vision: bool, registry)
     derived = None if vision or kwargs else legacy_tokenizer(where, registry=registry)
     if derived is not None:
         return derived
+    if not kwargs and Path(where).is_dir() and not has_tokenizer(where):
+        raise UsageError(f"model folder {where!r} has no tokenizer files ({', '.join(TOKENIZER_FILES[:-1])} "
+                         f"or {TOKENIZER_FILES[-1]})",
+                         hint="copy them into it from the model it was made from (xtune convert saves them "
+                              "beside the weights)")
     try:
         return load_processor(where) if vision else AutoTokenizer.from_pretrained(where, **kwargs)
     except (OSError, ValueError) as exc:

@@ -7,6 +7,7 @@ folder or a symlink loop is one clear error instead of a library's message about
 from __future__ import annotations
 
 import errno
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,17 +39,55 @@ def _check_local(name: str, local: Path) -> ModelSource:
         raise ConfigError(f"model path {name!r} {what}") from None
     if local.is_file():
         if local.suffix == ".gguf":
+            check_gguf_file(local, name)
             return ModelSource(str(local.parent), local.name)
         raise ConfigError(f"model path {name!r} is a file, not a model folder",
                           hint="give the folder that holds config.json (or a .gguf file)")
     if not (local / "config.json").is_file():
         ggufs = sorted(local.glob("*.gguf"))
         if len(ggufs) == 1:
+            check_gguf_file(ggufs[0], str(ggufs[0]))
             return ModelSource(str(local), ggufs[0].name)
+        _refuse_adapter_folder(name, local)
         what = "is empty" if not any(local.iterdir()) else "has no config.json"
         raise ConfigError(f"model folder {name!r} {what}",
                           hint="point at a Hugging Face model folder (config.json + weights) or a .gguf file")
     return ModelSource(str(local))
+
+
+def _refuse_adapter_folder(name: str, local: Path) -> None:
+    """A PEFT adapter folder given where a full model belongs (`xtune chat WORK_DIR/hf`): say what it is and
+    how it is used, on the base its adapter_config.json names."""
+    from xtune.models.adapters import adapter_base, is_adapter_folder
+
+    if is_adapter_folder(local):
+        base = adapter_base(local) or "BASE"
+        raise ConfigError(f"model folder {name!r} is a PEFT adapter (trained on {base!r}), not a full model",
+                          hint=f"run xtune chat {base} --adapter {name}, or merge it into its base: "
+                               f"xtune convert merge {base} {name} OUT")
+
+
+def check_gguf_file(path: Path, name: str) -> None:
+    """Refuse a truncated or corrupt GGUF file before a loader fails on it with a bare `unpack_from` or
+    `reshape` error: its header must parse, and the file must hold all the tensor data it lists."""
+    try:
+        from transformers.integrations.gguf.reader import GgufHeader
+    except ImportError:  # an older transformers: its loader reports what it finds
+        return
+    size = path.stat().st_size
+    try:
+        header = GgufHeader.from_file(str(path)) if size else None
+    except (struct.error, IndexError, UnicodeDecodeError, OverflowError, KeyError):
+        header = None
+    except ValueError as exc:  # not GGUF at all, or a version or tensor type the reader does not know
+        raise ConfigError(f"GGUF file {name!r} cannot be read: {str(exc).splitlines()[0][:200]}") from None
+    if header is None:
+        raise ConfigError(f"GGUF file {name!r} is truncated or corrupt: its header ends early or is garbled "
+                          f"({size} bytes)", hint="download or convert it again")
+    end = header.data_start + max((t.offset + t.nbytes for t in header.tensors), default=0)
+    if size < end:
+        raise ConfigError(f"GGUF file {name!r} is truncated: it holds {size} bytes, its tensors end at byte "
+                          f"{end}", hint="download or convert it again")
 
 
 def resolve_source(name_or_path: str, source: str = "auto") -> ModelSource:
