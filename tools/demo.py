@@ -137,8 +137,8 @@ def _text_value(text: str) -> str:
 
 def latest_checkpoint(work_dir: Path) -> Path:
     pointer = work_dir / "last_checkpoint"
-    if pointer.is_file():
-        return Path(pointer.read_text(encoding="utf-8").strip())
+    if pointer.is_file():  # the checkpoint's name, relative to the work dir (older runs: absolute)
+        return work_dir / Path(pointer.read_text(encoding="utf-8").strip())
     found = sorted(work_dir.glob("iter_*.pth"), key=lambda p: int(p.stem.split("_")[1]))
     if not found:
         _say(f"Error: training wrote no checkpoint in {work_dir}")
