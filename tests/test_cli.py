@@ -164,6 +164,7 @@ def test_reference_plugin_recipes_have_its_provenance():
     infos = {p["name"]: p for p in json.loads(xtune("plugins", "--json").stdout)}
     assert infos["tinyllama"]["registered"] == {"model_adapters": ["tinyllama"], "dataset_maps": ["dolly"],
                                                 "chat_templates": ["tinyllama_chat"],
+                                                "reward_functions": ["ngram_repetition"],
                                                 "recipes": ["tinyllama_1_1b_chat_lora_dolly_e3",
                                                             "tinyllama_1_1b_chat_qlora_dolly_e3"]}
     # XTUNE_LOAD_PLUGINS= starts xtune without it

@@ -51,7 +51,7 @@ def test_builtins_register_every_kind(system):
     reg = system.registry
     assert not system.failures()
     for kind in ("model_adapters", "models", "dataset_maps", "chat_templates", "tuning_methods",
-                 "deepspeed_presets", "recipes"):
+                 "deepspeed_presets", "objectives", "reward_functions", "recipes"):
         assert len(reg.tables[kind]) > 0, kind
     assert reg.recipes.get("llama2_7b_lora_alpaca_e3").plugin == "xtune"
     assert reg.model_adapters.get("internlm2").module == "xtune.default_plugins.models"
@@ -138,6 +138,23 @@ def test_hook_register_objectives(system):
     assert (entry.plugin, entry.data, entry.reference, dict(entry.defaults)) == ("xtune-rso", "pairs", True,
                                                                                   {"beta": 0.05})
     assert {"sft", "dpo", "orpo", "simpo", "kto", "reward", "ppo"} <= set(system.registry.objectives.names())
+
+
+def test_hook_register_reward_functions(system):
+    from xtune.objectives.reward_functions import resolve_reward_functions
+    from xtune.registry import RewardFunction
+
+    def register_reward_functions(register):
+        register(RewardFunction(name="says_hello", function="my_pkg.rewards:says_hello", needs=("greeting",)))
+
+    system.add(plugin_module("p", register_reward_functions=register_reward_functions), "p", "xtune-hello",
+               "1.0")
+    entry = system.registry.reward_functions.get("says_hello")
+    assert (entry.plugin, entry.module, entry.needs) == ("xtune-hello", "p", ("greeting",))
+    builtins = {"math_verify", "format", "overlong", "reward_model"}
+    assert builtins <= set(system.registry.reward_functions.names())
+    (fn,) = resolve_reward_functions(["format"], system.registry)  # names resolve through the registry
+    assert fn.name == "format"
 
 
 def test_hook_register_checkpoint_conversions(system):

@@ -167,6 +167,28 @@ def register_objectives(register):
 
 
 @hookspec
+def register_reward_functions(register):
+    """Register reward functions (`xtune.registry.RewardFunction`) for online RL (`grpo`): a recipe names
+    them in ``objective = dict(type="grpo", reward_funcs=[...], reward_weights=[...])``.
+
+    Args:
+        register: call ``register(RewardFunction(name=..., function="pkg.module:function", needs=(...)))``.
+            The function is called as ``fn(prompts, completions, **kwargs)`` and returns one float (or None:
+            does not apply) per completion. kwargs hold ``completion_ids``, ``max_completion_length``,
+            ``prompt_messages``, one list per record column (the columns in `needs` are checked), and the
+            settings a recipe gives with ``dict(type=NAME, setting=value)``; accept the rest with
+            ``**kwargs``.
+
+    Example::
+
+        @hookimpl
+        def register_reward_functions(register):
+            register(RewardFunction(name="exact_answer", function="my_pkg.rewards:exact_answer",
+                                    needs=("answer",)))
+    """
+
+
+@hookspec
 def register_recipes(register):
     """Register recipes (`xtune.registry.Recipe`): a Python config file plus the metadata that
     `xtune list-cfg` shows without opening it.

@@ -27,7 +27,8 @@ from xtune.registry import ENTRY_TYPES, Registry
 DEFAULT_PLUGINS = ("xtune.default_plugins.models", "xtune.default_plugins.datasets",
                    "xtune.default_plugins.templates", "xtune.default_plugins.methods",
                    "xtune.default_plugins.deepspeed", "xtune.default_plugins.recipes",
-                   "xtune.default_plugins.objectives", "xtune.default_plugins.conversions")
+                   "xtune.default_plugins.objectives", "xtune.default_plugins.conversions",
+                   "xtune.default_plugins.rewards")
 ENTRY_POINT_GROUP = "xtune"
 LOAD_ENV = "XTUNE_LOAD_PLUGINS"
 

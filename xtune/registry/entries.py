@@ -36,7 +36,7 @@ class DatasetMap(Entry):
     combine: tuple[str, ...] = ()  # a mixture: the named dataset maps, concatenated
     language: str = "en"
     license: str = ""
-    data: str = "sft"  # what the converter yields: 'sft' conversations, 'pairs', 'unpaired' (Objective.data)
+    data: str = "sft"  # what the converter yields: 'sft', 'pairs', 'unpaired', 'prompts' (Objective.data)
 
     def validate(self) -> None:
         super().validate()
@@ -171,6 +171,28 @@ class Objective(Entry):
 
 
 @dataclass(frozen=True)
+class RewardFunction(Entry):
+    """A reward for online RL (objective `grpo`): `function` is the import path of ``fn(prompts, completions,
+    **kwargs) -> list[float | None]``, one value per completion (None: it does not apply to that sample),
+    imported only when a recipe uses it. `needs` names the record columns it reads (they arrive as keyword
+    arguments), so records without them are refused with the column's name rather than failing inside it."""
+
+    kind: ClassVar[str] = "reward function"
+    function: str = ""
+    needs: tuple[str, ...] = ()
+
+    def validate(self) -> None:
+        super().validate()
+        if ":" in self.name:  # a recipe's "pkg.module:function" is a user function, never a registered name
+            raise ValueError(f"reward function name {self.name!r} must not contain ':'")
+        if ":" not in self.function:
+            raise ValueError(
+                f"reward function {self.name!r}: function must be 'module:function', got {self.function!r}")
+        if not isinstance(self.needs, tuple) or not all(isinstance(n, str) and n for n in self.needs):
+            raise ValueError(f"reward function {self.name!r}: needs must be a tuple of column names")
+
+
+@dataclass(frozen=True)
 class DeepSpeedPreset(Entry):
     """A DeepSpeed JSON config; "auto" values are filled from the recipe at train time."""
 
@@ -221,6 +243,7 @@ ENTRY_TYPES: dict[str, type[Entry]] = {
     "tuning_methods": TuningMethod,
     "deepspeed_presets": DeepSpeedPreset,
     "objectives": Objective,
+    "reward_functions": RewardFunction,
     "recipes": Recipe,
 }
 

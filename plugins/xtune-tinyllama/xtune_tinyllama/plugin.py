@@ -4,7 +4,7 @@ from pathlib import Path
 
 from xtune.hookspecs import hookimpl
 from xtune.recipe_files import recipes_in_dir
-from xtune.registry import ChatTemplate, DatasetMap, ModelAdapter
+from xtune.registry import ChatTemplate, DatasetMap, ModelAdapter, RewardFunction
 
 
 @hookimpl
@@ -31,6 +31,14 @@ def register_dataset_maps(register):
         name="dolly", format="alpaca", hub_id="databricks/databricks-dolly-15k", license="CC BY-SA 3.0",
         columns=(("instruction", "instruction"), ("input", "context"), ("output", "response")),
         description="Databricks Dolly 15k human-written instructions",
+    ))
+
+
+@hookimpl
+def register_reward_functions(register):
+    register(RewardFunction(
+        name="ngram_repetition", function="xtune_tinyllama.rewards:ngram_repetition",
+        description="penalty for repeated word n-grams (settings ngram_size, max_penalty)",
     ))
 
 
