@@ -68,10 +68,10 @@ def _check_file(args) -> dict:
     if kind != "sft":
         from xtune.data.preference import load_items, sequences
 
-        cfg["rows"] = kind  # preference pairs (or KTO items): each rendered as its two sequences
+        cfg["rows"] = kind  # pairs (or KTO items): each rendered as its two sequences; prompts as one
         items, wheres, _ = load_items(cfg, registry=registry)
         records, conversations = len(items), sequences(items, kind)
-        wheres = [w for w in wheres for _ in (0, 1)]
+        wheres = [w for w in wheres for _ in range(1 if kind == "prompts" else 2)]
     else:  # no model here: image records are fine, pictures a text format would drop are not
         conversations, wheres, _ = load_conversations(cfg, registry=registry, vision=not args.tokenizer)
         records = len(conversations)

@@ -21,8 +21,9 @@ def load_recipe_cfg(name_or_path: str, registry, options: list[str] | None = Non
 
 def dataset_cfg(recipe, registry) -> dict[str, Any]:
     """The recipe's `train_dataset` dict, with the top-level seed and self-cognition names when it lacks
-    them, and `rows` (pairs, unpaired, prompts) when its objective trains on preference data: what training
-    and the dataset tools both hand to the data pipeline."""
+    them, `rows` (pairs, unpaired, prompts) when its objective trains on preference data, and the
+    `required_columns` of its reward functions: what training and the dataset tools both hand to the data
+    pipeline."""
     if "train_dataset" not in recipe:
         raise ConfigError("the recipe has no train_dataset section")
     cfg = dict(recipe["train_dataset"])
@@ -35,6 +36,8 @@ def dataset_cfg(recipe, registry) -> dict[str, Any]:
     rows = objective_rows(recipe, registry=registry)
     if rows != "sft":
         cfg.setdefault("rows", rows)
+    if rows == "prompts" and (needs := reward_needs(recipe, registry=registry)):
+        cfg.setdefault("required_columns", needs)
     return cfg
 
 
@@ -56,3 +59,18 @@ def objective_rows(recipe, *, registry) -> str:
     if name == "sft":
         return "sft"
     return registry.objectives.get(name).data  # an unknown name: the closest ones
+
+
+def reward_needs(recipe, *, registry) -> list[str]:
+    """The record columns the objective's registered reward functions read (`RewardFunction.needs`), so that
+    a prompt record without one is named when the data is built, not when its reward is first computed.
+    User functions (`pkg.module:function`) declare none; the objective resolves and checks every spec."""
+    section = dict(recipe.get("objective") or {})
+    entry = registry.objectives.get(section.get("type", "sft"))
+    specs = {**dict(entry.defaults), **section}.get("reward_funcs") or []
+    needs: list[str] = []
+    for spec in specs if isinstance(specs, (list, tuple)) else [specs]:
+        name = spec.get("type") if isinstance(spec, dict) else spec
+        if isinstance(name, str) and name in registry.reward_functions:
+            needs += [n for n in registry.reward_functions.get(name).needs if n not in needs]
+    return needs

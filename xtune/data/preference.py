@@ -7,7 +7,9 @@ answer is trained. A pair stays in one row, chosen first, positions restarting a
 attention between them), and packing fills rows of 2 x max_length tokens with whole pairs. Objectives read
 sample k of a batch as chosen when k is even, rejected when odd. KTO items become (completion, KL completion)
 units the same way: the KL completion is the previous record's answer to this prompt (TRL's mismatched
-pairs for the KL estimate). PPO prompts are rows of the rendered prompt with the generation prompt.
+pairs for the KL estimate). Prompts (PPO, GRPO) are rows of the rendered prompt with the generation prompt,
+plus the record's other columns as JSON (`columns`: what GRPO's reward functions read, e.g. a math answer;
+PPO ignores them).
 """
 
 from __future__ import annotations
@@ -17,14 +19,15 @@ from pathlib import Path
 
 from xtune.data import cache
 from xtune.data.conversation import RecordError, message, validate
+from xtune.data.prompt_formats import checked_columns
 from xtune.data.records import check_settings, load_records, local_source_print
 from xtune.data.tokenize import IGNORE_INDEX
-from xtune.errors import DataError
+from xtune.errors import ConfigError, DataError
 
 ROWS = ("pairs", "unpaired", "prompts")
 SAMPLE_ROLES = {"pairs": ("chosen", "rejected"), "unpaired": ("completion", "kl completion"),
                 "prompts": ("prompt",)}
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: prompt rows carry the records' columns
 
 
 def _prompt_of(item, system: str) -> list[dict]:
@@ -49,10 +52,11 @@ def _answer_of(answer: list[dict], field: str) -> list[dict]:
     return [{**m, "loss": True} for m in answer]
 
 
-def check_item(item, *, system: str, train_on: str, map_name: str, rows: str):
-    """A converted record as the `rows` kind needs it, checked by the SFT rules and the preference ones."""
+def check_item(item, *, system: str, train_on: str, map_name: str, rows: str, required: tuple[str, ...] = ()):
+    """A converted record as the `rows` kind needs it, checked by the SFT rules and the preference ones;
+    prompts keep the record's columns for the reward functions (`required`: those they read)."""
     if rows == "prompts":
-        return {"prompt": _prompt_of(item, system)}
+        return {"prompt": _prompt_of(item, system), "columns": checked_columns(item, required)}
     if not isinstance(item, dict) or (rows == "pairs" and "chosen" not in item):
         raise RecordError(f"the {map_name} format yields no preference pairs (use a preference dataset map, "
                           "e.g. sharegpt_preference, preference, hh_rlhf)")
@@ -72,9 +76,10 @@ def check_item(item, *, system: str, train_on: str, map_name: str, rows: str):
 def load_items(cfg: dict, *, registry, progress: bool = True, skipped: list[str] | None = None):
     """(items, wheres, fingerprint) for `cfg['rows']`; KTO trained on pairs takes each side as one item."""
     rows = cfg["rows"]
+    required = required_columns(cfg)
 
     def check(item, **settings):
-        return check_item(item, rows=rows, **settings)
+        return check_item(item, rows=rows, required=required, **settings)
 
     items, wheres, source_print = load_records(cfg, check, registry=registry, progress=progress,
                                                skipped=skipped)
@@ -85,8 +90,22 @@ def load_items(cfg: dict, *, registry, progress: bool = True, skipped: list[str]
     return items, wheres, source_print
 
 
+def required_columns(cfg: dict) -> tuple[str, ...]:
+    """`train_dataset.required_columns`: the record columns the recipe's reward functions read, which every
+    prompt record must carry (a record without one is bad data, named like any other)."""
+    value = cfg.get("required_columns") or ()
+    if isinstance(value, str):
+        value = (value,)
+    if not isinstance(value, (list, tuple)) or not all(isinstance(name, str) for name in value):
+        raise ConfigError(f"train_dataset.required_columns must be a list of column names, got {value!r}")
+    return tuple(value)
+
+
 def sequences(items: list[dict], rows: str) -> list[list[dict]]:
-    """The conversations to render, unit by unit (see the module docstring for the order)."""
+    """The conversations to render, unit by unit (see the module docstring for the order); a prompt item is
+    its prompt alone."""
+    if rows == "prompts":
+        return [item["prompt"] for item in items]
     if rows == "pairs":
         return [item["prompt"] + item[side] for item in items for side in ("chosen", "rejected")]
     return [seq for i, item in enumerate(items) for seq in
@@ -96,7 +115,7 @@ def sequences(items: list[dict], rows: str) -> list[list[dict]]:
 def build_preference_dataset(cfg: dict, tokenizer, *, registry, progress: bool = True,
                              use_cache: bool = True):
     """Training rows for a preference objective: input_ids, labels, position_ids (+ unit_labels for KTO, +
-    prompt_messages for PPO), cached by fingerprint like SFT data."""
+    prompt_messages and columns for prompts), cached by fingerprint like SFT data."""
     from xtune.data.encode import fingerprint_for
 
     rows = cfg["rows"]
@@ -106,7 +125,8 @@ def build_preference_dataset(cfg: dict, tokenizer, *, registry, progress: bool =
 
     def key_for(source_print: str) -> str:
         return cache.fingerprint({"data": fingerprint_for(cfg, tokenizer, source_print, registry=registry),
-                                  "rows": rows, "preference_format": FORMAT_VERSION})
+                                  "rows": rows, "preference_format": FORMAT_VERSION,
+                                  "required_columns": required_columns(cfg)})
 
     check_settings(cfg)
     early = local_source_print(cfg, registry=registry) if use_cache else None
@@ -174,8 +194,8 @@ def _unit_rows(items, wheres, cfg, tokenizer, registry, key, progress):
 
 
 def _prompt_rows(items, wheres, cfg, tokenizer, registry, key, progress):
-    """PPO prompts: the rendered prompt with the generation prompt, as chat renders it; longer than max_length
-    are dropped (cutting a prompt would cut its template)."""
+    """Prompts: the rendered prompt with the generation prompt, as chat renders it, its messages and its
+    record's columns (JSON); longer than max_length are dropped (cutting a prompt would cut its template)."""
     import datasets
 
     from xtune.templates import get_template, render_prompt
@@ -189,7 +209,8 @@ def _prompt_rows(items, wheres, cfg, tokenizer, registry, key, progress):
         raise DataError(f"every prompt is longer than max_length {max_length}", hint="raise max_length")
     table = {"input_ids": [list(encoded[i]) for i in keep],
              "labels": [[IGNORE_INDEX] * len(encoded[i]) for i in keep],
-             "prompt_messages": [json.dumps(_plain(items[i]["prompt"]), ensure_ascii=False) for i in keep]}
+             "prompt_messages": [json.dumps(_plain(items[i]["prompt"]), ensure_ascii=False) for i in keep],
+             "columns": [json.dumps(items[i]["columns"], ensure_ascii=False) for i in keep]}
     report = {"dropped": len(items) - len(keep), "truncated": 0, "max_length": max_length, "packed": False,
               "rows": len(keep)}
     return datasets.Dataset.from_dict(table), report

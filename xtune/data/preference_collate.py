@@ -1,4 +1,4 @@
-"""Batches of preference rows: pairs (or KTO units) with `sample_ids`, and left-padded PPO prompts.
+"""Batches of preference rows: pairs (or KTO units) with `sample_ids`, and left-padded prompts (PPO, GRPO).
 
 A preference row holds whole units, each sequence with positions restarting at 0. Packed, the rows go to
 the model as they are (position_ids, no attention mask: no token attends across samples). Unpacked, each
@@ -54,7 +54,8 @@ class PreferenceCollator:
 
 
 class PromptCollator:
-    """PPO prompts, left-padded for generation, with the prompt messages the reward model is shown."""
+    """Prompts, left-padded for generation, with the prompt messages the reward model is shown and each
+    record's columns (JSON strings) the reward functions read: PPO ignores them, GRPO decodes them."""
 
     def __init__(self, pad_id: int):
         self.pad_id = pad_id
@@ -70,7 +71,8 @@ class PromptCollator:
             input_ids[b, width - n:] = torch.as_tensor(row["input_ids"], dtype=torch.long)
             mask[b, width - n:] = 1
         return {"input_ids": input_ids, "attention_mask": mask,
-                "prompt_messages": [row["prompt_messages"] for row in rows]}
+                "prompt_messages": [row["prompt_messages"] for row in rows],
+                "columns": [row["columns"] for row in rows]}
 
 
 def collator_for(cfg: dict, tokenizer):

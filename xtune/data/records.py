@@ -205,8 +205,8 @@ def settle_problems(problems: list[str], cfg: dict, kept: int, skipped: list[str
 
 
 def map_data(name: str, registry) -> str:
-    """What a dataset map of `registry` yields ('sft', 'pairs', 'unpaired'): a `format=` map inherits its
-    base's kind, a mixture its members' (which must agree)."""
+    """What a dataset map of `registry` yields ('sft', 'pairs', 'unpaired', 'prompts'): a `format=` map
+    inherits its base's kind, a mixture its members' (which must agree)."""
     table = registry.dataset_maps
     entry = table.get(name)
     if entry.combine:

@@ -131,8 +131,26 @@ PREFERENCE = [
                description="LLaMA-Factory v1 chosen_messages / rejected_messages conversations"),
 ]
 
+# Prompts for online RL (GRPO, docs/preference.md): a prompt plus the columns its reward functions read.
+_PROMPT = "xtune.data.prompt_formats"
+PROMPTS = [
+    DatasetMap(name="gsm8k", convert=f"{_PROMPT}:gsm8k", data="prompts", hub_id="openai/gsm8k",
+               hub_config="main", license="MIT",
+               description="GSM8K grade-school math: question; column answer = the text after '####'"),
+    DatasetMap(name="gsm8k_alpaca", convert=f"{_PROMPT}:gsm8k_alpaca", data="prompts", license="MIT",
+               description="GSM8K as alpaca (AlpacaDataCleaned gsm_8k_train, no '####'): instruction; column "
+                           "answer = the last number of output"),
+    DatasetMap(name="math", convert=f"{_PROMPT}:math_problem", data="prompts",
+               hub_id="DigitalLearningGmbH/MATH-lighteval", license="MIT",
+               description="MATH competition problems: problem; column answer = the last \\boxed{} of "
+                           "solution (or the record's answer column, as MATH-500 has)"),
+    DatasetMap(name="prompt", convert=f"{_PROMPT}:prompt", data="prompts",
+               description="prompt-only records: prompt (text or messages), optional system, every other "
+                           "column carried for the reward functions"),
+]
+
 
 @hookimpl
 def register_dataset_maps(register):
-    for entry in FORMATS + DATASETS + IMAGE_DATA + PREFERENCE:
+    for entry in FORMATS + DATASETS + IMAGE_DATA + PREFERENCE + PROMPTS:
         register(entry)

@@ -18,7 +18,7 @@ from xtune.data.tokenize import IGNORE_INDEX  # noqa: F401 - the objectives read
 
 # Batch keys the objectives read themselves; every other key is the model's input.
 OBJECTIVE_KEYS = frozenset({"labels", "shift_labels", "sample_ids", "ref_logps", "unit_labels",
-                            "prompt_messages"})
+                            "prompt_messages", "columns"})
 
 
 def model_inputs(batch: dict) -> dict:
