@@ -31,6 +31,13 @@ OBJECTIVES = [
                         ("num_mini_batches", 1), ("max_new_tokens", 64), ("temperature", 1.0), ("top_k", 0),
                         ("missing_eos_penalty", None), ("reference", "auto")),
               description="RLHF: PPO on a reward model's score with a KL penalty to the reference"),
+    Objective(name="grpo", loss=f"{_O}.grpo:GRPO", data="prompts", reference=True,
+              defaults=(("reward_funcs", ("format",)), ("reward_weights", None), ("num_generations", 8),
+                        ("max_completion_length", 256), ("temperature", 1.0), ("top_p", 1.0), ("top_k", 0),
+                        ("beta", 0.0), ("epsilon", 0.2), ("epsilon_high", None), ("num_iterations", 1),
+                        ("loss_type", "dapo"), ("scale_rewards", "group"),
+                        ("mask_truncated_completions", False), ("reference", "auto")),
+              description="online RL with verifiable rewards: GRPO / DAPO / Dr. GRPO on reward functions"),
 ]
 
 

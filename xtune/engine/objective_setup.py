@@ -20,7 +20,10 @@ log = logging.getLogger("xtune")
 
 # Which dataset-map kinds each objective's rows can be made from.
 ACCEPTS = {"sft": ("sft",), "pairs": ("pairs",), "unpaired": ("unpaired", "pairs"),
-           "prompts": ("sft", "pairs", "unpaired")}
+           "prompts": ("prompts", "sft", "pairs", "unpaired")}
+# The dataset maps to suggest when a map yields the wrong kind of records.
+MAPS_FOR = {"prompts": "prompt maps: gsm8k, gsm8k_alpaca, math, prompt, or any chat / preference map",
+            "sft": "chat maps: alpaca, sharegpt, openai, ..."}
 
 
 def objective_problems(cfg, registry, deepspeed: str | None, processes: int = 1) -> list[str]:
@@ -43,8 +46,9 @@ def objective_problems(cfg, registry, deepspeed: str | None, processes: int = 1)
         kind = map_data(name, registry)
         if kind not in ACCEPTS[entry.data]:
             problems.append(f"objective {entry.name!r} trains on {entry.data} but dataset map {name!r} "
-                            f"yields {kind} records (preference maps: sharegpt_preference, preference, "
-                            "hh_rlhf, medicalgpt_preference, alpaca_preference, kto)")
+                            f"yields {kind} records ("
+                            + MAPS_FOR.get(entry.data, "preference maps: sharegpt_preference, preference, "
+                                           "hh_rlhf, medicalgpt_preference, alpaca_preference, kto") + ")")
     if problem := _missing_reward_model(settings):
         problems.append(problem)
     if settings.get("precompute_ref_log_probs") and float(cfg.get("val_ratio") or 0):
@@ -130,7 +134,7 @@ def prepare_objective(built, llm, dataset, *, collator, batch_size: int, tokeniz
     added to `dataset` as `ref_logps`."""
     objective = built.objective
     reference, said = None, []
-    if built.entry.reference:
+    if built.entry.reference and getattr(objective, "uses_reference", True):  # GRPO at beta=0: none
         from xtune.objectives.reference import make_reference, precompute_ref_logps
 
         reference = make_reference(objective, llm)

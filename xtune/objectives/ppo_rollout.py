@@ -39,26 +39,40 @@ class Rollout:
 
 def answer_forward(llm, value_head, sequences, attention_mask, position_ids, prompt_length, answer_mask):
     """(log-probs, values) of every answer token: the logits and value at the position before each."""
+    logits, out = answer_logits(llm, sequences, attention_mask, position_ids, prompt_length, answer_mask,
+                                hidden=value_head is not None)
+    logps = scatter_answers(picked_logps(logits, sequences[:, prompt_length:][answer_mask]), answer_mask)
+    values = None
+    if value_head is not None:
+        hidden = out.hidden_states[-1][:, prompt_length - 1:-1]
+        values = value_head(hidden.to(value_head.weight.dtype)).squeeze(-1).float() * answer_mask
+    return logps, values
+
+
+def answer_logits(llm, sequences, attention_mask, position_ids, prompt_length, answer_mask, hidden=False):
+    """(float logits predicting each real answer token, flattened; the model's output): only those positions'
+    logits are computed where the model can keep a subset."""
     keep = torch.zeros_like(sequences, dtype=torch.bool)
     keep[:, prompt_length - 1:-1] = answer_mask
     kwargs = dict(input_ids=sequences, attention_mask=attention_mask, position_ids=position_ids,
-                  use_cache=False, output_hidden_states=value_head is not None)
+                  use_cache=False, output_hidden_states=hidden)
     if keeps_selected_logits(llm):
         out = llm(**kwargs, logits_to_keep=keep)
         logits = out.logits
     else:
         out = llm(**kwargs)
         logits = out.logits[:, -sequences.shape[1]:][keep]
-    logits = logits.float()
-    targets = sequences[:, prompt_length:][answer_mask]
-    picked = logits.gather(-1, targets[:, None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
-    logps = torch.zeros(answer_mask.shape, dtype=picked.dtype, device=picked.device)
-    logps = logps.masked_scatter(answer_mask, picked)
-    values = None
-    if value_head is not None:
-        hidden = out.hidden_states[-1][:, prompt_length - 1:-1]
-        values = value_head(hidden.to(value_head.weight.dtype)).squeeze(-1).float() * answer_mask
-    return logps, values
+    return logits.float(), out
+
+
+def picked_logps(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return logits.gather(-1, targets[:, None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+
+
+def scatter_answers(values: torch.Tensor, answer_mask: torch.Tensor) -> torch.Tensor:
+    """Flattened per-answer-token values back to (batch, answer length), zero elsewhere."""
+    out = torch.zeros(answer_mask.shape, dtype=values.dtype, device=values.device)
+    return out.masked_scatter(answer_mask, values)
 
 
 def cut_at_stop(answers: torch.Tensor, stop_ids: list[int], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
