@@ -116,3 +116,31 @@ def test_the_loss_gradients_and_metrics_equal_trl(models, tmp_path, loss_type, b
     assert float(metrics["clip_ratio/region_mean"]) > 0  # the clip range is exercised
     if beta:
         assert abs(float(out["kl"]) - metrics["kl"]) < TOL
+
+
+def test_group_advantages_weigh_skip_and_scale_as_trl_does():
+    """Weighted sum with None as 0, a completion no function scored left out of its group and given 0, and
+    the three scalings (TRL's sum_then_normalize), on numbers worked out by hand."""
+    from trl.trainer.utils import nanstd
+
+    from xtune.objectives.grpo_loss import group_advantages
+    from xtune.objectives.grpo_loss import nanstd as own_nanstd
+
+    nan = float("nan")
+    per_function = torch.tensor([[1.0, nan], [0.0, 1.0], [nan, nan], [1.0, 1.0], [0.0, 0.0], [1.0, 0.0]])
+    weights = torch.tensor([1.0, 0.5])
+    advantages, rewards, zero_std = group_advantages(per_function, weights, 2, "group")
+    assert torch.allclose(rewards[[0, 1, 3, 4, 5]], torch.tensor([1.0, 0.5, 1.5, 0.0, 1.0]))
+    assert torch.isnan(rewards[2])
+    spread = 0.5 ** 0.5 * 0.5  # the sample std of (1.0, 0.5)
+    assert torch.allclose(advantages[:2], torch.tensor([0.25, -0.25]) / (spread + 1e-4))
+    assert advantages[2] == 0 and advantages[3] == 0  # unscorable; alone in its group
+    assert torch.allclose(advantages[4:], torch.tensor([-0.5, 0.5]) / (0.5 ** 0.5 + 1e-4))
+    none, _, _ = group_advantages(per_function, weights, 2, "none")
+    assert torch.allclose(none[[0, 1, 4, 5]], torch.tensor([0.25, -0.25, -0.5, 0.5]))
+    batch, _, _ = group_advantages(per_function, weights, 2, "batch")
+    assert torch.allclose(batch[4:], torch.tensor([-0.5, 0.5]) / (nanstd(rewards) + 1e-4))
+    assert torch.allclose(own_nanstd(rewards), nanstd(rewards))
+    assert not zero_std.any()  # the lone scored completion's std is NaN, not 0 (as in TRL's log)
+    _, _, flat = group_advantages(torch.ones(4, 1), weights[:1], 2, "group")
+    assert flat.all()  # equal rewards in a group: no signal, logged as frac_reward_zero_std
