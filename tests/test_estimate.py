@@ -293,3 +293,41 @@ def test_a_llava_composition_counts_its_vision_encoder_and_projector():
     _, unfrozen = _plan("llava_llama3_1_8b_instruct_clip_vit_large_p14_336_lora_finetune_llava_instruct_e1",
                         "vlm.freeze_vision=False")
     assert unfrozen.vision_trained == unfrozen.vision_params + unfrozen.projector_params
+
+
+def test_grpo_counts_the_group_its_kv_cache_and_a_reference_only_with_beta():
+    """GRPO's rows are batch_size x num_generations sequences of prompt + max_completion_length tokens; their
+    KV cache is held while the group is sampled and freed before the update, so the peak counts the larger
+    of the two; logits are computed at the completions only; the reference is a frozen copy only for full
+    weights with a KL term (beta > 0)."""
+    from xtune.estimate.objective import kv_cache_bytes
+
+    recipe = "smollm2_135m_instruct_lora_grpo_gsm8k_e1"
+    arch, plan = _plan(recipe, "batch_size=2", "objective.num_generations=6",
+                       "objective.max_completion_length=128", "max_length=256")
+    assert (plan.batch_size, plan.seq_len, plan.kv_cache, plan.frozen_params) == (12, 384, True, 0)
+    assert plan.labelled_share == 128 / 384
+    per_token = arch.num_layers * arch.num_kv_heads * 2 * arch.head_dim * plan.compute_bytes
+    est = estimate(arch, plan)
+    assert est.components["KV cache (generation)"] == kv_cache_bytes(arch, plan) == 12 * 384 * per_token
+    assert est.total == estimate(arch, replace(plan, kv_cache=False)).total  # the update needs more
+    assert est.components["frozen models"] == 0
+    # full multi-head attention (a cache as wide as the residual stream, twice), a checkpointed update and
+    # few completion tokens: here the cache sets the peak
+    mha = Architecture(hidden_size=512, num_layers=32, num_heads=8, num_kv_heads=8, head_dim=64,
+                       intermediate_size=1024, vocab_size=1000)
+    heavy = estimate(mha, Plan(method="lora", lora_rank=8, batch_size=64, seq_len=512, kv_cache=True,
+                               gradient_checkpointing=True, labelled_share=0.05))
+    h = heavy.components
+    assert h["KV cache (generation)"] > max(h["activations"] + h["logits and loss"], h["gradients"])
+    assert heavy.total == h["weights"] + h["optimizer states"] + h["KV cache (generation)"]
+    _, with_kl = _plan(recipe, "method=full", "objective.beta=0.04")
+    _, without = _plan(recipe, "method=full")
+    _, lora_kl = _plan(recipe, "objective.beta=0.04")
+    assert with_kl.frozen_params == arch.params and without.frozen_params == lora_kl.frozen_params == 0
+
+
+def test_estimate_of_a_grpo_recipe_shows_the_generation(capsys):
+    assert main(["estimate", "qwen2_5_7b_instruct_lora_grpo_gsm8k_e1"]) == 0
+    out = capsys.readouterr().out
+    assert "objective grpo" in out and "KV cache (generation)" in out and "micro-batch 32 x 768" in out

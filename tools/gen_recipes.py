@@ -60,6 +60,8 @@ DATASETS = {d.name: d
                       Data("moss_sft", 1), Data("wizardlm", 1),
                       Data("self_cognition", 3, note="xtune's own self-cognition set; or your alpaca file")]}
 EVALUATION_INPUTS = {
+    "gsm8k": ["Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in "
+              "May. How many clips did Natalia sell altogether in April and May?"],
     "sql": [
         "CREATE TABLE station (name VARCHAR, lat VARCHAR, city VARCHAR)\nFind the name, latitude, and city "
         "of stations with latitude above 50.",
@@ -129,25 +131,57 @@ OBJECTIVES = {"dpo": dict(lr={"full": 5e-7, "lora": 5e-6, "qlora": 5e-6}, title=
               "simpo": dict(lr={"full": 1e-6, "lora": 1e-5, "qlora": 1e-5}, title="SimPO"),
               "kto": dict(lr={"full": 5e-7, "lora": 5e-6, "qlora": 5e-6}, title="KTO"),
               "reward": dict(lr={"full": 1e-5, "lora": 1e-4, "qlora": 1e-4}, title="a reward model"),
-              "ppo": dict(lr={"full": 1e-6, "lora": 1e-5, "qlora": 1e-5}, title="PPO (RLHF)")}
+              "ppo": dict(lr={"full": 1e-6, "lora": 1e-5, "qlora": 1e-5}, title="PPO (RLHF)"),
+              "grpo": dict(lr={"full": 1e-6, "lora": 1e-5, "qlora": 1e-5},
+                           title="GRPO (RL, verifiable rewards)")}
 PREFERENCE_DATA = {d.name: d for d in [Data("ultrafeedback", 1), Data("ultrafeedback_cleaned", 1),
-                                       Data("hh_rlhf", 1), Data("orca_dpo_pairs", 1), Data("kto_mix", 1)]}
-# Every chat model: DPO and a reward model on QLoRA, ORPO on LoRA; flagships and the smallest models more.
+                                       Data("hh_rlhf", 1), Data("orca_dpo_pairs", 1), Data("kto_mix", 1),
+                                       Data("gsm8k", 1, note="the hub's openai/gsm8k (main): its '#### 72' is"
+                                                             " the answer math_verify checks")]}
+# Online RL (objectives that generate in the loop: PPO, GRPO) trains in one process, on prompts.
+ONLINE = ("ppo", "grpo")
+# Every chat model: DPO and a reward model on QLoRA, ORPO on LoRA; flagships, the smallest model and the
+# GRPO models of issue 23 more.
 PREFERENCE_STANDARD = [("qlora", "dpo", "ultrafeedback"), ("lora", "orpo", "ultrafeedback"),
                        ("qlora", "reward", "ultrafeedback")]
 PREFERENCE_FLAGSHIP = [("qlora", "dpo", "hh_rlhf"), ("qlora", "dpo", "orca_dpo_pairs"),
                        ("qlora", "simpo", "ultrafeedback"), ("qlora", "kto", "kto_mix"),
-                       ("qlora", "reward", "ultrafeedback_cleaned"), ("qlora", "ppo", "ultrafeedback")]
-PREFERENCE_SMALL = {"smollm2_135m_instruct": [
+                       ("qlora", "reward", "ultrafeedback_cleaned"), ("qlora", "ppo", "ultrafeedback"),
+                       ("qlora", "grpo", "gsm8k")]
+PREFERENCE_EXTRA = {"smollm2_135m_instruct": [
     ("lora", "dpo", "ultrafeedback"), ("full", "dpo", "ultrafeedback"), ("lora", "simpo", "ultrafeedback"),
     ("lora", "kto", "kto_mix"), ("lora", "reward", "ultrafeedback"), ("lora", "ppo", "ultrafeedback"),
-    ("lora", "dpo", "hh_rlhf")]}
+    ("lora", "dpo", "hh_rlhf"), ("lora", "grpo", "gsm8k")],
+    # GRPO beyond the flagships' QLoRA: a LoRA 7B and Qwen3, whose chat template thinks (issue 23)
+    "qwen2_5_7b_instruct": [("lora", "grpo", "gsm8k")], "qwen3_8b": [("qlora", "grpo", "gsm8k")]}
+
+# GRPO's recipes: the system prompt that asks for the format the `format` reward checks, and the settings
+# that differ from the objective's registered defaults (DAPO's clip-higher; two rewards; no reference).
+GRPO_SYSTEM = ("A conversation between a user and an assistant. The user asks a math question and the "
+               "assistant solves it. The assistant first thinks about the reasoning process and then gives "
+               "the final answer: the reasoning inside <think> </think> and the answer, a number only, "
+               "inside <answer> </answer>, i.e. <think> reasoning here </think><answer> 72 </answer>.")
+GRPO_SETTINGS = {"reward_funcs": ["format", "math_verify"], "epsilon_high": 0.28}
+GRPO_COMMENTS = {"reward_funcs": "  # registered names, dict(type=..., **settings), 'pkg.mod:fn'",
+                 "reward_weights": "  # None: 1.0 each",
+                 "num_generations": "  # completions per prompt (a group: advantages are relative within it)",
+                 "max_completion_length": "  # tokens a completion may have",
+                 "beta": "  # > 0: a KL term to the reference (the adapters-off model)",
+                 "epsilon_high": "  # DAPO's clip-higher (None: epsilon)",
+                 "num_iterations": "  # updates per generation batch (> 1: importance ratios)",
+                 "loss_type": "  # 'grpo', 'bnpo', 'dr_grpo' or 'dapo' (TRL's definitions)",
+                 "scale_rewards": "  # 'group', 'batch' or 'none'",
+                 "mask_truncated_completions": "  # True: no loss on completions cut at the length",
+                 "reference": "  # used only when beta > 0"}
+GRPO_SMALL = {"smollm2_135m_instruct": dict(num_generations=4)}  # a group per step that 2 CPU cores sample
 
 
 OVERRIDE_EXAMPLES = {"dpo": "objective.beta=0.2 dataset_map=sharegpt_preference data_path=./my_pairs.json",
                      "kto": "objective.beta=0.2 dataset_map=kto data_path=./my_kto.json",
                      "reward": "lr=5e-5 dataset_map=sharegpt_preference data_path=./my_pairs.json",
-                     "ppo": "objective.kl_coef=0.1 objective.reward_model=./my_reward_model"}
+                     "ppo": "objective.kl_coef=0.1 objective.reward_model=./my_reward_model",
+                     "grpo": "dataset_map=gsm8k_alpaca data_path=./gururise_gsm_8k_train_alpaca_format.json "
+                             "objective.beta=0.04"}
 
 
 def preference_matrix():
@@ -159,7 +193,7 @@ def preference_matrix():
         plan = list(PREFERENCE_STANDARD)
         if model.name in FLAGSHIPS:
             plan += PREFERENCE_FLAGSHIP
-        plan += PREFERENCE_SMALL.get(model.name, [])
+        plan += PREFERENCE_EXTRA.get(model.name, [])
         for method, objective, name in plan:
             yield model, method, objective, PREFERENCE_DATA[name]
 
@@ -177,11 +211,15 @@ def objective_lines(objective: str | None, model, method: str) -> str:
     defaults = dict(REGISTRY.objectives.get(objective).defaults)
     if objective == "ppo":
         defaults["reward_model"] = f"./work_dirs/{model.name}_{method}_reward_ultrafeedback_e1/hf"
+    if objective == "grpo":
+        defaults.update(GRPO_SETTINGS, **GRPO_SMALL.get(model.name, {}))
     comments = {"loss_type": "  # 'sigmoid', 'ipo' or 'hinge'",
                 "reference": "  # 'auto': the model with adapters off (peft), else a frozen copy",
                 "precompute_ref_log_probs": "  # True: reference log-probs computed once before training",
                 "reward_model": "  # train the reward recipe first: its WORK_DIR/hf",
                 "nll_on_prompt": "  # True: the NLL covers the prompt too, as TRL computes it"}
+    if objective == "grpo":
+        comments = GRPO_COMMENTS
     body = "".join(f"    {k}={_py(v)},{comments.get(k, '')}\n" for k, v in defaults.items())
     return f"\nobjective = dict(\n    type={_py(objective)},\n{body})\n"
 
@@ -266,10 +304,11 @@ def render(model, method: str, data: Data, objective: str | None = None) -> str:
     adapter = REGISTRY.model_adapters.get(model.family)
     template, remote = adapter.default_template, adapter.trust_remote_code
     small = model.params_b <= 2
-    ppo = objective == "ppo"
-    batch_size = 8 if ppo else 1
+    ppo = objective in ONLINE  # PPO and GRPO: prompts, generated in the loop, in one process
+    batch_size = {"ppo": 8, "grpo": 4}.get(objective, 1)  # GRPO: 4 prompts x num_generations completions
     accumulative_counts = 1 if ppo else 16
-    max_length = 1024 if ppo else (LONG_MAX_LENGTH if data.sequence_parallel > 1 else 2048)
+    max_length = {"ppo": 1024, "grpo": 512}.get(objective) or (LONG_MAX_LENGTH if data.sequence_parallel > 1
+                                                                else 2048)
     title = meta["title"] if objective is None else f"{OBJECTIVES[objective]['title']} with {meta['title']}"
     lr = meta["lr"] if objective is None else OBJECTIVES[objective]["lr"][method]
     pack = ("False  # prompts, answered in left-padded batches" if ppo else "True  # rows of whole pairs, "
@@ -284,7 +323,9 @@ def render(model, method: str, data: Data, objective: str | None = None) -> str:
         downloads += " and the data sets of the mixture"
     data_path = _py(source) if source else "None"
     data_comment = f"  # {data.note}" if data.note else ""
-    system = ""
+    system = GRPO_SYSTEM if objective == "grpo" else ""
+    length_comment = "  # of a prompt (longer ones are dropped); completions: max_completion_length" \
+        if objective == "grpo" else ""
     inputs = [] if objective == "reward" else EVALUATION_INPUTS.get(data.name, _ZH_EN_INPUTS)
     remote_comment = "  # this family's modelling code comes from the hub" if remote else ""
     native = native_architecture(adapter)
@@ -292,7 +333,7 @@ def render(model, method: str, data: Data, objective: str | None = None) -> str:
         remote_comment = (f"  # hub-code layout, loaded natively as {native}; True runs the hub's own "
                           "code (transformers 4.x)")
     unsupported = f"#\n# NOT SUPPORTED: {model.unsupported}.\n" if model.unsupported else ""
-    train_flags = "  # one process: PPO generates, scores and updates in turn" if ppo \
+    train_flags = f"  # one process: {objective.upper()} generates, scores and updates in turn" if ppo \
         else f" --deepspeed {deepspeed}"
     # a long-context recipe runs two sequence-parallel groups: data parallel over them
     launch = f"NPROC_PER_NODE={2 * data.sequence_parallel} " if data.sequence_parallel > 1 else ""
@@ -336,7 +377,7 @@ method = {_py(method)}
 dataset_map = {_py(data.name)}
 data_path = {data_path}{data_comment}
 prompt_template = {_py(template)}
-max_length = {max_length}
+max_length = {max_length}{length_comment}
 pack_to_max_length = {pack}
 {extra_settings}
 # Scheduler & optimizer

@@ -16,13 +16,14 @@ __all__ = ["Estimate", "Plan", "estimate", "estimate_recipe_cfg", "memory_warnin
 def estimate_recipe_cfg(cfg, registry, run, *, device: str = "cuda", num_devices: int = 1,
                         labelled_share: float = 1.0) -> Estimate:
     """The estimate for a loaded recipe and its run plan (`xtune.plan.RunPlan`: the method, quantisation,
-    precision and DeepSpeed preset training uses); `labelled_share` is the share of tokens with a label."""
+    precision and DeepSpeed preset training uses); `labelled_share` is the share of tokens with a label (of
+    those the objective computes logits for: GRPO's completions)."""
     from dataclasses import replace
 
     from xtune.estimate.settings import plan_for_recipe
 
     arch, plan = plan_for_recipe(cfg, registry, run, device=device, num_devices=num_devices)
-    return estimate(arch, replace(plan, labelled_share=labelled_share))
+    return estimate(arch, replace(plan, labelled_share=plan.labelled_share * labelled_share))
 
 
 def memory_warning(cfg, registry, run) -> str | None:

@@ -32,6 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from xtune.estimate.architecture import Architecture
+from xtune.estimate.objective import kv_cache_bytes
 
 GiB = 2**30
 NF4_BYTES = 0.5 + 1 / 64 + 4 / (64 * 256)  # 4-bit weight + 8-bit absmax per 64 + fp32 per 256 absmax blocks
@@ -79,6 +80,7 @@ class Plan:
     objective: str = "sft"  # a preference objective's rows are already in batch_size / seq_len
     frozen_params: int = 0  # parameters of frozen models beside the policy (a reference copy, a reward model)
     score_head: bool = False  # a reward model: one score per sequence, no vocabulary logits
+    kv_cache: bool = False  # the rows are generated in the loop first (GRPO): their KV cache, then the update
     vision_params: int = 0  # a LLaVA composition's vision encoder (xtune.estimate.vision)
     projector_params: int = 0
     vision_trained: int = 0  # of the two, the parameters that train (the projector, the encoder if unfrozen)
@@ -275,8 +277,11 @@ def estimate(arch: Architecture, plan: Plan) -> Estimate:
     out.components = {"weights": weights, "gradients": grads, "optimizer states": optim,
                       "activations": acts, "logits and loss": logits_bytes(arch, plan),
                       "autocast copies": autocast_copies(arch, plan), "DeepSpeed buffers": buffers,
-                      "frozen models": float(plan.frozen_params * plan.weight_bytes)}
-    out.total = weights + optim + buffers + moving + out.components["frozen models"]
+                      "frozen models": float(plan.frozen_params * plan.weight_bytes),
+                      "KV cache (generation)": kv_cache_bytes(arch, plan)}
+    # the generation's cache is freed before the update's forward pass: the larger of the two counts
+    out.total = weights + optim + buffers + max(moving, out.components["KV cache (generation)"]) \
+        + out.components["frozen models"]
     if plan.device == "cpu":
         retained = CPU_HEAP_RETENTION * (acts + out.components["autocast copies"])
         out.components["CPU runtime"] = float(CPU_RUNTIME_BYTES)

@@ -51,6 +51,8 @@ def table(est: Estimate, title: str) -> str:
         ("DeepSpeed buffers", c["DeepSpeed buffers"], "gradient reduction buckets"),
         ("frozen models", c.get("frozen models"), f"{p.objective}: reference copy and/or reward model, "
          f"{p.frozen_params / 1e9:.3g} B params"),
+        ("KV cache (generation)", c.get("KV cache (generation)"), f"{p.objective}: the group's keys and "
+         "values while it is sampled; freed before the update (the peak counts the larger)"),
         ("CPU runtime", c.get("CPU runtime"), "Python, torch and libraries, tokenizer, data (measured)"),
         ("CPU heap retention", c.get("CPU heap retention"),
          "freed activation memory glibc keeps (measured share)"),
@@ -58,7 +60,8 @@ def table(est: Estimate, title: str) -> str:
     for name, value, note in rows:
         if value is None and name != "trainable parameters":
             continue
-        if value == 0 and name in ("autocast copies", "DeepSpeed buffers", "frozen models"):
+        if value == 0 and name in ("autocast copies", "DeepSpeed buffers", "frozen models",
+                                   "KV cache (generation)"):
             continue
         shown = " " * 8 if value is None else _gib(value)
         lines.append(f"  {name:<34}{shown}  {note}".rstrip())

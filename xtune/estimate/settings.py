@@ -86,7 +86,9 @@ def plan_for_recipe(cfg, registry, run, *, device: str = "cuda", num_devices: in
         optimizer=str(optimizer.get("type", "AdamW")),
         batch_size=batch_size, seq_len=seq_len, objective=objective.name, frozen_params=frozen,
         sequence_parallel=run.training.sequence_parallel,
-        score_head=objective.score_head, vision_params=vision.vision_params,
+        score_head=objective.score_head, kv_cache=objective.kv_cache, vision_params=vision.vision_params,
+        # GRPO computes logits at the completions' positions only
+        labelled_share=objective.extra_tokens / seq_len if objective.kv_cache else 1.0,
         projector_params=vision.projector_params,
         vision_trained=(vision.projector_params if vision.projector_trainable else 0)
         + (vision.vision_params if vision.vision_trainable else 0),
@@ -100,14 +102,15 @@ def plan_for_recipe(cfg, registry, run, *, device: str = "cuda", num_devices: in
 def _rows(cfg, registry, method, arch: Architecture):
     """(micro-batch rows, tokens per row, the objective's cost, frozen parameters beside the policy): a
     preference objective's pairs are packed into rows of 2 x max_length or batched as 2 x batch_size
-    sequences; PPO's sequences are a prompt and its generated answer."""
+    sequences; PPO's sequences are a prompt and its generated answer, GRPO's batch_size x num_generations
+    of them (prompts are never packed)."""
     from xtune.estimate.objective import objective_cost
 
     cost = objective_cost(cfg, registry, method)
     batch_size = int(cfg.train_dataloader.get("batch_size", 1))
     seq_len = int(cfg.train_dataset.get("max_length")) + cost.extra_tokens
     if cost.sequences > 1:
-        if cfg.train_dataset.get("pack_to_max_length"):
+        if cfg.train_dataset.get("pack_to_max_length") and not cost.kv_cache:
             seq_len *= cost.sequences
         else:
             batch_size *= cost.sequences
