@@ -154,5 +154,5 @@ def prepare_objective(built, llm, dataset, *, collator, batch_size: int, tokeniz
     settings = ", ".join(f"{k}={v!r}" for k, v in built.settings.items())
     summary = f"objective {built.entry.name}" + (f" ({settings})" if settings else "") + \
         "".join(f"; {s}" for s in said)
-    log.info(summary)
+    # the run logs `summary` once its log file exists (engine.train), to the console and the file
     return ObjectiveParts(objective, reference, heads, dataset, summary)
