@@ -221,3 +221,16 @@ def test_check_custom_dataset_shows_prompt_records(tmp_path, capsys):
                  "--template", "llama2_chat"]) == 0
     out = capsys.readouterr().out
     assert "OK: every record" in out and "records:            3" in out
+
+
+def test_the_data_summary_of_prompts_speaks_of_prompts():
+    """Prompt rows have no trained token (the policy answers them): the summary says what was dropped, why."""
+    from xtune.data.inspect import format_stats
+
+    stats = {"records": 3, "samples": 2, "rows": 2, "tokens": 20, "trained_tokens": 0, "dropped": 1,
+             "truncated": 0, "packed": False, "prompts": True, "max_length": 64, "mean_sample_tokens": 10.0,
+             "max_sample_tokens": 12, "length_histogram": [(1, 64, 2)]}
+    text = format_stats(stats)
+    assert "prompts kept:     2 (dropped 1: longer than max_length 64)" in text
+    assert "trained tokens" not in text and "no trained token left" not in text
+    assert "trained tokens:   0" in format_stats({**stats, "prompts": False})

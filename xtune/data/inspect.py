@@ -42,6 +42,7 @@ def dataset_stats(dataset, max_length: int | None = None) -> dict[str, Any]:
         "dropped": report.get("dropped", 0),
         "truncated": report.get("truncated", 0),
         "packed": packed,
+        "prompts": "prompt_messages" in dataset.column_names,  # PPO / GRPO: prompts the policy answers
         "max_length": max_length,
         "mean_sample_tokens": tokens / len(lengths) if lengths else 0.0,
         "max_sample_tokens": max(lengths, default=0),
@@ -72,12 +73,15 @@ def format_stats(stats: dict[str, Any]) -> str:
         f"records:          {stats['records']}"
         + (f" (and {stats['skipped_bad_records']} bad ones skipped)" if stats.get("skipped_bad_records")
            else ""),
+        f"prompts kept:     {stats['samples']} (dropped {stats['dropped']}: longer than max_length "
+        f"{stats['max_length']})" if stats.get("prompts") else
         f"samples kept:     {stats['samples']} (dropped {stats['dropped']}: no trained token left after "
         f"truncation; truncated {stats['truncated']})",
         f"tokens:           {stats['tokens']} ({stats['mean_sample_tokens']:.1f} per sample, longest "
         f"{stats['max_sample_tokens']})",
-        f"trained tokens:   {stats['trained_tokens']}",
     ]
+    if not stats.get("prompts"):  # a prompt is answered by the policy: none of its tokens is trained
+        lines.append(f"trained tokens:   {stats['trained_tokens']}")
     if stats.get("packed"):
         lines.append(f"packed rows:      {stats['rows']} of {stats.get('row_length', stats['max_length'])} "
                      f"tokens, fill ratio {stats.get('fill_ratio', 0):.4f}")

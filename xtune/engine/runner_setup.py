@@ -91,7 +91,10 @@ def describe_dataset(dataset, tokenizer) -> str:
     from xtune.data.inspect import dataset_stats, format_stats, render_sample
 
     sample = render_sample(dataset[0], tokenizer)
-    return f"{format_stats(dataset_stats(dataset))}\nfirst sample, trained text in [[ ]]:\n{sample[0]}"
+    stats = dataset_stats(dataset)
+    what = "first prompt, as the policy sees it" if stats["prompts"] else \
+        "first sample, trained text in [[ ]]"
+    return f"{format_stats(stats)}\n{what}:\n{sample[0]}"
 
 
 def experiment_name(recipe: str) -> str:
