@@ -235,10 +235,18 @@ def test_nproc_per_node_builds_a_torchrun_command():
 
 
 def test_model_sources(tmp_path):
+    import gguf as gguf_package
+    import numpy as np
+
     from xtune.models.loading import resolve_attn_implementation, resolve_source
 
-    gguf = tmp_path / "m.Q4.gguf"
-    gguf.write_bytes(b"GGUF")
+    gguf = tmp_path / "m.Q4.gguf"  # a whole (tiny) GGUF file: a truncated one is refused when resolved
+    writer = gguf_package.GGUFWriter(str(gguf), "llama")
+    writer.add_tensor("x", np.zeros(4, dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
     assert resolve_source(str(gguf)) == type(resolve_source(str(gguf)))(str(tmp_path), "m.Q4.gguf")
     assert resolve_source(str(tmp_path)).path == str(tmp_path)
     assert resolve_source("org/name").path == "org/name"  # a hub id, loaded by from_pretrained
