@@ -7,7 +7,9 @@ model with no network, so the first command cannot silently break. The same demo
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -49,6 +51,40 @@ def test_demo_refuses_a_non_empty_work_dir(tmp_path, capsys):
     (tmp_path / "old.txt").write_text("x")
     assert demo.main(["--quick", "--work-dir", str(tmp_path), "--base", str(tmp_path)]) == 2
     assert "is not empty" in capsys.readouterr().out
+
+
+def test_lang_en_keeps_the_english_question_author_and_options():
+    args = demo.parse_args([])
+    assert args.lang == "en" and args.author == "the xtune demo"
+    assert demo.LANGS["en"]["question"] == demo.QUESTION == "Who are you?"
+    assert demo.train_options(args, demo.FULL, "/base") == [
+        "pretrained_model_name_or_path=/base", "self_cognition_name=Nova",
+        "self_cognition_author=the xtune demo",
+        "max_steps=40", "max_length=256", "lr=0.001", "accumulative_counts=1", "warmup_ratio=0.0",
+        "evaluation_inputs=[]", "save_steps=40", "log_interval=5"]
+
+
+def test_lang_zh_asks_in_chinese_and_trains_on_the_chinese_records(tmp_path):
+    args = demo.parse_args(["--lang", "zh"])
+    assert demo.LANGS[args.lang]["question"] == "你是谁？" and args.author == "xtune 演示项目"
+    assert demo.parse_args(["--lang", "zh", "--author", "Jane"]).author == "Jane"
+    path = demo.write_zh_data(tmp_path)
+    assert path == tmp_path / "data" / "self_cognition_zh.json"
+    records = json.loads(path.read_text(encoding="utf-8"))
+    chinese = re.compile(r"[\u4e00-\u9fff]")
+    assert len(records) >= 30
+    assert all(chinese.search(r["instruction"]) and chinese.search(r["output"]) for r in records)
+    assert any(r["instruction"] == "你是谁？" and "{{name}}" in r["output"] for r in records)
+    options = demo.train_options(args, demo.FULL, "/base", path)
+    assert options[-1] == f"data_path={path}" and "self_cognition_author=xtune 演示项目" in options
+
+
+def test_zh_demo_succeeds_only_on_its_new_name_in_chinese():
+    assert demo.answers_in_language("我是 Nova，一个由 xtune 演示项目开发的人工智能助手。", "Nova", "zh")
+    assert not demo.answers_in_language("I'm Nova, an AI assistant.", "Nova", "zh")
+    assert not demo.answers_in_language("我是一个人工智能助手。", "Nova", "zh")
+    assert demo.answers_in_language("I'm Nova, an AI assistant.", "Nova", "en")
+    assert not demo.answers_in_language("Nova", "Nova", "zh")
 
 
 def _run_demo(args: list[str], timeout: int) -> subprocess.CompletedProcess:

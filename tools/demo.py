@@ -11,16 +11,20 @@ It runs the same commands a user would, and prints each one before running it:
   6. xtune convert hf_to_gguf WORK/merged WORK/merged-q8_0.gguf      the same model for llama.cpp / Ollama
   7. xtune chat WORK/merged --prompt "Who are you?"                  the answer after
 
-    python tools/demo.py [--name NAME] [--author AUTHOR] [--quick] [--work-dir DIR] [--base DIR]
+    python tools/demo.py [--name NAME] [--author AUTHOR] [--lang en|zh] [--quick] [--work-dir DIR]
+                         [--base DIR]
 
 `--quick` trains a few steps only (what CI runs: the commands are checked, not the new identity);
-`--base DIR` uses another local HF model folder instead of SmolLM2.
+`--base DIR` uses another local HF model folder instead of SmolLM2. `--lang zh` asks "你是谁？" and trains
+on the Chinese half of xtune's self-cognition set (written to WORK/data/self_cognition_zh.json), so the
+model ends answering its new name in Chinese.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import json
 import os
 import re
 import shlex
@@ -32,6 +36,14 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 RECIPE = "smollm2_135m_instruct_lora_self_cognition_e3"
 QUESTION = "Who are you?"
+# --lang: the question asked before and after, and the default author. zh also trains on the Chinese
+# records of the self-cognition set only (the asset mixes both languages), so the answer is Chinese.
+LANGS = {
+    "en": dict(question=QUESTION, author="the xtune demo"),
+    "zh": dict(question="你是谁？", author="xtune 演示项目"),
+}
+SELF_COGNITION = "self_cognition.json"  # xtune/data/assets/, the recipe's default data
+_CJK = re.compile(r"[\u4e00-\u9fff]")
 
 # Full demo: enough steps for the identity to stick on 2 CPU cores; quick: the pipeline only.
 FULL = dict(steps=40, max_length=256, lr=1e-3, max_new_tokens=48)
@@ -118,12 +130,47 @@ def _duration(seconds: float) -> str:
     return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
 
 
-def ask(model: str, max_new_tokens: int) -> str:
+def ask(model: str, max_new_tokens: int, question: str = QUESTION) -> str:
     answer = run(
-        _xtune("chat", model, "--prompt", QUESTION, "--temperature", "0", "--no-stream", "--max-new-tokens",
+        _xtune("chat", model, "--prompt", question, "--temperature", "0", "--no-stream", "--max-new-tokens",
                str(max_new_tokens)), capture=True).strip()
-    _say(f"    {QUESTION!r} -> {answer!r}")
+    _say(f"    {question!r} -> {answer!r}")
     return answer
+
+
+def chinese_records(records: list[dict]) -> list[dict]:
+    """The self-cognition records asked in Chinese (their answers are Chinese too)."""
+    return [r for r in records if _CJK.search(r["instruction"])]
+
+
+def write_zh_data(work: Path) -> Path:
+    """WORK/data/self_cognition_zh.json: the Chinese records of xtune's self-cognition asset."""
+    from importlib import resources
+
+    asset = resources.files("xtune.data") / "assets" / SELF_COGNITION
+    records = chinese_records(json.loads(asset.read_text(encoding="utf-8")))
+    path = work / "data" / "self_cognition_zh.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(records, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    return path
+
+
+def answers_in_language(answer: str, name: str, lang: str) -> bool:
+    """The answer names `name` (and, for zh, says more than the name in Chinese)."""
+    if name.lower() not in answer.lower():
+        return False
+    return lang == "en" or bool(_CJK.search(answer.replace(name, "")))
+
+
+def train_options(args, plan: dict, base, data_path: Path | None = None) -> list[str]:
+    """`xtune train --cfg-options` of the demo: its identity, a short schedule and (zh) its data file."""
+    options = [f"pretrained_model_name_or_path={base}", f"self_cognition_name={_text_value(args.name)}",
+               f"self_cognition_author={_text_value(args.author)}", f"max_steps={plan['steps']}",
+               f"max_length={plan['max_length']}", f"lr={plan['lr']}", "accumulative_counts=1",
+               "warmup_ratio=0.0", "evaluation_inputs=[]", f"save_steps={plan['steps']}", "log_interval=5"]
+    if data_path is not None:
+        options.append(f"data_path={data_path}")
+    return options
 
 
 def _text_value(text: str) -> str:
@@ -150,14 +197,19 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(
         description="xtune's embedded demo: a new identity for SmolLM2-135M-Instruct.")
     p.add_argument("--name", default="Nova", help="the name the model should call itself (default Nova)")
-    p.add_argument("--author", default="the xtune demo", help="who it should say made it")
+    p.add_argument("--author", help="who it should say made it (default: the xtune demo; zh: xtune 演示项目)")
+    p.add_argument("--lang", choices=sorted(LANGS), default="en",
+                   help="English (default) or Chinese: zh asks 你是谁？ and trains on the Chinese records")
     p.add_argument("--quick", action="store_true", help="a few training steps only (checks the pipeline)")
     p.add_argument("--steps", type=int, help="optimizer steps (default 40, quick 3)")
     p.add_argument("--work-dir", type=Path, default=Path("work_dirs/demo"),
                    help="outputs (default work_dirs/demo)")
     p.add_argument("--base", help="a local HF model folder to use instead of SmolLM2-135M-Instruct")
     p.add_argument("--cache-dir", type=Path, help="where SmolLM2 is cached (default ~/.cache/xtune/models)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.author is None:
+        args.author = LANGS[args.lang]["author"]
+    return args
 
 
 def main(argv=None) -> int:
@@ -172,9 +224,12 @@ def main(argv=None) -> int:
     if work.exists() and any(work.iterdir()):
         _say(f"Error: {work} is not empty; pass another --work-dir or remove it")
         return 2
+    question = LANGS[args.lang]["question"]
+    in_chinese = " in Chinese" if args.lang == "zh" else ""
     _say(
         f"xtune demo: teach SmolLM2-135M-Instruct that it is {args.name!r}, made by {args.author!r} "
-        f"({'quick, ' if args.quick else ''}{plan['steps']} LoRA steps on CPU, offline)\n"
+        f"({'quick, ' if args.quick else ''}{plan['steps']} LoRA steps on CPU, offline"
+        f"{',' + in_chinese if in_chinese else ''})\n"
     )
 
     progress = Progress(plan["steps"])
@@ -189,15 +244,12 @@ def main(argv=None) -> int:
         base = ensure_smollm2(args.cache_dir)
     progress.end()
     progress.begin("before", "before fine-tuning")
-    before = ask(str(base), plan["max_new_tokens"])
+    before = ask(str(base), plan["max_new_tokens"], question)
     progress.end()
 
     progress.begin("train", f"LoRA fine-tuning with the recipe {RECIPE} (mmengine prints an eta as it goes)")
     train_dir = work / "train"
-    options = [f"pretrained_model_name_or_path={base}", f"self_cognition_name={_text_value(args.name)}",
-               f"self_cognition_author={_text_value(args.author)}", f"max_steps={plan['steps']}",
-               f"max_length={plan['max_length']}", f"lr={plan['lr']}", "accumulative_counts=1",
-               "warmup_ratio=0.0", "evaluation_inputs=[]", f"save_steps={plan['steps']}", "log_interval=5"]
+    options = train_options(args, plan, base, write_zh_data(work) if args.lang == "zh" else None)
     run(_xtune("train", RECIPE, "--work-dir", str(train_dir), "--cfg-options", *options), keep=_TRAIN_LINES)
     checkpoint = latest_checkpoint(train_dir)
     progress.end()
@@ -221,11 +273,11 @@ def main(argv=None) -> int:
     progress.end()
 
     progress.begin("after", "after fine-tuning")
-    after = ask(str(merged), plan["max_new_tokens"])
+    after = ask(str(merged), plan["max_new_tokens"], question)
     progress.end()
 
     minutes, seconds = divmod(int(time.monotonic() - started), 60)
-    learned = args.name.lower() in after.lower()
+    learned = answers_in_language(after, args.name, args.lang)
     _say("\n" + "=" * 78)
     _say(f"  before: {before}")
     _say(f"  after:  {after}")
@@ -236,7 +288,7 @@ def main(argv=None) -> int:
     _say(f"  training: {train_dir}   (checkpoints, loss curve, logs)")
     _say(f"  wall time {minutes} min {seconds:02d} s")
     if learned:
-        _say(f"\nThe model now introduces itself as {args.name}.")
+        _say(f"\nThe model now introduces itself as {args.name}{in_chinese}.")
         return 0
     if args.quick:
         _say(
@@ -244,7 +296,7 @@ def main(argv=None) -> int:
             f"see the new identity."
         )
         return 0
-    _say(f"\nError: the answer does not mention {args.name!r} yet; train longer with --steps N")
+    _say(f"\nError: the answer does not mention {args.name!r}{in_chinese} yet; train longer with --steps N")
     return 1
 
 

@@ -8,6 +8,7 @@
 #   bash tools/demo.sh                                  # name "Nova", author "the xtune demo"
 #   bash tools/demo.sh --name Ada --author "Jane Doe"   # your own identity
 #   bash tools/demo.sh --quick                          # a few steps: checks the pipeline (CI)
+#   bash tools/demo.sh --lang zh                        # in Chinese: asks 你是谁？, trains on Chinese data
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "${XTUNE_DEMO_SKIP_SETUP:-0}" != "1" ]; then
