@@ -52,7 +52,7 @@ class GRPO:
     scale_rewards: group | batch | none; mask_truncated_completions: no loss on completions that hit
     max_completion_length."""
 
-    def __init__(self, reward_funcs=(), reward_weights=None, num_generations: int = 8,
+    def __init__(self, reward_funcs=("format",), reward_weights=None, num_generations: int = 8,
                  max_completion_length: int = 256, temperature: float = 1.0, top_p: float = 1.0,
                  top_k: int = 0, beta: float = 0.0, epsilon: float = 0.2, epsilon_high: float | None = None,
                  num_iterations: int = 1, loss_type: str = "dapo", scale_rewards: str = "group",
@@ -114,15 +114,10 @@ class GRPO:
         was_training = llm.training
         llm.eval()
         try:
-            out = llm.generate(input_ids=prompts, attention_mask=mask,
-                               max_new_tokens=self.max_completion_length, do_sample=True,
-                               temperature=self.temperature, top_p=self.top_p, top_k=self.top_k,
-                               eos_token_id=self.stop_ids, pad_token_id=pad, use_cache=True)
-            answers, answer_mask = ro.cut_at_stop(out[:, prompts.shape[1]:], self.stop_ids, pad)
-            sequences = torch.cat([prompts, answers], dim=1)
-            attention = torch.cat([mask, answer_mask.long()], dim=1)
-            positions = (attention.cumsum(-1) - 1).clamp(min=0)
-            args = (sequences, attention, positions, prompts.shape[1], answer_mask)
+            got = ro.sample_answers(llm, prompts, mask, stop_ids=self.stop_ids, pad_id=pad,
+                                    max_new_tokens=self.max_completion_length, temperature=self.temperature,
+                                    top_p=self.top_p, top_k=self.top_k)
+            answers, answer_mask, args = got.answers, got.answer_mask, got.forward_args()
             old = self.logps(llm, *args)[0] if self.num_iterations > 1 else None
             ref = None
             if self.beta != 0.0:
@@ -136,8 +131,7 @@ class GRPO:
         ids = [[t for t, k in zip(row, keep, strict=True) if k] for row, keep in
                zip(answers.tolist(), answer_mask.tolist(), strict=True)]
         texts = ro.answer_texts(self.tokenizer, answers, answer_mask, self.stop_ids)
-        return Completions(sequences, attention, positions, prompts.shape[1], answer_mask, loss_mask, old,
-                           ref, stopped), texts, ids
+        return Completions(*args[:4], answer_mask, loss_mask, old, ref, stopped), texts, ids
 
     def rewards(self, batch: dict, texts: list[str], ids: list[list[int]]) -> torch.Tensor:
         """(completions, functions) rewards, NaN where a function returned None."""

@@ -81,15 +81,11 @@ class PPO:
         was_training = llm.training
         llm.eval()
         try:
-            pad = self.tokenizer.pad_token_id
-            out = llm.generate(input_ids=prompts, attention_mask=mask, max_new_tokens=self.max_new_tokens,
-                               do_sample=True, temperature=self.temperature, top_k=self.top_k, top_p=1.0,
-                               eos_token_id=self.stop_ids, pad_token_id=pad, use_cache=True)
-            answers, answer_mask = ro.cut_at_stop(out[:, prompts.shape[1]:], self.stop_ids, pad)
-            sequences = torch.cat([prompts, answers], dim=1)
-            attention = torch.cat([mask, answer_mask.long()], dim=1)
-            positions = (attention.cumsum(-1) - 1).clamp(min=0)
-            args = (sequences, attention, positions, prompts.shape[1], answer_mask)
+            got = ro.sample_answers(llm, prompts, mask, stop_ids=self.stop_ids,
+                                    pad_id=self.tokenizer.pad_token_id, max_new_tokens=self.max_new_tokens,
+                                    temperature=self.temperature, top_k=self.top_k, top_p=1.0)
+            answers, answer_mask, sequences = got.answers, got.answer_mask, got.sequences
+            attention, positions, args = got.attention_mask, got.position_ids, got.forward_args()
             logps, values = ro.answer_forward(llm, value_head, *args)
             with reference.active(llm) as ref_model:
                 ref_logps, _ = ro.answer_forward(ref_model, None, *args)

@@ -37,6 +37,32 @@ class Rollout:
         return Rollout(**take)
 
 
+@dataclass
+class Sampled:
+    """Answers sampled after left-padded prompts, laid out for a forward pass over prompt + answer."""
+
+    answers: torch.Tensor  # right-padded after the first stop token
+    answer_mask: torch.Tensor  # bool: a real answer token (up to and including the stop token)
+    sequences: torch.Tensor
+    attention_mask: torch.Tensor
+    position_ids: torch.Tensor
+    prompt_length: int
+
+    def forward_args(self) -> tuple:
+        return (self.sequences, self.attention_mask, self.position_ids, self.prompt_length, self.answer_mask)
+
+
+def sample_answers(llm, prompts, mask, *, stop_ids: list[int], pad_id: int, **sampling) -> Sampled:
+    """`llm.generate` with sampling (`max_new_tokens`, `temperature`, `top_p`, `top_k`) and the KV cache,
+    cut at the first stop token; positions count only real tokens (the prompts are left-padded)."""
+    out = llm.generate(input_ids=prompts, attention_mask=mask, do_sample=True, eos_token_id=stop_ids,
+                       pad_token_id=pad_id, use_cache=True, **sampling)
+    answers, answer_mask = cut_at_stop(out[:, prompts.shape[1]:], stop_ids, pad_id)
+    attention = torch.cat([mask, answer_mask.long()], dim=1)
+    return Sampled(answers, answer_mask, torch.cat([prompts, answers], dim=1), attention,
+                   (attention.cumsum(-1) - 1).clamp(min=0), prompts.shape[1])
+
+
 def answer_forward(llm, value_head, sequences, attention_mask, position_ids, prompt_length, answer_mask):
     """(log-probs, values) of every answer token: the logits and value at the position before each."""
     logits, out = answer_logits(llm, sequences, attention_mask, position_ids, prompt_length, answer_mask,
