@@ -26,12 +26,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from xtune.data.prompt_formats import RESERVED_COLUMNS
 from xtune.errors import ConfigError, DataError, RegistryError, UsageError, did_you_mean
 from xtune.registry import import_object
 
 # Keyword arguments every call receives besides the record columns: never settings, never columns a function
-# "needs" (they are always there).
-ALWAYS_GIVEN = ("prompts", "completions", "completion_ids", "max_completion_length", "prompt_messages")
+# "needs" (they are always there). The data layer refuses record columns of these names.
+ALWAYS_GIVEN = RESERVED_COLUMNS
 USER_PATH_HINT = "a function of your own is named 'pkg.module:function' or 'path/to/file.py:function'"
 
 
