@@ -24,7 +24,7 @@ def checkpoint_name(step: int) -> str:
 
 
 def step_from_name(path: str | Path) -> int | None:
-    """N for `iter_N.pth` (file or DeepSpeed folder), else None."""
+    """N for `iter_N.pth` (a checkpoint folder, xtune's or DeepSpeed's, or an older file), else None."""
     stem = Path(path).name.split(".")[0]
     if stem.startswith("iter_") and stem[5:].isdigit():
         return int(stem[5:])

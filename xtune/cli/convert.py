@@ -24,13 +24,13 @@ def add_parser(subparsers, common):
 
 def _add_pth_to_hf(sub, common) -> None:
     pth = sub.add_parser("pth_to_hf", parents=[common], help="a training checkpoint -> adapter or full model",
-                         description="Convert an `xtune train` checkpoint (iter_N.pth file or DeepSpeed "
-                                     "folder) into a PEFT adapter folder, or a full model for full / freeze "
-                                     "tuning, with the tokenizer, the recipe's chat template and a model "
-                                     "card.")
+                         description="Convert an `xtune train` checkpoint (the iter_N.pth folder, an "
+                                     "older iter_N.pth file, or a DeepSpeed folder) into a PEFT adapter "
+                                     "folder, or a full model for full / freeze tuning, with the tokenizer, "
+                                     "the recipe's chat template and a model card.")
     pth.add_argument("recipe", metavar="RECIPE_OR_PATH", help="the recipe the checkpoint was trained with")
     pth.add_argument("checkpoint", metavar="CHECKPOINT",
-                     help="WORK_DIR/iter_N.pth (file or DeepSpeed folder)")
+                     help="WORK_DIR/iter_N.pth (xtune's or DeepSpeed's folder, or an older file)")
     pth.add_argument("out", metavar="OUT", help="output folder")
     pth.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE",
                      help="the same overrides as the training run (e.g. pretrained_model_name_or_path=DIR)")
