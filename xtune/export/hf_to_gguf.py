@@ -11,6 +11,10 @@ llama.cpp's graph expects (`gguf_arch`) and stored in the chosen type:
     q8_0, q4_0       matrices quantised with gguf's own quantisers (blocks of 32 along a row); a matrix whose
                      rows are not a multiple of 32 stays f16, and under q4_0 the output projection (or the
                      tied embedding that serves as it) is q8_0, the layer that suffers most from 4 bits
+    q6_k, q5_k_m, q5_k_s, q4_k_m, q4_k_s, q3_k_m, q2_k
+                     llama.cpp's k-quant mixes: its per-tensor choice of type (`gguf_mix`) and its
+                     reference block encoders written in numpy (`gguf_kquants`), byte for byte what
+                     `llama-quantize` writes without an importance matrix
 In every type, vectors (norms, biases) stay f32, as llama.cpp computes with them.
 
 Tensors are converted one at a time while the file is written (tensor infos first, then the data in the
@@ -29,7 +33,8 @@ from xtune.fileio import atomic_path, check_output_file
 
 log = logging.getLogger("xtune")
 
-OUTTYPES = ("f32", "f16", "bf16", "q8_0", "q4_0")
+OUTTYPES = ("f32", "f16", "bf16", "q8_0", "q4_0",
+            "q6_k", "q5_k_m", "q5_k_s", "q4_k_m", "q4_k_s", "q3_k_m", "q2_k")
 
 
 @dataclass
@@ -56,6 +61,10 @@ class PlannedTensor:
             return data
         if self.qtype == Q.F16:
             return data.astype(np.float16)
+        if self.qtype.name.endswith("_K"):  # gguf has no k-quant encoder
+            from xtune.export.gguf_kquants import quantize_k
+
+            return quantize_k(data, self.qtype)
         return quantize(data, self.qtype)
 
     def nbytes_and_dtype(self):
@@ -90,6 +99,7 @@ def plan_tensors(llm, arch, outtype: str) -> list[PlannedTensor]:
     import gguf
 
     from xtune.export.gguf_arch import extra_tensors
+    from xtune.export.gguf_mix import KQUANT_OUTTYPES, kquant_type, mix_model
 
     config = llm.config
     arch_enum = {name: key for key, name in gguf.MODEL_ARCH_NAMES.items()}[arch.name]
@@ -109,7 +119,11 @@ def plan_tensors(llm, arch, outtype: str) -> list[PlannedTensor]:
     planned = []
     for name, data in sources.items():
         shape = tuple(data.shape)
-        planned.append(PlannedTensor(name, shape, storage_type(name, shape, outtype, output_name), data))
+        if outtype in KQUANT_OUTTYPES:
+            qtype = kquant_type(name, shape, outtype, mix_model(config, tied))
+        else:
+            qtype = storage_type(name, shape, outtype, output_name)
+        planned.append(PlannedTensor(name, shape, qtype, data))
     return planned
 
 
@@ -119,6 +133,7 @@ def write_gguf(path: Path, llm, tokenizer, tokenizer_dir: Path, arch, outtype: s
     import numpy as np
 
     from xtune.export.gguf_arch import write_hparams
+    from xtune.export.gguf_mix import KQUANT_OUTTYPES
     from xtune.export.gguf_vocab import add_tokenizer
 
     config = llm.config
@@ -132,7 +147,7 @@ def write_gguf(path: Path, llm, tokenizer, tokenizer_dir: Path, arch, outtype: s
         writer.add_name(name)
         write_hparams(writer, config, arch)
         file_type = {"f32": "ALL_F32", "f16": "MOSTLY_F16", "bf16": "MOSTLY_BF16", "q8_0": "MOSTLY_Q8_0",
-                     "q4_0": "MOSTLY_Q4_0"}[outtype]
+                     "q4_0": "MOSTLY_Q4_0", **{k: v[0] for k, v in KQUANT_OUTTYPES.items()}}[outtype]
         writer.add_file_type(int(getattr(gguf.LlamaFileType, file_type)))
         writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
         rows = int(llm.get_input_embeddings().weight.shape[0])
