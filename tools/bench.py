@@ -8,6 +8,7 @@
     python tools/bench.py train --device cuda           # the GPU variant (LoRA / QLoRA, bf16, FA2, MFU)
     python tools/bench.py estimate                      # `xtune estimate` vs the peak memory of real runs
     python tools/bench.py scale                         # trained tokens/s: 1 process vs 2 (DDP, ZeRO-2/3)
+    python tools/bench.py serve                         # xtune serve: requests/s, latency at 1/4/16 clients
 
 Machines are noisy (absolute times drift between runs, ratios within one run do not), so every
 subcommand compares inside one run and writes, besides `--json FILE`, its tables into its own section of
@@ -143,6 +144,13 @@ def bench_scale(args) -> dict:
     return bsc.run(quick=args.quick, out=Path(args.out) if args.out else None, log=_log)
 
 
+def bench_serve(args) -> dict:
+    import bench_serve as bsv
+
+    return bsv.run(quick=args.quick, out=Path(args.out or tempfile.mkdtemp(prefix="xtune-bench-serve-")),
+                   log=_log)
+
+
 def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -181,7 +189,10 @@ SUBCOMMANDS = {
                  "memory: `xtune estimate` vs the measured peak of real trainings"),
     "scale": (bench_scale, lambda r: __import__("bench_scale").markdown(r),
               "trained tokens/s of 1 process vs 2 (DDP, ZeRO-2, ZeRO-3), same global batch"),
+    "serve": (bench_serve, lambda r: __import__("bench_serve").markdown(r),
+              "xtune serve on SmolLM2: requests/s, p50/p95 latency at 1, 4, 16 clients vs one-at-a-time"),
 }
+DOCS = {"serve": bench_report.REPO / "docs" / "serve.md"}  # a section in its own page, not benchmarks.md
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -191,9 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.add_argument("--quick", action="store_true", help="the few-minute version (CPU: tiny model)")
         p.add_argument("--json", metavar="FILE", help="write the result here")
-        p.add_argument("--doc", default=str(bench_report.DOC),
+        p.add_argument("--doc", default=str(DOCS.get(name, bench_report.DOC)),
                        help="Markdown file whose section is rewritten")
-        p.add_argument("--no-doc", action="store_true", help="leave docs/benchmarks.md alone")
+        p.add_argument("--no-doc", action="store_true", help="leave the Markdown file alone")
         p.add_argument("--out", metavar="DIR", help="working folder (default: a new temporary folder)")
         p.add_argument("--from-json", metavar="FILE",
                        help="render a saved --json result instead of measuring")
@@ -215,6 +226,9 @@ def missing_requirements(command: str) -> str | None:
     """Why `command` cannot run here (TRL or the shared data absent), or None."""
     import importlib.util
 
+    if command == "serve":
+        missing = [m for m in ("fastapi", "uvicorn") if importlib.util.find_spec(m) is None]
+        return f"{' and '.join(missing)} not installed: pip install -e '.[serve]'" if missing else None
     if command not in ("train", "data", "step", "estimate", "scale"):
         return None
     if command not in ("estimate", "scale") and importlib.util.find_spec("trl") is None:

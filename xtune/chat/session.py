@@ -27,6 +27,30 @@ class GenerationSettings:
     seed: int | None = None
 
 
+def sampling_kwargs(s: GenerationSettings, *, eos_token_id, pad_token_id) -> dict:
+    """`generate`'s keyword arguments for settings `s`: greedy at temperature 0, else sampling."""
+    kwargs = dict(max_new_tokens=s.max_new_tokens, eos_token_id=eos_token_id, pad_token_id=pad_token_id,
+                  repetition_penalty=s.repetition_penalty)
+    if s.temperature and s.temperature > 0:
+        kwargs.update(do_sample=True, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k)
+    else:
+        kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+    return kwargs
+
+
+def seeded(seed: int | None):
+    """With a seed, torch's random state for one answer: seeded, then put back, so an answer never
+    changes the random numbers of the process around it (`transformers.set_seed` would, for good)."""
+    if seed is None:
+        return contextlib.nullcontext()
+    import torch
+
+    stack = contextlib.ExitStack()
+    stack.enter_context(torch.random.fork_rng(devices=range(torch.cuda.device_count())))
+    torch.manual_seed(seed)
+    return stack
+
+
 class ChatSession:
     """Multi-turn chat. `ask(text)` returns the answer and keeps it in the history; `reset()` forgets.
     `registry` (the CLI's, or a caller's own) supplies the templates and the model adapters' defaults."""
@@ -91,39 +115,26 @@ class ChatSession:
         return [i for i in dict.fromkeys(ids) if i is not None]
 
     # ------------------------------------------------------------------ generation
-    def model_inputs(self, prompt: str) -> dict:
+    def model_inputs(self, prompt: str, images: list | None = None) -> dict:
         """The tensors `generate` gets for a rendered prompt (a session with pictures adds their pixels)."""
         inputs = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
         return {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"]}
 
+    def generate_kwargs(self, settings: GenerationSettings | None = None) -> dict:
+        """`generate`'s keyword arguments for `settings` (the session's own by default), inputs aside."""
+        return sampling_kwargs(settings or self.settings, eos_token_id=self.eos_token_ids,
+                               pad_token_id=self.tokenizer.pad_token_id)
+
     def _generate_kwargs(self, text: str) -> dict:
         device = next(self.model.parameters()).device
         kwargs = {k: v.to(device) for k, v in self.model_inputs(self.render(self.messages(text))).items()}
-        s = self.settings
-        kwargs.update(max_new_tokens=s.max_new_tokens, eos_token_id=self.eos_token_ids,
-                      pad_token_id=self.tokenizer.pad_token_id, repetition_penalty=s.repetition_penalty)
-        if s.temperature and s.temperature > 0:
-            kwargs.update(do_sample=True, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k)
-        else:
-            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        kwargs.update(self.generate_kwargs())
         return kwargs
-
-    def _seeded(self):
-        """With a seed, torch's random state for one answer: seeded, then put back, so a session never
-        changes the random numbers of the process around it (`transformers.set_seed` would, for good)."""
-        if self.settings.seed is None:
-            return contextlib.nullcontext()
-        import torch
-
-        stack = contextlib.ExitStack()
-        stack.enter_context(torch.random.fork_rng(devices=range(torch.cuda.device_count())))
-        torch.manual_seed(self.settings.seed)
-        return stack
 
     def ask(self, text: str, on_text: Callable[[str], None] | None = None) -> str:
         """Answer `text`; with `on_text`, stream the answer to it piece by piece as it is generated."""
         kwargs = self._generate_kwargs(text)
-        with self._seeded():
+        with seeded(self.settings.seed):
             if on_text is None:
                 output = self.model.generate(**kwargs)
                 new = output[0, kwargs["input_ids"].shape[1]:]

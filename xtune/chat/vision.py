@@ -57,9 +57,12 @@ class VisionChatSession(ChatSession):
                                                       add_generation_prompt=True)
         return with_image_prompt(super().render(messages), self.image_prompt)
 
-    def model_inputs(self, prompt: str) -> dict:
-        images = [load_image(p) for m in self.history for p in m.get(IMAGES, ())]
-        images += [load_image(p) for p in self.pending]
+    def model_inputs(self, prompt: str, images: list | None = None) -> dict:
+        """The processor's tensors for `prompt` with `images` (decoded pictures, one per image prompt in
+        it), by default the pictures of the conversation so far and the attached ones."""
+        if images is None:
+            images = [load_image(p) for m in self.history for p in m.get(IMAGES, ())]
+            images += [load_image(p) for p in self.pending]
         out = self.processor(text=[prompt], images=images or None, return_tensors="pt",
                              add_special_tokens=False)
         return {k: v for k, v in out.items() if hasattr(v, "to") and k != "token_type_ids"}

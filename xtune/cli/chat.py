@@ -16,15 +16,7 @@ def add_parser(subparsers, common):
                               description="Chat with a model: a local folder, a hub id, modelscope://ID or "
                                           "a GGUF file. Interactive unless --prompt is given or stdin is "
                                           "piped.")
-    p.add_argument("model", metavar="MODEL", help="folder, hub id, modelscope://ID, or path/to/model.gguf")
-    p.add_argument("--adapter", metavar="DIR", help="PEFT adapter folder to apply (e.g. WORK_DIR/hf)")
-    p.add_argument("--bits", type=int, choices=[4, 8],
-                   help="load the model in 4-bit NF4 or 8-bit (bitsandbytes)")
-    p.add_argument("--dtype", default="auto",
-                   help="precision: auto (bf16 where the GPU or CPU computes it natively, else fp16 on GPU / "
-                                         "fp32 on CPU), bfloat16, float16, float32")
-    p.add_argument("--prompt-template", metavar="NAME",
-                   help="xtune chat template (default: the model's own chat_template, else its family's)")
+    add_model_arguments(p)
     p.add_argument("--system", metavar="TEXT", help="system prompt")
     p.add_argument("--prompt", metavar="TEXT", help="answer this one message and exit")
     p.add_argument("--image", action="append", default=[], metavar="FILE",
@@ -36,9 +28,22 @@ def add_parser(subparsers, common):
     p.add_argument("--repetition-penalty", type=float, default=1.0, metavar="R")
     p.add_argument("--seed", type=int, metavar="N", help="random seed for sampling")
     p.add_argument("--no-stream", action="store_true", help="print each answer when it is complete")
+    p.set_defaults(func=run)
+
+
+def add_model_arguments(p) -> None:
+    """MODEL and how to load it and talk to it, as `xtune chat` and `xtune serve` both take them."""
+    p.add_argument("model", metavar="MODEL", help="folder, hub id, modelscope://ID, or path/to/model.gguf")
+    p.add_argument("--adapter", metavar="DIR", help="PEFT adapter folder to apply (e.g. WORK_DIR/hf)")
+    p.add_argument("--bits", type=int, choices=[4, 8],
+                   help="load the model in 4-bit NF4 or 8-bit (bitsandbytes)")
+    p.add_argument("--dtype", default="auto",
+                   help="precision: auto (bf16 where the GPU or CPU computes it natively, else fp16 on GPU / "
+                                         "fp32 on CPU), bfloat16, float16, float32")
+    p.add_argument("--prompt-template", metavar="NAME",
+                   help="xtune chat template (default: the model's own chat_template, else its family's)")
     p.add_argument("--source", default="auto", choices=["auto", "hf", "modelscope", "local"],
                    help="where MODEL lives (auto: a local path, else the Hugging Face hub)")
-    p.set_defaults(func=run)
 
 
 def _check(args) -> None:
