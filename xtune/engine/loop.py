@@ -51,6 +51,8 @@ class LoopParts:
     world_size: int = 1
     deepspeed: bool = False  # the runner's model is DeepSpeed's engine (behind mmengine's wrapper)
     sequence: Any = None  # engine.sequence_parallel.SequenceParallel: batches are cut into its shards
+    evaluation: Any = None  # engine.evaluation.RunEvaluation (generation metrics on a test file), or None
+    evaluate_every: int = 0
 
 
 @LOOPS.register_module()
@@ -121,6 +123,8 @@ class XtuneTrainLoop(BaseLoop):
         outputs.update(self.throughput(batches, time.perf_counter() - started))
         if self.due(step, self.parts.validate_every) and self.parts.validation is not None:
             outputs["val_loss"] = self.validation_loss()
+        if self.due(step, self.parts.evaluate_every) and self.parts.evaluation is not None:
+            outputs.update(self.parts.evaluation(self.model.llm, step))  # eval_bleu-4, eval_rouge-l ...
         self.runner.call_hook("after_train_iter", batch_idx=self._iter, data_batch=batches, outputs=outputs)
         if self.due(step, self.parts.log_every):
             self.report(step, outputs)

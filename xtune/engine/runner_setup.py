@@ -66,6 +66,7 @@ def loop_parts(cfg, parts: RunParts):
                             template=cfg.train_dataset.get("prompt_template"), registry=parts.registry,
                             system=chat.get("system", ""),
                             max_new_tokens=int(chat.get("max_new_tokens", 256)))
+    evaluation = _evaluation(cfg, parts)
     save_every = int(ckpt.get("interval", 0) or 0)
     trainable, total = parts.params
     checkpointing = bool(cfg.model.get("gradient_checkpointing"))
@@ -77,7 +78,24 @@ def loop_parts(cfg, parts: RunParts):
                      chat_every=int(chat.get("every", 0) or 0), validation=_val_loader(parts),
                      validate_every=int(cfg.get("val_steps") or save_every), flops_per_token=float(flops),
                      world_size=parts.world_size, deepspeed=parts.ds_config is not None,
-                     sequence=parts.sequence)
+                     sequence=parts.sequence, evaluation=evaluation,
+                     evaluate_every=int(cfg.get("evaluation_steps") or 0))
+
+
+def _evaluation(cfg, parts: RunParts):
+    """The recipe's `evaluation_data` scored during training (`engine.evaluation`), or None."""
+    if not cfg.get("evaluation_data"):
+        return None
+    if parts.processor is not None or not hasattr(parts.llm, "generate") or _scores(parts.llm):
+        import logging
+
+        logging.getLogger("xtune").warning(
+            "Warning: evaluation_data is scored on a text language model's answers; this run trains "
+            f"{'a vision-language model' if parts.processor is not None else 'a reward model'}, so it is not")
+        return None
+    from xtune.engine.evaluation import RunEvaluation
+
+    return RunEvaluation(cfg, parts.tokenizer, registry=parts.registry, work_dir=parts.work_dir)
 
 
 def _scores(llm) -> bool:

@@ -21,6 +21,13 @@ ENGINE_SETTINGS: dict[str, Any] = {
     # data switches that also have a place in `train_dataset` (OPTIONAL_KEYS); either spelling works
     "skip_bad_records": False,  # leave bad records out (each logged, counted) instead of stopping
     "ignore_images": False,  # a text model: train image records on their text alone, pictures left out
+    # a test file: its answers generated and scored (BLEU-4, ROUGE, exact match) at the end of training
+    "evaluation_data": None,
+    "evaluation_dataset_map": None,  # its format (default: the training data's dataset map)
+    "evaluation_steps": 0,  # also every N optimizer steps (0: at the end only)
+    "evaluation_max_new_tokens": 128,
+    "evaluation_batch_size": 8,
+    "evaluation_limit": 0,  # the first N records only (0: all)
 }
 # Keys a section reads with a default, so `--cfg-options train_dataset.skip_bad_records=True` may add them.
 OPTIONAL_KEYS = {"train_dataset": ("skip_bad_records", "ignore_images")}
