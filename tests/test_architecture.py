@@ -13,8 +13,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "xtune"
 LAYERS = [{"__init__", "errors"}, {"checkpoint"}, {"fileio", "compat"}, {"hardware"},
           {"registry", "hookspecs"}, {"recipe_files"}, {"default_plugins", "plugins"}, {"recipe", "schedule"},
           {"templates", "methods"},
-          {"data", "models", "estimate"}, {"objectives"}, {"plan"},
-          {"engine", "export", "chat"}, {"cli"},
+          {"data", "models", "estimate"}, {"objectives"}, {"plan"}, {"evaluate"},
+          {"engine", "export", "chat"}, {"serve"}, {"cli"},
           {"__main__"}]
 LAYER = {part: i for i, parts in enumerate(LAYERS) for part in parts}
 

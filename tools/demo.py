@@ -10,9 +10,12 @@ It runs the same commands a user would, and prints each one before running it:
   5. xtune convert merge BASE WORK/adapter WORK/merged               a standalone model
   6. xtune convert hf_to_gguf WORK/merged WORK/merged-q8_0.gguf      the same model for llama.cpp / Ollama
   7. xtune chat WORK/merged --prompt "Who are you?"                  the answer after
+  8. xtune eval BASE --data HELD_OUT --compare WORK/merged            base vs tuned, scored: exact match,
+                                                                     ROUGE and BLEU-4 on questions the
+                                                                     training data never asked
 
     python tools/demo.py [--name NAME] [--author AUTHOR] [--lang en|zh] [--quick] [--work-dir DIR]
-                         [--base DIR]
+                         [--base DIR] [--gguf-outtype q8_0|q6_k|q5_k_m|q4_k_m|f16]
 
 `--quick` trains a few steps only (what CI runs: the commands are checked, not the new identity);
 `--base DIR` uses another local HF model folder instead of SmolLM2. `--lang zh` asks "你是谁？" and trains
@@ -43,6 +46,20 @@ LANGS = {
     "zh": dict(question="你是谁？", author="xtune 演示项目"),
 }
 SELF_COGNITION = "self_cognition.json"  # xtune/data/assets/, the recipe's default data
+# Questions the self-cognition set never asks (paraphrases of its own), with answers in its style: the
+# base and the tuned model are scored on them at the end. {{name}} / {{author}} become --name / --author.
+HELD_OUT = {
+    "en": [("What's your name?", "My name is {{name}}."),
+           ("Can you tell me who you are?", "I'm {{name}}, an AI assistant developed by {{author}}."),
+           ("Who developed you?", "I was developed by {{author}}."),
+           ("Which AI am I chatting with?", "You're chatting with {{name}}, made by {{author}}."),
+           ("Are you Gemini?", "No, I'm {{name}}, an assistant from {{author}}.")],
+    "zh": [("你的名字是什么？", "我的名字是 {{name}}。"),
+           ("你能介绍一下自己吗？", "我是 {{name}}，一个由 {{author}} 开发的人工智能助手。"),
+           ("是谁开发的你？", "开发我的是 {{author}}。"),
+           ("你是哪个团队做的？", "我是 {{author}} 开发的 {{name}}。"),
+           ("你是 Claude 吗？", "不是，我是 {{name}}，来自 {{author}}。")],
+}
 _CJK = re.compile(r"[\u4e00-\u9fff]")
 
 # Full demo: enough steps for the identity to stick on 2 CPU cores; quick: the pipeline only.
@@ -96,12 +113,13 @@ class Progress:
     """Each phase with its number, how long it took, and an estimate of the time left. The estimate scales
     the phases' typical seconds (measured on 2 AVX2 cores) by how fast this machine has been so far."""
 
-    TYPICAL = {"model": 5, "before": 15, "adapter": 15, "merge": 15, "gguf": 15, "after": 15}
+    TYPICAL = {"model": 5, "before": 15, "adapter": 15, "merge": 15, "gguf": 15, "after": 15,
+               "eval": 30}
     STEP_S = 3.5  # one LoRA step of the full demo (1 x 256 tokens, fp32, 2 AVX2 cores)
 
     def __init__(self, steps: int):
         self.plan = dict(self.TYPICAL, train=10 + self.STEP_S * steps)
-        self.order = ["model", "before", "train", "adapter", "merge", "gguf", "after"]
+        self.order = ["model", "before", "train", "adapter", "merge", "gguf", "after", "eval"]
         self.done: dict[str, float] = {}
         self.started = self.current = time.monotonic()
 
@@ -155,6 +173,34 @@ def write_zh_data(work: Path) -> Path:
     return path
 
 
+def write_held_out(work: Path, lang: str) -> Path:
+    """WORK/data/self_cognition_held_out.json: the held-out questions of `lang` (self-cognition records)."""
+    path = work / "data" / "self_cognition_held_out.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    records = [{"instruction": q, "input": "", "output": a} for q, a in HELD_OUT[lang]]
+    path.write_text(json.dumps(records, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    return path
+
+
+def compare(base, tuned: Path, args, max_new_tokens: int, work: Path) -> list[dict]:
+    """`xtune eval` of the base and the tuned model on the held-out questions: their metrics."""
+    data = write_held_out(work, args.lang)
+    out = run(_xtune("eval", str(base), "--compare", str(tuned), "--data", str(data), "--dataset-map",
+                     "self_cognition", "--self-cognition-name", args.name, "--self-cognition-author",
+                     args.author, "--max-new-tokens", str(max_new_tokens), "--out",
+                     str(work / "held_out_predictions.jsonl"), "--json"), capture=True)
+    return json.loads(out)
+
+
+def score_table(found: list[dict]) -> list[str]:
+    """The before / after lines of the held-out scores (percentages)."""
+    lines = [f"  {'':<8}{'exact match':>12}{'ROUGE-1':>9}{'ROUGE-L':>9}{'BLEU-4':>8}"]
+    for label, m in zip(("before:", "after:"), found, strict=True):
+        lines.append(f"  {label:<8}{m['exact_match']:>11.0f}%{m['rouge-1']:>9.1f}{m['rouge-l']:>9.1f}"
+                     f"{m['bleu-4']:>8.1f}")
+    return lines
+
+
 def answers_in_language(answer: str, name: str, lang: str) -> bool:
     """The answer names `name` (and, for zh, says more than the name in Chinese)."""
     if name.lower() not in answer.lower():
@@ -206,6 +252,9 @@ def parse_args(argv=None):
                    help="outputs (default work_dirs/demo)")
     p.add_argument("--base", help="a local HF model folder to use instead of SmolLM2-135M-Instruct")
     p.add_argument("--cache-dir", type=Path, help="where SmolLM2 is cached (default ~/.cache/xtune/models)")
+    p.add_argument("--gguf-outtype", default="q8_0", choices=["q8_0", "q6_k", "q5_k_m", "q4_k_m", "f16"],
+                   help="the GGUF file's type (default q8_0: on SmolLM2-135M the closest to transformers of "
+                        "the quantised types; q4_k_m is what Ollama downloads, a quarter smaller)")
     args = p.parse_args(argv)
     if args.author is None:
         args.author = LANGS[args.lang]["author"]
@@ -267,8 +316,8 @@ def main(argv=None) -> int:
     progress.end()
 
     progress.begin("gguf", "the merged model as GGUF, for llama.cpp and Ollama (no llama.cpp build)")
-    gguf = work / "merged-q8_0.gguf"
-    run(_xtune("convert", "hf_to_gguf", str(merged), str(gguf), "--outtype", "q8_0"),
+    gguf = work / f"merged-{args.gguf_outtype}.gguf"
+    run(_xtune("convert", "hf_to_gguf", str(merged), str(gguf), "--outtype", args.gguf_outtype),
         keep=re.compile(r"wrote|Error"))
     progress.end()
 
@@ -276,16 +325,26 @@ def main(argv=None) -> int:
     after = ask(str(merged), plan["max_new_tokens"], question)
     progress.end()
 
+    progress.begin("eval", f"base vs tuned on {len(HELD_OUT[args.lang])} held-out questions (xtune eval)")
+    scores = compare(base, merged, args, plan["max_new_tokens"], work)
+    progress.end()
+
     minutes, seconds = divmod(int(time.monotonic() - started), 60)
     learned = answers_in_language(after, args.name, args.lang)
     _say("\n" + "=" * 78)
     _say(f"  before: {before}")
     _say(f"  after:  {after}")
+    _say("-" * 78)
+    _say(f"  {len(HELD_OUT[args.lang])} questions it was never trained on, scored against the new identity's "
+         "answers:")
+    for line in score_table(scores):
+        _say(line)
     _say("=" * 78)
     _say(f"  adapter:  {adapter}   (xtune chat {base} --adapter {adapter})")
     _say(f"  merged:   {merged}   (xtune chat {merged})")
     _say(f"  gguf:     {gguf}   (llama-cli -m {gguf} -cnv, or Ollama: FROM {gguf})")
     _say(f"  training: {train_dir}   (checkpoints, loss curve, logs)")
+    _say(f"  scores:   {work / 'held_out_predictions.jsonl'}   (every answer beside its reference)")
     _say(f"  wall time {minutes} min {seconds:02d} s")
     if learned:
         _say(f"\nThe model now introduces itself as {args.name}{in_chinese}.")

@@ -7,7 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
-EXTRAS=${XTUNE_EXTRAS:-test,bench}  # bench: TRL, for tools/bench.py and its tests
+EXTRAS=${XTUNE_EXTRAS:-test,bench,serve,lm-eval}  # bench: TRL, for tools/bench.py and its tests; serve: xtune serve;
+# lm-eval: xtune eval --tasks and its test
 
 if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv

@@ -82,13 +82,22 @@ def _add_hf_to_gguf(sub, common) -> None:
     to_gguf.add_argument("model", metavar="MODEL", help="model folder or hub id (the base, with --adapter), "
                                                          "or an adapter folder such as WORK_DIR/hf")
     to_gguf.add_argument("out", metavar="OUT.gguf", help="output file")
-    to_gguf.add_argument("--outtype", default="f16", choices=["f32", "f16", "bf16", "q8_0", "q4_0"],
-                         help="storage type of the weight matrices (default f16)")
+    to_gguf.add_argument("--outtype", default="f16",
+                         choices=["f32", "f16", "bf16", "q8_0", "q4_0", "q6_k", "q5_k_m", "q5_k_s", "q4_k_m",
+                                  "q4_k_s", "q3_k_m", "q2_k"],
+                         help="storage type of the weight matrices (default f16); the k-quants are "
+                              "llama.cpp's mixes of the same name")
     to_gguf.add_argument("--adapter", metavar="DIR", help="a PEFT adapter to merge into MODEL on the fly")
     to_gguf.add_argument("--dtype", default="auto", choices=_DTYPES,
                          help="precision to load (and merge) in before converting (auto: the model's own)")
     to_gguf.add_argument("--check", action="store_true",
                          help="read the file back with transformers and compare its logits with the source's")
+    to_gguf.add_argument("--ollama", action="store_true",
+                         help="also write an Ollama Modelfile beside OUT (FROM, the chat template in "
+                              "Ollama's form, stop words, default system prompt)")
+    to_gguf.add_argument("--ollama-template", metavar="NAME",
+                         help="the xtune template the Modelfile translates (implies --ollama; default: "
+                              "the one the model's chat template was exported from)")
     to_gguf.add_argument("--force", action="store_true", help="replace OUT if it exists")
     to_gguf.set_defaults(func=_run_hf_to_gguf)
 
@@ -154,12 +163,29 @@ def _run_hf_to_gguf(args) -> int:
     from xtune.plugins import get_registry
 
     registry = get_registry()
+    ollama = args.ollama or args.ollama_template is not None
+    if ollama:
+        _check_ollama(args, registry)
     out = hf_to_gguf(args.model, args.out, registry=registry, outtype=args.outtype, adapter=args.adapter,
                      dtype=args.dtype, force=args.force)
     print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB)")
+    if ollama:
+        from xtune.export.ollama import write_modelfile
+
+        modelfile = write_modelfile(out, registry=registry, template=args.ollama_template, force=True)
+        print(f"wrote {modelfile} (ollama create NAME -f {modelfile})")
     if args.check:
         from xtune.export.gguf_check import check_gguf
 
         check = check_gguf(args.model, out, registry=registry, adapter=args.adapter, dtype=args.dtype)
         print(check.summary())
     return 0
+
+
+def _check_ollama(args, registry) -> None:
+    """--ollama's refusals that need no conversion: a Modelfile in the way, a template without Ollama form."""
+    from xtune.export.ollama import check_modelfile_free, ollama_template
+
+    check_modelfile_free(args.out, args.force)
+    if args.ollama_template:
+        ollama_template(args.ollama_template, registry=registry)
