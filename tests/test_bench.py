@@ -261,3 +261,19 @@ def test_estimate_rows_and_markdown_report_every_row_against_the_goal():
     assert "| llama2-tiny | full | 40% | 0.5 | 1 | 1.1 | +10.0% | yes |" in text
     assert "-20.0% | NO |" in text and "NOT met" in text
     assert bench.build_parser().parse_args(["estimate", "--device", "cuda"]).device == "cuda"
+
+
+def test_serve_table_compares_with_the_mean_of_the_two_baselines():
+    import bench_serve
+
+    def figures(rate, cpu):
+        return {"requests_per_s": rate, "tokens_per_s": rate * 30, "p50_s": 1.0, "p95_s": 2.0,
+                "cpu_s_per_request": cpu}
+
+    result = bench_report.header("serve", {})
+    result.update(baseline=figures(1.0, 2.0), baseline_after=figures(3.0, 2.0),
+                  levels=[{"concurrency": 16, **figures(6.0, 0.5)}],
+                  server={"batches": 3, "largest_batch": 8})
+    text = bench_serve.markdown(result)
+    assert "| `xtune serve`, 16 concurrent client(s) | 16 | 6 | 180 | 1 | 2 | 3 | 0.5 | 4 |" in text
+    assert "3 batches, the largest of 8 requests" in text

@@ -41,10 +41,20 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def _summary(latencies: list[float], wall: float, tokens: int) -> dict:
+def _summary(latencies: list[float], wall: float, tokens: int, cpu_s: float | None) -> dict:
     return {"requests": len(latencies), "wall_s": wall, "requests_per_s": len(latencies) / wall,
             "tokens_per_s": tokens / wall, "p50_s": statistics.median(latencies),
-            "p95_s": _percentile(latencies, 0.95)}
+            "p95_s": _percentile(latencies, 0.95),
+            "cpu_s_per_request": None if cpu_s is None else cpu_s / len(latencies)}
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system) a process has used so far, from /proc (None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class Baseline:
@@ -63,7 +73,7 @@ class Baseline:
         self.session.ask(PROMPTS[0])  # warm-up, unmeasured
 
     def measure(self, count: int) -> dict:
-        latencies, tokens, start = [], 0, time.perf_counter()
+        latencies, tokens, start, cpu = [], 0, time.perf_counter(), time.process_time()
         for i in range(count):
             begin = time.perf_counter()
             inputs = self.session.model_inputs(self.session.render(
@@ -73,7 +83,7 @@ class Baseline:
             self.tokenizer.decode(output[0, prompt_length:], skip_special_tokens=True)
             latencies.append(time.perf_counter() - begin)
             tokens += int(output.shape[1] - prompt_length)
-        return _summary(latencies, time.perf_counter() - start, tokens)
+        return _summary(latencies, time.perf_counter() - start, tokens, time.process_time() - cpu)
 
 
 class _Server:
@@ -118,7 +128,7 @@ def _request(url: str, prompt: str) -> tuple[float, int]:
     return time.perf_counter() - begin, body["usage"]["completion_tokens"]
 
 
-def level(url: str, concurrency: int, count: int) -> dict:
+def level(url: str, concurrency: int, count: int, pid: int) -> dict:
     """`count` requests from `concurrency` threads, each sending its next request when the last is done."""
     counter, lock = iter(range(count)), threading.Lock()
 
@@ -132,11 +142,13 @@ def level(url: str, concurrency: int, count: int) -> dict:
             done.append(_request(url, PROMPTS[i % len(PROMPTS)]))
 
     _request(url, PROMPTS[0])  # warm-up, unmeasured
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), _cpu_seconds(pid)
     with ThreadPoolExecutor(concurrency) as pool:
         results = [r for part in pool.map(client, range(concurrency)) for r in part]
-    wall = time.perf_counter() - start
-    return {"concurrency": concurrency, **_summary([r[0] for r in results], wall, sum(r[1] for r in results))}
+    wall, cpu_end = time.perf_counter() - start, _cpu_seconds(pid)
+    used = None if cpu is None or cpu_end is None else cpu_end - cpu
+    return {"concurrency": concurrency,
+            **_summary([r[0] for r in results], wall, sum(r[1] for r in results), used)}
 
 
 def run(quick: bool, out: Path, log) -> dict:
@@ -147,8 +159,11 @@ def run(quick: bool, out: Path, log) -> dict:
         raise SystemExit("Error: bench.py serve needs SmolLM2-135M-Instruct (tools/get_smollm2.py)")
     out.mkdir(parents=True, exist_ok=True)
     counts = {1: 4, 4: 8, 16: 16} if quick else {1: 8, 4: 16, 16: 32}
+    import torch
+
     settings = {"model": Path(model).name, "max_tokens": MAX_TOKENS, "greedy": True,
-                "requests": [counts[c] for c in LEVELS], "server": "xtune serve defaults (--max-batch 8)"}
+                "requests": [counts[c] for c in LEVELS], "server": "xtune serve defaults (--max-batch 8)",
+                "torch_threads": torch.get_num_threads()}  # OMP_NUM_THREADS, inherited by the server too
     result = bench_report.header("serve", settings)
     base = Baseline(str(model))
     result["baseline"] = base.measure(counts[1])  # before the server starts, and again after its levels:
@@ -158,7 +173,7 @@ def run(quick: bool, out: Path, log) -> dict:
         url = server.wait()
         result["levels"] = []
         for c in LEVELS:
-            result["levels"].append(level(url, c, counts[c]))
+            result["levels"].append(level(url, c, counts[c], server.proc.pid))
             log(f"concurrency {c}: {result['levels'][-1]['requests_per_s']:.2f} requests/s")
         with urllib.request.urlopen(f"http://{url}/health", timeout=60) as response:
             result["server"] = json.load(response)
@@ -169,19 +184,28 @@ def run(quick: bool, out: Path, log) -> dict:
 
 
 def markdown(result: dict) -> str:
-    """The table; requests/s are compared with the mean of the baselines measured before and after."""
+    """The table. Requests/s are compared with the mean of the baselines measured before and after; CPU
+    seconds per request (the server process's, or this one's for the baseline) with the baselines' mean too:
+    on a machine shared with other work, wall time says how busy it was, CPU time what each answer cost."""
     bases = [("`generate`, one request at a time (no server), before", result["baseline"])]
     if result.get("baseline_after"):
         bases.append(("`generate`, one at a time, after the server's levels", result["baseline_after"]))
-    reference = statistics.mean(b["requests_per_s"] for _, b in bases)
-    rows = [[name, 1, b["requests_per_s"], b["tokens_per_s"], b["p50_s"], b["p95_s"],
-             b["requests_per_s"] / reference] for name, b in bases]
-    rows += [[f"`xtune serve`, {lv['concurrency']} concurrent client(s)", lv["concurrency"],
-              lv["requests_per_s"], lv["tokens_per_s"], lv["p50_s"], lv["p95_s"],
-              lv["requests_per_s"] / reference] for lv in result["levels"]]
+    rate = statistics.mean(b["requests_per_s"] for _, b in bases)
+    cpus = [b.get("cpu_s_per_request") for _, b in bases if b.get("cpu_s_per_request")]
+    cpu = statistics.mean(cpus) if cpus else None
+
+    def row(name, c, figures):
+        per = figures.get("cpu_s_per_request")
+        return [name, c, figures["requests_per_s"], figures["tokens_per_s"], figures["p50_s"],
+                figures["p95_s"], figures["requests_per_s"] / rate, per, cpu / per if per and cpu else None]
+
+    rows = [row(name, 1, b) for name, b in bases]
+    rows += [row(f"`xtune serve`, {lv['concurrency']} concurrent client(s)", lv["concurrency"], lv)
+             for lv in result["levels"]]
     server = result.get("server", {})
     return "\n".join(["## Serving throughput", "", *bench_report.context_lines(result), "",
                       bench_report.table(["arm", "concurrency", "requests/s", "tokens/s", "p50 latency s",
-                                          "p95 latency s", "requests/s vs baseline"], rows), "",
+                                          "p95 latency s", "requests/s vs baseline", "CPU s / request",
+                                          "CPU efficiency vs baseline"], rows), "",
                       f"The server ran {server.get('batches', '–')} batches, the largest of "
                       f"{server.get('largest_batch', '–')} requests.", ""])

@@ -121,7 +121,12 @@ async def submit(state: ServeState, req: Request) -> tuple[list[Job], list[Answe
     """Jobs for the request's prompts, queued; a full queue is a 503 and nothing stays queued."""
     from starlette.concurrency import run_in_threadpool
 
-    prepared = await run_in_threadpool(prepare, state, req)
+    with state.worker.arriving():
+        prepared = await run_in_threadpool(prepare, state, req)
+        return _queue(state, req, prepared)
+
+
+def _queue(state: ServeState, req: Request, prepared) -> tuple[list[Job], list[Answer], list[int]]:
     lengths = [len(ids) for ids, _ in prepared]
     limits = [max_tokens(state, req, n) for n in lengths]
     stop_words = list(dict.fromkeys(

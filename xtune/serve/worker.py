@@ -16,6 +16,7 @@ batch ends when all are. A job alone in its batch gets exactly the inputs and `g
 from __future__ import annotations
 
 import collections
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -23,6 +24,8 @@ from dataclasses import dataclass, field
 
 from xtune.chat.stops import StopFilter
 from xtune.serve.schema import Sampling
+
+GATHER_S = 0.25  # the longest a batch waits for requests that are being prepared
 
 
 class QueueFull(Exception):
@@ -204,6 +207,7 @@ class Worker:
         self._waiting: collections.deque[Job] = collections.deque()
         self._cond = threading.Condition()
         self._closed = False
+        self._arriving = 0  # requests being prepared, not yet queued
         self.batches = 0  # how many generate calls ran (the tests and the benchmark read it)
         self.largest_batch = 0
         self._thread = threading.Thread(target=self._run, name="xtune-serve-worker", daemon=True)
@@ -218,13 +222,36 @@ class Worker:
             if len(self._waiting) >= self.max_queue:
                 raise QueueFull
             self._waiting.append(job)
-            self._cond.notify()
+            self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def arriving(self):
+        """Around a request's preparation (template, tokenizer) until its jobs are queued: a batch that is
+        about to start waits for such requests (at most `GATHER_S`), so that clients which send their next
+        request together, as they do when their answers came in one batch, share the next batch too."""
+        with self._cond:
+            self._arriving += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._arriving -= 1
+                self._cond.notify_all()
 
     def close(self) -> None:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
         self._thread.join(timeout=10)
+
+    def _gather(self, batch: list[Job], key) -> None:
+        """Move waiting jobs with the batch's key into it, up to `max_batch`."""
+        for job in list(self._waiting):
+            if len(batch) >= self.max_batch:
+                return
+            if job.batch_key() == key:
+                self._waiting.remove(job)
+                batch.append(job)
 
     def _take(self) -> list[Job] | None:
         with self._cond:
@@ -234,13 +261,13 @@ class Worker:
                 return None
             first = self._waiting.popleft()
             batch, key = [first], first.batch_key()
-            if key is not None:
-                for job in list(self._waiting):
-                    if len(batch) >= self.max_batch:
-                        break
-                    if job.batch_key() == key:
-                        self._waiting.remove(job)
-                        batch.append(job)
+            if key is None:
+                return batch
+            self._gather(batch, key)
+            deadline = time.monotonic() + GATHER_S
+            while len(batch) < self.max_batch and self._arriving and time.monotonic() < deadline:
+                self._cond.wait(deadline - time.monotonic())
+                self._gather(batch, key)
             return batch
 
     def _run(self) -> None:
