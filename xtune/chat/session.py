@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from xtune.chat.stops import StopFilter, cut_at_stop
+from xtune.templates.stops import stop_token_ids, stop_words
 
 
 @dataclass
@@ -77,8 +78,8 @@ class ChatSession:
 
             get_template(template, registry)  # unknown names fail here, with the closest ones
             self.template = template
-        self.stop_words = self._stop_words()
-        self.eos_token_ids = self._eos_token_ids()
+        self.stop_words = stop_words(self.template, self.tokenizer, registry=self.registry)
+        self.eos_token_ids = stop_token_ids(self.stop_words, self.tokenizer, self.model)
 
     # ------------------------------------------------------------------ prompt
     def messages(self, text: str) -> list[dict]:
@@ -92,27 +93,6 @@ class ChatSession:
 
         # The tokenizer's own BOS/EOS text, exactly as the data pipeline rendered the training data.
         return render_prompt(self.template, messages, self.tokenizer, registry=self.registry)
-
-    def _stop_words(self) -> list[str]:
-        words = []
-        if self.template:
-            from xtune.templates import get_template
-
-            words += list(get_template(self.template, self.registry).stop_words)
-        if self.tokenizer.eos_token:
-            words.append(self.tokenizer.eos_token)
-        return list(dict.fromkeys(words))
-
-    def _eos_token_ids(self) -> list[int]:
-        ids = []
-        configured = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
-        ids += configured if isinstance(configured, list) else [configured]
-        ids.append(self.tokenizer.eos_token_id)
-        for word in self.stop_words:  # a stop word that is one token stops generate() directly
-            encoded = self.tokenizer.encode(word, add_special_tokens=False)
-            if len(encoded) == 1:
-                ids.append(encoded[0])
-        return [i for i in dict.fromkeys(ids) if i is not None]
 
     # ------------------------------------------------------------------ generation
     def model_inputs(self, prompt: str, images: list | None = None) -> dict:

@@ -6,13 +6,9 @@ text that could still be the start of a stop word is held back until the next ch
 
 from __future__ import annotations
 
+from xtune.templates.stops import cut_at_stop
 
-def cut_at_stop(text: str, stop_words) -> tuple[str, bool]:
-    """(text before the first stop word, whether one was found)."""
-    positions = [i for i in (text.find(w) for w in stop_words if w) if i >= 0]
-    if not positions:
-        return text, False
-    return text[: min(positions)], True
+__all__ = ["StopFilter", "cut_at_stop"]
 
 
 class StopFilter:

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from xtune.templates.stops import cut_at_stop, stop_token_ids, stop_words
+
 
 @dataclass
 class Prompting:
@@ -27,35 +29,18 @@ class Prompting:
 
 
 def recipe_prompting(template: str | None, tokenizer, model, *, registry) -> Prompting:
-    """The prompt format of a recipe's template (the tokenizer's own chat template without one)."""
+    """The prompt format of a recipe's template (the tokenizer's own chat template without one), stopping
+    where `xtune chat` stops (`xtune.templates.stops`)."""
     if template:
-        from xtune.templates import get_template, render_prompt
-
-        words = list(get_template(template, registry).stop_words)
+        from xtune.templates import render_prompt
 
         def render(messages):
             return render_prompt(template, messages, tokenizer, registry=registry)
     else:
-        words = []
-
         def render(messages):
             return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    if tokenizer.eos_token:
-        words.append(tokenizer.eos_token)
-    words = list(dict.fromkeys(words))
-    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    ids = (configured if isinstance(configured, list) else [configured]) + [tokenizer.eos_token_id]
-    for word in words:
-        encoded = tokenizer.encode(word, add_special_tokens=False)
-        if len(encoded) == 1:
-            ids.append(encoded[0])
-    return Prompting(render, words, [i for i in dict.fromkeys(ids) if i is not None])
-
-
-def cut_at_stop(text: str, stop_words) -> str:
-    """The text before the first stop word."""
-    positions = [i for i in (text.find(w) for w in stop_words if w) if i >= 0]
-    return text[: min(positions)] if positions else text
+    words = stop_words(template, tokenizer, registry=registry)
+    return Prompting(render, words, stop_token_ids(words, tokenizer, model))
 
 
 @dataclass
@@ -82,7 +67,8 @@ def _left_padded(rows: list[list[int]], pad_id: int, device) -> tuple[torch.Tens
 def _answer(tokens: list[int], tokenizer, prompting: Prompting) -> str:
     stops = set(prompting.eos_token_ids)
     end = next((i for i, t in enumerate(tokens) if t in stops), len(tokens))
-    return cut_at_stop(tokenizer.decode(tokens[:end], skip_special_tokens=True), prompting.stop_words).strip()
+    answer, _ = cut_at_stop(tokenizer.decode(tokens[:end], skip_special_tokens=True), prompting.stop_words)
+    return answer.strip()
 
 
 @torch.no_grad()
