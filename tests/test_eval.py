@@ -12,7 +12,7 @@ import json
 import re
 
 import pytest
-from test_export_helpers import tiny_model_dir, trained_lora_model
+from test_export_helpers import tiny_base_and_adapter, tiny_model_dir
 
 from xtune.cli.main import main
 from xtune.plugins import get_registry
@@ -165,11 +165,7 @@ def test_batched_left_padded_answers_equal_one_at_a_time(tmp_path):
 # ------------------------------------------------------------------------ the command
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    root = tmp_path_factory.mktemp("eval")
-    base = tiny_model_dir(root / "base")
-    adapter = root / "adapter"
-    trained_lora_model(base).save_pretrained(adapter)
-    return base, adapter
+    return tiny_base_and_adapter(tmp_path_factory.mktemp("eval"))
 
 
 QUESTIONS = ["Who are you?", "What is the capital of France?", "你是谁？", "Tell me a joke.",

@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from test_export_helpers import tiny_model_dir, trained_lora_model
+from test_export_helpers import tiny_base_and_adapter
 
 from xtune.cli.main import main
 
@@ -20,11 +20,7 @@ TASK = Path(__file__).resolve().parent / "assets" / "lm_eval" / "xtune_mc.yaml"
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    root = tmp_path_factory.mktemp("harness")
-    base = tiny_model_dir(root / "base")
-    adapter = root / "adapter"
-    trained_lora_model(base).save_pretrained(adapter)
-    return base, adapter
+    return tiny_base_and_adapter(tmp_path_factory.mktemp("harness"))
 
 
 def _lm_eval_itself(tmp_path, monkeypatch, **model_args) -> dict:

@@ -104,6 +104,14 @@ def trained_lora_model(model_dir: Path, seed: int = 1, **extra):
     return model.eval()
 
 
+def tiny_base_and_adapter(root: Path) -> tuple[Path, Path]:
+    """(root/base: the tiny model folder, root/adapter: a saved LoRA adapter for it with non-zero weights)."""
+    base = tiny_model_dir(root / "base")
+    adapter = root / "adapter"
+    trained_lora_model(base).save_pretrained(adapter)
+    return base, adapter
+
+
 def save_engine_checkpoint(model, path: Path, losses=(2.5, 2.0, 1.5), pickled: bool = False) -> Path:
     """`iter_N.pth` as xtune's CheckpointFiles runner writes it (a safetensors + JSON folder), or as the
     older pickled file (`pickled=True`) mmengine's own Runner wrote."""
