@@ -78,6 +78,10 @@ class ChatSession:
 
             get_template(template, registry)  # unknown names fail here, with the closest ones
             self.template = template
+        self.set_stops()
+
+    def set_stops(self) -> None:
+        """Where answers stop, from the template chosen (again when a subclass picks it later)."""
         self.stop_words = stop_words(self.template, self.tokenizer, registry=self.registry)
         self.eos_token_ids = stop_token_ids(self.stop_words, self.tokenizer, self.model)
 

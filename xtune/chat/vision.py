@@ -33,8 +33,7 @@ class VisionChatSession(ChatSession):
                                       image_prompt=self.image_prompt)
             if name:
                 self.template, self.use_tokenizer_template = name, False
-                self.stop_words = self._stop_words()
-                self.eos_token_ids = self._eos_token_ids()
+                self.set_stops()
 
     def add_image(self, path: str) -> None:
         """Attach the picture at `path` to the next message. UsageError when it does not decode, has more
