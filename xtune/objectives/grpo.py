@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from xtune.objectives import grpo_loss as gl
+from xtune.objectives import padding_free as pf
 from xtune.objectives import ppo_rollout as ro
 from xtune.objectives.ppo import Updates, stop_token_ids
 from xtune.objectives.settings import positive
@@ -50,13 +51,15 @@ class GRPO:
     (0: no reference pass); epsilon / epsilon_high: the clip range (DAPO's clip-higher when epsilon_high >
     epsilon); num_iterations: updates per generation batch; loss_type: grpo | bnpo | dr_grpo | dapo;
     scale_rewards: group | batch | none; mask_truncated_completions: no loss on completions that hit
-    max_completion_length."""
+    max_completion_length; padding_free: pack prompt + completion without padding for the loss pass
+    ('auto': where the family takes packed rows and the model computes selected logits)."""
 
     def __init__(self, reward_funcs=("format",), reward_weights=None, num_generations: int = 8,
                  max_completion_length: int = 256, temperature: float = 1.0, top_p: float = 1.0,
                  top_k: int = 0, beta: float = 0.0, epsilon: float = 0.2, epsilon_high: float | None = None,
                  num_iterations: int = 1, loss_type: str = "dapo", scale_rewards: str = "group",
-                 mask_truncated_completions: bool = False, reference: str = "auto"):
+                 mask_truncated_completions: bool = False, reference: str = "auto",
+                 padding_free: bool | str = "auto"):
         from xtune.errors import ConfigError
 
         self.reward_specs = list(reward_funcs) if isinstance(reward_funcs, (list, tuple)) else [reward_funcs]
@@ -84,13 +87,18 @@ class GRPO:
         self.loss_type, self.scale_rewards = loss_type, scale_rewards
         self.mask_truncated = bool(mask_truncated_completions)
         self.reference = reference
+        if padding_free not in (True, False, "auto"):
+            raise ConfigError(f"objective 'grpo': padding_free={padding_free!r} is not True, False or 'auto'")
+        self.padding_free = padding_free
         self.uses_reference = self.beta != 0.0  # beta = 0: no reference pass, no frozen copy
         self.functions: list = []
 
-    def setup(self, *, llm, tokenizer, template, registry, precision: str = "float32") -> None:
+    def setup(self, *, llm, tokenizer, template, registry, precision: str = "float32", adapter=None) -> None:
         """Resolve the reward functions, find the stop tokens, switch dropout off (the sampled and the updated
-        log-probs must come from the same function)."""
+        log-probs must come from the same function), decide the loss pass's layout."""
         from xtune.objectives.reward_functions import resolve_reward_functions
+
+        self.decide_layout(llm, adapter)
 
         self.functions = resolve_reward_functions(self.reward_specs, registry)
         self.tokenizer = tokenizer
@@ -99,10 +107,25 @@ class GRPO:
             if isinstance(module, torch.nn.Dropout):
                 module.p = 0.0
 
+    def decide_layout(self, llm, adapter=None) -> None:
+        """padding_free 'auto' -> packed where the family takes packed rows (`supports_varlen`) and the model
+        computes logits for selected positions; True where it cannot is refused."""
+        from xtune.objectives.logps import keeps_selected_logits
+
+        packs = keeps_selected_logits(llm) and (adapter is None or adapter.supports_varlen)
+        if self.padding_free is True and not packs:
+            from xtune.errors import ConfigError
+
+            raise ConfigError("objective 'grpo': padding_free=True, but this model cannot take packed rows "
+                              "(its family places tokens itself, or it has virtual tokens)",
+                              hint="set objective.padding_free='auto'")
+        self.padding_free = packs if self.padding_free == "auto" else self.padding_free
+
     def describe(self) -> str:
         names = ", ".join(f"{f.name} x{w:g}" for f, w in zip(self.functions, self.weights, strict=True))
         return (f"rewards {names}; {self.num_generations} completions per prompt, loss {self.loss_type}, "
-                f"beta {self.beta:g}, stop tokens {self.stop_ids}")
+                f"beta {self.beta:g}, stop tokens {self.stop_ids}, "
+                f"loss pass {'padding-free' if self.padding_free else 'padded'}")
 
     # ---------------------------------------------------------------------------------- generation
     @torch.no_grad()
@@ -190,13 +213,21 @@ class GRPO:
     def logps(self, llm, sequences, attention_mask, position_ids, prompt_length, answer_mask):
         """(log-probs, entropies) of every completion token under the sampling distribution, i.e. the logits
         divided by `temperature` (as TRL computes them for the policy, the old policy and the reference)."""
-        logits, _ = ro.answer_logits(llm, sequences, attention_mask, position_ids, prompt_length, answer_mask)
+        if self.padding_free is True:
+            packed = pf.pack_completions(sequences, attention_mask, prompt_length, answer_mask,
+                                         pad_id=self.tokenizer.pad_token_id or 0)
+            logits, targets = pf.packed_logits(llm, packed), packed.targets
+            scatter = lambda values: packed.unpack(values, tuple(answer_mask.shape))  # noqa: E731
+        else:
+            logits, _ = ro.answer_logits(llm, sequences, attention_mask, position_ids, prompt_length,
+                                         answer_mask)
+            targets = sequences[:, prompt_length:][answer_mask]
+            scatter = lambda values: ro.scatter_answers(values, answer_mask)  # noqa: E731
         logits = logits / self.temperature
-        targets = sequences[:, prompt_length:][answer_mask]
-        logps = ro.scatter_answers(ro.picked_logps(logits, targets), answer_mask)
+        logps = scatter(ro.picked_logps(logits, targets))
         with torch.no_grad():
             entropy = torch.logsumexp(logits, -1) - (logits.softmax(-1) * logits).sum(-1)
-        return logps, ro.scatter_answers(entropy, answer_mask)
+        return logps, scatter(entropy)
 
     def units(self, batch: dict) -> dict:
         part = batch["rollout"]

@@ -58,7 +58,7 @@ class PPO:
         self.value_head = head  # the same module the engine trains beside the policy (moved in place)
         return {"ppo_value": head}
 
-    def setup(self, *, llm, tokenizer, template, registry, precision: str = "float32") -> None:
+    def setup(self, *, llm, tokenizer, template, registry, precision: str = "float32", adapter=None) -> None:
         """Load the reward model, find the stop tokens, and switch dropout off in the policy."""
         from xtune.models.build import load_reward_model
 
