@@ -14,7 +14,7 @@ LAYERS = [{"__init__", "errors"}, {"checkpoint"}, {"fileio", "compat"}, {"hardwa
           {"registry", "hookspecs"}, {"recipe_files"}, {"default_plugins", "plugins"}, {"recipe", "schedule"},
           {"templates", "methods"},
           {"data", "models", "estimate"}, {"objectives"}, {"plan"}, {"evaluate"},
-          {"engine", "export", "chat"}, {"serve"}, {"cli"},
+          {"engine", "export", "chat"}, {"serve"}, {"webui"}, {"cli"},
           {"__main__"}]
 LAYER = {part: i for i, parts in enumerate(LAYERS) for part in parts}
 

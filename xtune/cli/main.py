@@ -17,7 +17,7 @@ from xtune.errors import UsageError, XtuneError
 
 # Subcommand modules in xtune.cli, in the order `xtune --help` lists them.
 COMMANDS = ["list_cfg", "copy_cfg", "train", "estimate", "plugins_cmd", "template", "check_custom_dataset",
-            "log_dataset", "convert", "chat", "serve", "eval", "reward"]
+            "log_dataset", "convert", "chat", "serve", "webui", "eval", "reward"]
 
 
 class ArgumentParser(argparse.ArgumentParser):
