@@ -59,6 +59,8 @@ def test_packing_keeps_every_token_and_drops_the_padding():
     pairs = set(zip(packed.sample.tolist(), packed.index.tolist(), strict=True))
     assert pairs == {tuple(p) for p in answer_mask.nonzero().tolist()}  # every completion token, once
     assert len(packed.input_ids) < len(seq)  # fewer rows than samples: short ones share a row
+    one = pf.pack_completions(seq, att, width, answer_mask, one_row=True)
+    assert one.input_ids.shape == (1, real) and int(one.keep.sum()) == int(answer_mask.sum())
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])
@@ -82,6 +84,11 @@ def test_padding_free_logps_entropies_and_gradients_equal_the_padded(arch):
     assert (packed[~got.answer_mask] == 0).all()
     for a, b in zip(packed_grads, padded_grads, strict=True):
         assert torch.allclose(a, b, atol=1e-5), (a - b).abs().max()
+    one = pf.pack_completions(*args[:2], args[3], args[4], one_row=True)  # FlashAttention-2's layout
+    with torch.no_grad():
+        logits = pf.packed_logits(model, one) / 0.7
+    assert torch.allclose(one.unpack(ro.picked_logps(logits, one.targets), tuple(padded.shape)), padded,
+                          atol=1e-5)
 
 
 def test_auto_packs_where_the_family_takes_packed_rows_and_refuses_true_where_it_does_not():

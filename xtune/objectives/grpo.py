@@ -214,8 +214,9 @@ class GRPO:
         """(log-probs, entropies) of every completion token under the sampling distribution, i.e. the logits
         divided by `temperature` (as TRL computes them for the policy, the old policy and the reference)."""
         if self.padding_free is True:
+            varlen = getattr(llm.config, "_attn_implementation", None) == "flash_attention_2"
             packed = pf.pack_completions(sequences, attention_mask, prompt_length, answer_mask,
-                                         pad_id=self.tokenizer.pad_token_id or 0)
+                                         pad_id=self.tokenizer.pad_token_id or 0, one_row=varlen)
             logits, targets = pf.packed_logits(llm, packed), packed.targets
             scatter = lambda values: packed.unpack(values, tuple(answer_mask.shape))  # noqa: E731
         else:

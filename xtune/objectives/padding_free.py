@@ -4,11 +4,13 @@ GRPO's completions come out of `generate` laid out for it: prompts left-padded t
 completions right-padded to the longest completion. Run as they are, every row costs the longest prompt
 plus the longest completion, and the padding is a third or more of the tokens once completions vary in
 length. Here the real tokens of each sample (its prompt's and its completion's) are packed, best-fit
-decreasing, into rows no longer than the longest padded row, with position_ids restarting per sample and
-no attention mask: transformers' attention derives the per-sample blocks from the restarts (varlen
-FlashAttention on CUDA; sdpa/eager with `use_cache=False`, as every training forward runs), so no token sees
-another sample. Rows no longer than the padded ones keep the attention's cost per token where it was; what
-goes is the padding.
+decreasing, with position_ids restarting per sample and no attention mask: transformers' attention
+derives the per-sample blocks from the restarts (varlen FlashAttention on CUDA; sdpa/eager with
+`use_cache=False`, as every training forward runs), so no token sees another sample. With FlashAttention-2
+all samples go into one row (varlen attention costs what each sample costs, however long the row); with
+sdpa/eager, which compute the whole masked row, into rows no longer than the longest sample, so the
+attention's cost per token stays where it was and what goes is the padding: much when completions vary in
+length, nothing when every sample is longer than half the longest (measured: tools/bench.py grpo).
 
 The log-probs come back in the padded layout (batch, completion length), so the loss, the old and the
 reference log-probs, and the aggregation are the same code either way; only where the logits are computed
@@ -42,12 +44,14 @@ class PackedCompletions:
 
 
 def pack_completions(sequences: torch.Tensor, attention_mask: torch.Tensor, prompt_length: int,
-                     answer_mask: torch.Tensor, pad_id: int = 0) -> PackedCompletions:
-    """Pack the real tokens of each padded row (left-padded prompt, right-padded completion)."""
+                     answer_mask: torch.Tensor, pad_id: int = 0, one_row: bool = False) -> PackedCompletions:
+    """Pack the real tokens of each padded row (left-padded prompt, right-padded completion) into rows as
+    long as the longest sample, or all into one row (`one_row`: for varlen attention, whose cost does not
+    grow with the row, only with each sample)."""
     prompt_real = attention_mask[:, :prompt_length].sum(-1).tolist()
     answer_real = answer_mask.sum(-1).tolist()
     lengths = [p + a for p, a in zip(prompt_real, answer_real, strict=True)]
-    width = max(lengths)
+    width = sum(lengths) if one_row else max(lengths)
     bins = best_fit_decreasing(lengths, width)
     ids = torch.full((len(bins), width), pad_id, dtype=sequences.dtype, device=sequences.device)
     positions = torch.zeros_like(ids)
