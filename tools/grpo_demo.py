@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """GRPO on SmolLM2-135M-Instruct with GSM8K prompts on CPU, measured: does the format reward rise?
 
-    python tools/grpo_demo.py [--steps 15] [--sft-steps 40] [--control] [--out DIR] [--plot PNG]
+    python tools/grpo_demo.py [--steps 15] [--sft-steps 32] [--control] [--out DIR] [--plot PNG]
 
 Three phases, each through xtune's own commands:
 
@@ -190,10 +190,10 @@ def main(argv=None) -> int:
     parser.add_argument("--prompts", type=int, default=4, help="questions per GRPO step")
     parser.add_argument("--generations", type=int, default=4, help="completions per question")
     parser.add_argument("--max-completion", type=int, default=96)
-    parser.add_argument("--lr", type=float, default=2e-4, help="GRPO learning rate (LoRA)")
+    parser.add_argument("--lr", type=float, default=1e-3, help="GRPO learning rate (LoRA)")
     parser.add_argument("--temperature", type=float, default=0.7, help="GRPO's sampling temperature")
-    parser.add_argument("--sft-steps", type=int, default=40, help="cold-start SFT steps (0: none)")
-    parser.add_argument("--sft-lr", type=float, default=5e-4)
+    parser.add_argument("--sft-steps", type=int, default=32, help="cold-start SFT steps (0: none)")
+    parser.add_argument("--sft-lr", type=float, default=2e-4)
     parser.add_argument("--max-solution-tokens", type=int, default=40)
     parser.add_argument("--probe-prompts", type=int, default=4, help="questions for the bare model (0: skip)")
     parser.add_argument("--out", default="work_dirs/grpo_demo")

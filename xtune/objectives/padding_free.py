@@ -10,7 +10,8 @@ derives the per-sample blocks from the restarts (varlen FlashAttention on CUDA; 
 all samples go into one row (varlen attention costs what each sample costs, however long the row); with
 sdpa/eager, which compute the whole masked row, into rows no longer than the longest sample, so the
 attention's cost per token stays where it was and what goes is the padding: much when completions vary in
-length, nothing when every sample is longer than half the longest (measured: tools/bench.py grpo).
+length, nothing when every sample is longer than half the longest (the SmolLM2 GSM8K recipe on CPU:
+its system prompt makes every sample 160-260 tokens, so the rows stay as they were).
 
 The log-probs come back in the padded layout (batch, completion length), so the loss, the old and the
 reference log-probs, and the aggregation are the same code either way; only where the logits are computed
