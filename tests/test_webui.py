@@ -131,6 +131,7 @@ def test_without_gradio_it_says_what_to_install(monkeypatch, capsys):
     assert len(err) == 1 and "pip install 'xtune[webui]'" in err[0]
 
 
+@pytest.mark.integration  # a fresh interpreter: the only way to see what importing the CLI pulls in
 def test_help_imports_no_gradio():
     code = (
         "import sys; from xtune.cli.main import build_parser; build_parser().parse_args(['webui', '--port', "
