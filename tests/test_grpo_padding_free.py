@@ -55,7 +55,6 @@ def test_packing_keeps_every_token_and_drops_the_padding():
     assert int(answer_mask.sum()) == int(packed.keep.sum()) == len(packed.targets)
     real = int(att.sum())
     assert packed.input_ids.numel() < att.numel() and packed.input_ids.numel() >= real
-    assert pf.padding_share(att, width, answer_mask) == pytest.approx(1 - real / att.numel())
     pairs = set(zip(packed.sample.tolist(), packed.index.tolist(), strict=True))
     assert pairs == {tuple(p) for p in answer_mask.nonzero().tolist()}  # every completion token, once
     assert len(packed.input_ids) < len(seq)  # fewer rows than samples: short ones share a row

@@ -148,10 +148,10 @@ def prepare_objective(built, llm, dataset, *, collator, batch_size: int, tokeniz
         if world_size > 1:
             raise ConfigError(f"objective {built.entry.name!r} runs in one process",
                               hint="unset NPROC_PER_NODE")
-        name = (cfg.get("model") or {}).get("adapter")
-        adapter = registry.model_adapters.get(name) if name in registry.model_adapters else None
+        from xtune.models.build import model_adapter
+
         objective.setup(llm=llm, tokenizer=tokenizer, template=cfg.train_dataset.get("prompt_template"),
-                        registry=registry, precision=precision, adapter=adapter)
+                        registry=registry, precision=precision, adapter=model_adapter(cfg, registry))
         said.append(objective.describe())
     settings = ", ".join(f"{k}={v!r}" for k, v in built.settings.items())
     summary = f"objective {built.entry.name}" + (f" ({settings})" if settings else "") + \

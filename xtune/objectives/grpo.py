@@ -99,7 +99,6 @@ class GRPO:
         from xtune.objectives.reward_functions import resolve_reward_functions
 
         self.decide_layout(llm, adapter)
-
         self.functions = resolve_reward_functions(self.reward_specs, registry)
         self.tokenizer = tokenizer
         self.stop_ids = stop_token_ids(tokenizer, template, registry)

@@ -2,8 +2,9 @@
 
 GRPO's completions come out of `generate` laid out for it: prompts left-padded to the longest prompt,
 completions right-padded to the longest completion. Run as they are, every row costs the longest prompt
-plus the longest completion, and the padding is a third or more of the tokens once completions vary in
-length. Here the real tokens of each sample (its prompt's and its completion's) are packed, best-fit
+plus the longest completion: padding that grows with the spread of the lengths (13 % of the tokens in a
+micro-batch of the SmolLM2 GSM8K recipe, far more when some completions stop early and others run to the
+limit). Here the real tokens of each sample (its prompt's and its completion's) are packed, best-fit
 decreasing, with position_ids restarting per sample and no attention mask: transformers' attention
 derives the per-sample blocks from the restarts (varlen FlashAttention on CUDA; sdpa/eager with
 `use_cache=False`, as every training forward runs), so no token sees another sample. With FlashAttention-2
@@ -83,8 +84,3 @@ def packed_logits(llm, packed: PackedCompletions) -> torch.Tensor:
               logits_to_keep=packed.keep)
     return out.logits.float()
 
-
-def padding_share(attention_mask: torch.Tensor, prompt_length: int, answer_mask: torch.Tensor) -> float:
-    """The share of the padded layout's tokens that are padding (what packing saves)."""
-    real = int(attention_mask[:, :prompt_length].sum()) + int(answer_mask.sum())
-    return 1.0 - real / attention_mask.numel()
