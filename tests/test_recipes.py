@@ -4,6 +4,7 @@ generator."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -56,7 +57,10 @@ def test_index_matches_files(registry):
         stage = f"{recipe.stage}_" if recipe.stage else ""  # LLaVA's two stages
         objective = f"_{recipe.objective}" if recipe.objective else ""  # preference recipes name theirs
         sp = f"_sp{recipe.sequence_parallel}" if recipe.sequence_parallel > 1 else ""  # long context
-        assert recipe.name == (f"{recipe.model}_{recipe.method}{objective}_{stage}{recipe.dataset}{sp}"
+        # a LoRA start other than the default is in the name: _lora_pissa_, _qlora_loftq_
+        init = re.search(r"^    init='(pissa|loftq)'", Path(recipe.path).read_text(encoding="utf-8"), re.M)
+        method = f"{recipe.method}_{init.group(1)}" if init else recipe.method
+        assert recipe.name == (f"{recipe.model}_{method}{objective}_{stage}{recipe.dataset}{sp}"
                                f"_e{recipe.epochs}")
 
 
@@ -108,10 +112,17 @@ def test_every_recipe_loads_with_mmengine_and_names_registered_entries(registry)
 
 
 def test_header_gives_train_command_and_override_example(registry):
-    for recipe in builtin_recipes(registry)[:50]:
+    recipes = builtin_recipes(registry)
+    low_memory = [r for r in recipes if r.method in ("lomo", "badam", "galore")][:6]
+    for recipe in recipes[:50] + low_memory:
         head = Path(recipe.path).read_text(encoding="utf-8").split("PART 1")[0]
+        limits = dict(registry.tuning_methods.get(recipe.method).limits)
         if recipe.objective in ("ppo", "grpo"):  # online RL runs in one process, without DeepSpeed
             assert f"xtune train {recipe.name}  # one process" in head
+        elif "processes" in limits:  # BAdam, LISA, LOMO: one process
+            assert f"xtune train {recipe.name}  # one process, no DeepSpeed: {recipe.method}" in head
+        elif "deepspeed" in limits:  # GaLore, APOLLO: DDP works, DeepSpeed does not
+            assert f"xtune train {recipe.name}  # no DeepSpeed: " in head
         else:
             assert f"xtune train {recipe.name} --deepspeed" in head
         assert f"xtune train {recipe.name} --cfg-options" in head

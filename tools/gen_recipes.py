@@ -85,6 +85,21 @@ EVALUATION_INPUTS = {
 # ------------------------------------------------------------------------------------------ matrix
 METHODS = {"full": dict(lr=2e-5, title="full fine-tuning"), "lora": dict(lr=2e-4, title="LoRA"),
            "qlora": dict(lr=2e-4, title="QLoRA (4-bit NF4 base)")}
+# Low-memory methods (issue 28): every weight trains without AdamW's full states (LOMO, AdaLomo, GaLore,
+# APOLLO, BAdam, LISA), or LoRA starts closer to the full fine-tune (PiSSA; LoftQ for QLoRA). `method` and
+# `init` name the registry's method and LoRA's `init` where the recipe name says more than the method.
+LOW_MEMORY = {"lomo": dict(lr=1e-2, title="LOMO (SGD fused into backward: no gradients or optimizer states)"),
+              "adalomo": dict(lr=5e-4, title="AdaLomo (LOMO with factored second moments)"),
+              "galore": dict(lr=2e-5, title="GaLore (AdamW moments in a low-rank gradient projection)"),
+              "apollo": dict(lr=2e-5, title="APOLLO (channel-wise learning rates from a random projection)"),
+              "badam": dict(lr=1e-5, title="BAdam (AdamW on one decoder layer at a time)"),
+              "lisa": dict(lr=2e-5, title="LISA (embeddings, head and two sampled layers at a time)"),
+              "lora_pissa": dict(lr=2e-4, title="LoRA from PiSSA (principal singular components)",
+                                 method="lora", init="pissa"),
+              "qlora_loftq": dict(lr=2e-4, title="QLoRA from LoftQ (adapters fitted to the 4-bit error)",
+                                  method="qlora", init="loftq")}
+LOW_MEMORY_DATASETS = ["alpaca", "alpaca_zh"]
+METHODS.update(LOW_MEMORY)
 STANDARD = {"qlora": ["alpaca", "alpaca_zh", "alpaca_enzh", "oasst1", "code_alpaca"],
             "lora": ["alpaca", "oasst1", "self_cognition"]}
 FULL_DATASETS = ["alpaca", "oasst1"]  # for models small enough to train in full (<= 8B)
@@ -122,6 +137,15 @@ def matrix():
                 yield model, method, DATASETS[name]
         if model.name in LONG_CONTEXT:
             yield model, "qlora", LONG_DATA
+        if model.chat and model.params_b <= 8 and not model.num_experts and not model.unsupported:
+            for method in LOW_MEMORY:
+                for name in LOW_MEMORY_DATASETS:
+                    yield model, method, DATASETS[name]
+
+
+def registry_method(key: str) -> str:
+    """The tuning method a recipe key trains with ('lora_pissa' -> 'lora')."""
+    return METHODS.get(key, {}).get("method", key)
 
 
 # ------------------------------------------------------------------------------- preference matrix
@@ -230,13 +254,19 @@ def data_source(data: Data) -> str | None:
     return data.data_path or REGISTRY.dataset_maps.get(data.name).hub_id
 
 
-def method_lines(method: str, model=None) -> str:
+def method_lines(method: str, model=None, init: str | None = None) -> str:
     """`method_cfg = dict(...)` with the tuning method's registered defaults written out. A mixture of
     experts gets no LoRA dropout: peft adapts transformers 5's fused experts through a wrapper without it."""
     defaults = dict(REGISTRY.tuning_methods.get(method).defaults)
+    if init:
+        defaults["init"] = init
     if not defaults:
         return "method_cfg = dict(type=method)"
-    comments = {"target_modules": "  # the model adapter's choice ('all-linear' by default)"}
+    comments = {"target_modules": "  # the model adapter's choice ('all-linear' by default)",
+                "init": "  # default, gaussian, pissa, pissa_niter_N, olora; loftq with qlora",
+                "clip_grad_norm": "  # its own clipping: a second backward pass measures the norm",
+                "switch_interval": "  # optimizer steps per block", "step_interval": "  # steps per draw",
+                "activated_layers": "  # decoder layers drawn to train at a time"}
     if model is not None and model.num_experts and "lora_dropout" in defaults:
         defaults["lora_dropout"] = 0.0
         comments["lora_dropout"] = "  # experts (fused 3-D tensors) take LoRA without dropout"
@@ -301,12 +331,16 @@ def native_architecture(adapter) -> str:
 def render(model, method: str, data: Data, objective: str | None = None) -> str:
     name = recipe_name(model, method, data, objective)
     meta = METHODS[method]
+    entry = REGISTRY.tuning_methods.get(registry_method(method))
+    limits = dict(entry.limits)
     adapter = REGISTRY.model_adapters.get(model.family)
     template, remote = adapter.default_template, adapter.trust_remote_code
     small = model.params_b <= 2
     ppo = objective in ONLINE  # PPO and GRPO: prompts, generated in the loop, in one process
     batch_size = {"ppo": 8, "grpo": 4}.get(objective, 1)  # GRPO: 4 prompts x num_generations completions
-    accumulative_counts = 1 if ppo else 16
+    accumulative_counts = 1 if ppo or entry.fused_update else 16
+    if entry.fused_update:  # no accumulation: the batch itself is larger
+        batch_size = 4
     max_length = {"ppo": 1024, "grpo": 512}.get(objective) or (LONG_MAX_LENGTH if data.sequence_parallel > 1
                                                                 else 2048)
     title = meta["title"] if objective is None else f"{OBJECTIVES[objective]['title']} with {meta['title']}"
@@ -339,8 +373,14 @@ def render(model, method: str, data: Data, objective: str | None = None) -> str:
     launch = f"NPROC_PER_NODE={2 * data.sequence_parallel} " if data.sequence_parallel > 1 else ""
     example = "lr=1e-4 max_length=1024 data_path=./my_data.jsonl" if objective is None else \
         OVERRIDE_EXAMPLES.get(objective, OVERRIDE_EXAMPLES["dpo"])
-    quant = quantization_lines(method)
-    method_cfg = method_lines(method, model)
+    quant = quantization_lines(entry.name)
+    method_cfg = method_lines(entry.name, model, meta.get("init"))
+    if "processes" in limits:  # LOMO, BAdam, LISA: docs/training.md says why
+        train_flags = f"  # one process, no DeepSpeed: {entry.name} trains that way (docs/training.md)"
+    elif "deepspeed" in limits:  # GaLore, APOLLO
+        train_flags = f"  # no DeepSpeed: {entry.name} projects 2-D gradients (NPROC_PER_NODE=N for DDP)"
+    max_norm = "None  # no ordinary clipping (see method_cfg.clip_grad_norm)" if "clip_grad" in limits else \
+        "1.0  # gradient clipping"
     extra_settings = extra_data = ""
     if data.name == "self_cognition":
         extra_data = ("    self_cognition_name=self_cognition_name,\n"
@@ -371,7 +411,7 @@ def render(model, method: str, data: Data, objective: str | None = None) -> str:
 pretrained_model_name_or_path = {_py(model.hub_id)}
 model_adapter = {_py(model.family)}
 trust_remote_code = {remote}{remote_comment}
-method = {_py(method)}
+method = {_py(entry.name)}
 
 # Data
 dataset_map = {_py(data.name)}
@@ -390,7 +430,7 @@ optim_type = 'AdamW'
 lr = {_py(lr)}
 betas = (0.9, 0.999)
 weight_decay = 0.0
-max_norm = 1.0  # gradient clipping
+max_norm = {max_norm}
 warmup_ratio = 0.03
 
 # Save
@@ -455,7 +495,8 @@ def generate() -> dict[Path, str]:
         template = REGISTRY.model_adapters.get(model.family).default_template
         title = METHODS[method]["title"] if objective is None else \
             f"{OBJECTIVES[objective]['title']} with {METHODS[method]['title']}"
-        index[name] = dict(path=str(rel), model=model.name, family=model.family, method=method,
+        index[name] = dict(path=str(rel), model=model.name, family=model.family,
+                           method=registry_method(method),
                            dataset=data.name, epochs=data.epochs, template=template, hub_id=model.hub_id,
                            description=f"{title} of {model.title} on {data.name}")
         if data.sequence_parallel > 1:

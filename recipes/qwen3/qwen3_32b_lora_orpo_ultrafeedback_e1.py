@@ -67,6 +67,7 @@ method_cfg = dict(
     lora_alpha=16,
     lora_dropout=0.1,
     target_modules='auto',  # the model adapter's choice ('all-linear' by default)
+    init='default',  # default, gaussian, pissa, pissa_niter_N, olora; loftq with qlora
 )
 
 objective = dict(

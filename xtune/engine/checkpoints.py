@@ -117,14 +117,15 @@ class CheckpointContentHook(Hook):
     """What an xtune checkpoint holds beyond mmengine's own content: only the trained tensors, the resolved
     recipe, the RNG states (put back after a resumed run has skipped the trained data)."""
 
-    def __init__(self, recipe: dict | None = None, layout=None):
+    def __init__(self, recipe: dict | None = None, layout=None, keep_all: bool = False):
         self.recipe = recipe  # the resolved recipe, stored in every checkpoint (train.recipe_record)
         self.layout = layout  # how the run cuts its global batch (xtune.checkpoint.run_layout)
+        self.keep_all = keep_all  # BAdam, LISA: what trains changes during the run, so keep every weight
         self._pending_rng: dict | None = None
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         model = unwrap_model(runner.model)
-        if isinstance(checkpoint.get("state_dict"), dict):
+        if isinstance(checkpoint.get("state_dict"), dict) and not self.keep_all:
             trainable = {name for name, p in model.named_parameters() if p.requires_grad}
             if len(trainable) < len(list(model.parameters())):
                 state = checkpoint["state_dict"]

@@ -78,7 +78,8 @@ def _allowed_settings(entry) -> set[str]:
     from xtune.methods.peft_config import RESERVED
     from xtune.registry import import_object
 
-    return {f.name for f in dataclasses.fields(import_object(entry.settings_class))} - RESERVED
+    fields = {f.name for f in dataclasses.fields(import_object(entry.settings_class))} - RESERVED
+    return fields | set(dict(entry.defaults))  # and xtune's own settings (LoRA's `init`)
 
 
 def check_resume(problems: list[str], resume: str | None, work_dir) -> None:

@@ -89,7 +89,9 @@ def run_problems(cfg, registry, *, deepspeed: str | None, processes: int = 1) ->
     if objective.reference and deepspeed and method is not None and not method.uses_peft:
         problems.append(f"objective {name!r} with method {method.name!r} needs a frozen reference copy, "
                         "which DeepSpeed does not manage: train with an adapter method, or without DeepSpeed")
-    return problems
+    from xtune.methods.limits import method_problems
+
+    return problems + method_problems(cfg, registry, deepspeed=deepspeed, processes=processes)
 
 
 def _reward_model_problem(path: str) -> str | None:

@@ -49,7 +49,16 @@ def build_hooks(cfg, parts: RunParts) -> list:
 
     return [DatasetInfoHook(parts.dataset, parts.tokenizer, describe=describe_dataset),
             LossHistoryHook(plot=bool(cfg.get("plot_loss", True))),
-            CheckpointContentHook(recipe=parts.recipe, layout=parts.layout)]
+            CheckpointContentHook(recipe=parts.recipe, layout=parts.layout, keep_all=_switches(cfg, parts))]
+
+
+def _switches(cfg, parts: RunParts) -> bool:
+    """The method changes which parameters train during the run: checkpoints keep every weight."""
+    if parts.registry is None:
+        return False
+    name = (cfg.get("method_cfg") or {}).get("type")
+    methods = parts.registry.tuning_methods
+    return name in methods and methods.get(name).switches_parameters
 
 
 def loop_parts(cfg, parts: RunParts):
@@ -135,8 +144,7 @@ def build_runner(cfg, parts: RunParts):
                   model=_model(cfg, parts), work_dir=parts.work_dir,
                   train_dataloader=parts.dataloader(parts.dataset, parts.sampler),
                   train_cfg=dict(type="XtuneTrainLoop"),
-                  optim_wrapper=optim_wrapper_cfg(cfg.optim_wrapper, parts.precision,
-                                                  deepspeed=parts.ds_config is not None),
+                  optim_wrapper=_optim_wrapper(cfg, parts),
                   param_scheduler=param_schedulers(cfg.get("param_scheduler"), parts.schedule),
                   default_hooks=dict(timer=dict(type=IterTimerHook),
                                      logger=dict(type=LoggerHook, interval=log_every), param_scheduler=None,
@@ -188,6 +196,19 @@ def runner_class(deepspeed: bool, quiet: bool):
             return logger
 
     return XtuneRunner
+
+
+def _optim_wrapper(cfg, parts: RunParts) -> dict:
+    """mmengine's optim wrapper config: the recipe's optimizer, or the one the tuning method brings."""
+    from xtune.engine.optim_build import method_optimizer_cfg
+    from xtune.methods.common import resolve_method
+    from xtune.models.build import model_adapter
+
+    out = optim_wrapper_cfg(cfg.optim_wrapper, parts.precision, deepspeed=parts.ds_config is not None)
+    if parts.registry is None:
+        return out
+    method, settings = resolve_method(cfg.method_cfg, parts.registry)
+    return method_optimizer_cfg(out, method, settings, model_adapter(cfg, parts.registry))
 
 
 def _model(cfg, parts: RunParts):

@@ -32,6 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from xtune.estimate.architecture import Architecture
+from xtune.estimate.lowmem import LOW_MEMORY, low_memory_terms
 from xtune.estimate.objective import kv_cache_bytes
 
 GiB = 2**30
@@ -59,6 +60,8 @@ class Plan:
     lora_dropout: float = 0.0
     lora_targets: tuple[str, ...] = ()  # empty: all linear layers
     trainable_layers: int = 0  # freeze tuning: the last N decoder layers train
+    method_rank: int = 0  # GaLore / APOLLO: the projection's rank
+    activated_layers: int = 0  # LISA: decoder layers sampled to train at a time
     load_in_bits: int | None = None
     double_quant: bool = True
     device: str = "cuda"
@@ -107,7 +110,7 @@ class Estimate:
 
 def trainable_params(arch: Architecture, plan: Plan) -> int:
     """Parameters that get gradients and optimizer states."""
-    if plan.method == "full":
+    if plan.method == "full" or plan.method in LOW_MEMORY:  # every weight trains over the run
         return arch.params
     if plan.method == "freeze":
         per_layer = (arch.linear_params + arch.norm_params) / arch.num_layers
@@ -175,7 +178,7 @@ def layer_activation_bytes(arch: Architecture, plan: Plan) -> tuple[float, float
     # RMSNorm computes in fp32 and keeps its input; when its weight trains it also keeps the normalised
     # input, which in 16-bit models is the bf16 tensor the projections read (already counted), in fp32
     # models a tensor of its own
-    norm_copies = 2 if plan.method in ("full", "freeze") and plan.weight_bytes == 4 else 1
+    norm_copies = 2 if plan.method in ("full", "freeze", *LOW_MEMORY) and plan.weight_bytes == 4 else 1
     attention = c * heads * hd + 4 * heads  # its output, and the log-sum-exp of fused kernels
     # A quantised layer returns its output in its input's dtype, and peft's k-bit preparation makes the
     # residual stream fp32 (it casts the embeddings): projections (q/k/v, their rotary outputs, the MLP's
@@ -236,12 +239,6 @@ def autocast_copies(arch: Architecture, plan: Plan) -> float:
     return float(matmul * plan.compute_bytes)
 
 
-def checkpoint_bytes(trainable: int, param_bytes: int, optimizer: float) -> float:
-    """What the checkpoint holds (trainable weights and optimizer states): mmengine serialises it into
-    memory before writing the file."""
-    return trainable * param_bytes + optimizer
-
-
 def estimate(arch: Architecture, plan: Plan) -> Estimate:
     """Every term for one device, DeepSpeed's partitioning applied, and the peak they add up to."""
     trainable = trainable_params(arch, plan)
@@ -255,8 +252,11 @@ def estimate(arch: Architecture, plan: Plan) -> Estimate:
         trainable += plan.vision_trained
     grads = float(trainable * param_bytes)
     optim, optim_note = optimizer_bytes(trainable, param_bytes, plan)
+    notes = {"weights": weights_note}
+    if plan.method in LOW_MEMORY:
+        grads, optim, notes["gradients"], optim_note = low_memory_terms(arch, plan, lora_targets(arch, plan))
     acts, attention, eager = activation_bytes(arch, plan, plan.gradient_checkpointing)
-    out = Estimate(arch, plan, trainable, notes={"weights": weights_note, "optimizer states": optim_note})
+    out = Estimate(arch, plan, trainable, notes={**notes, "optimizer states": optim_note})
     out.activations_other = activation_bytes(arch, plan, not plan.gradient_checkpointing)[0]
     out.attention_bytes, out.eager_attention_bytes = attention, eager
     if stage >= 1:
@@ -289,9 +289,9 @@ def estimate(arch: Architecture, plan: Plan) -> Estimate:
         out.load_peak = CPU_RUNTIME_BYTES + weights + arch.params * plan.checkpoint_bytes
         training = out.total + CPU_RUNTIME_BYTES + retained
         # the heap keeps its size after training; the logits, too large for it, went back to the system
-        saved = checkpoint_bytes(trainable, param_bytes, optim)
+        saved = trainable * param_bytes + optim  # the checkpoint (trained weights, optimizer states)
         out.save_peak = training - out.components["logits and loss"] + saved
         out.total = max(training, out.load_peak, out.save_peak)
     sixteen_bit = arch.params * 2.0
-    out.rule_of_thumb = 5 * sixteen_bit if plan.method in ("full", "freeze") else sixteen_bit
+    out.rule_of_thumb = 5 * sixteen_bit if plan.method in ("full", "freeze", *LOW_MEMORY) else sixteen_bit
     return out

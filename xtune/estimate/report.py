@@ -40,7 +40,7 @@ def table(est: Estimate, title: str) -> str:
         ("weights", c["weights"], est.notes["weights"]),
         ("trainable parameters", None, f"{est.trainable / 1e9:.2f} B" if est.trainable >= 1e9
          else f"{est.trainable / 1e6:,.1f} M"),
-        ("gradients", c["gradients"], ""),
+        ("gradients", c["gradients"], est.notes.get("gradients", "")),
         ("optimizer states", c["optimizer states"], est.notes["optimizer states"]
          + (" (offloaded to CPU)" if p.offload_optimizer else "")),
         ("activations", c["activations"],

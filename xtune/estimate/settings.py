@@ -80,6 +80,8 @@ def plan_for_recipe(cfg, registry, run, *, device: str = "cuda", num_devices: in
         method=method.name, lora_rank=rank, lora_dropout=float(settings.get("lora_dropout") or 0.0),
         lora_targets=tuple(targets) if isinstance(targets, (list, tuple)) else (),
         trainable_layers=int(settings.get("trainable_layers") or 0), load_in_bits=run.model.load_in_bits,
+        method_rank=int(settings.get("rank") or 0) if not run.method.uses_peft else 0,
+        activated_layers=int(settings.get("activated_layers") or 0),
         double_quant=bool(quant.get("bnb_4bit_use_double_quant", True)), device=device,
         weight_bytes=_bytes(run.model.weights_dtype, 2 if device == "cuda" else 4),
         compute_bytes=_bytes(run.training.precision, 2),

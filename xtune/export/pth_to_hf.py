@@ -46,7 +46,10 @@ def save_hf(llm, tokenizer, out: str | Path, *, info: dict, uses_peft: bool, for
     info = dict(info, base_model_type=legacy or getattr(base.config, "model_type", None))
     with atomic_output_dir(out, force=force, inputs=inputs) as tmp:
         if uses_peft:
-            llm.save_pretrained(str(tmp), safe_serialization=True)
+            # PiSSA / OLoRA (xtune.methods.lora_init): as a LoRA adapter of the original base
+            initial = getattr(llm, "xtune_initial_adapter", None)
+            llm.save_pretrained(str(tmp), safe_serialization=True, **(
+                {"path_initial_model_for_weight_conversion": initial} if initial else {}))
         else:
             if dtype is not None:
                 llm = llm.to(dtype)

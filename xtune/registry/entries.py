@@ -131,9 +131,31 @@ class TuningMethod(Entry):
     # Import path of the settings' config class (e.g. "peft:LoraConfig"): its fields are the accepted
     # settings, checked before the model loads. Empty: only the names in `defaults` are accepted.
     settings_class: str = ""
+    # Import path of `fn(model, optimizer: dict, settings: dict, adapter) -> torch.optim.Optimizer` when the
+    # method brings its own optimizer (LOMO, GaLore, BAdam, LISA ...); it gets the recipe's optimizer
+    # settings (lr, weight_decay, betas, eps) and the method's. Empty: the recipe's optimizer, as usual.
+    optimizer: str = ""
+    # The update happens inside backward (LOMO: each gradient is applied and freed as soon as it is
+    # computed), so the loop's backward is the update and its step does nothing.
+    fused_update: bool = False
+    # The method changes which parameters train while it runs (BAdam's blocks, LISA's sampled layers):
+    # every checkpoint keeps all weights, not only those training at that step.
+    switches_parameters: bool = False
+    # What the method cannot be combined with, as (condition, why): conditions from `LIMITS`; the preflight
+    # of `xtune train` and `xtune estimate` refuse such a run in one line each, saying why.
+    limits: tuple[tuple[str, str], ...] = ()
+
+    LIMITS: ClassVar[tuple[str, ...]] = ("deepspeed", "processes", "accumulation", "clip_grad", "float16",
+                                         "quantized")
 
     def validate(self) -> None:
         super().validate()
+        bad = [k for k, _ in self.limits if k not in self.LIMITS]
+        if bad:
+            raise ValueError(f"tuning method {self.name!r}: limits {bad} are not among {list(self.LIMITS)}")
+        if self.optimizer and ":" not in self.optimizer:
+            raise ValueError(
+                f"tuning method {self.name!r}: optimizer must be 'module:function', got {self.optimizer!r}")
         if ":" not in self.builder:
             raise ValueError(
                 f"tuning method {self.name!r}: builder must be 'module:function', got {self.builder!r}")
