@@ -89,7 +89,8 @@ def test_unpacked_run_with_limit_sample_chat_and_validation(assets, tmp_path):
     log = "\n".join(p.read_text() for p in wd.glob("*/*.log"))
     assert log.count("sample chat (") >= 3  # before, step 2, after
     val = json.loads((wd / "loss_history.json").read_text())["val"]
-    assert [v["step"] for v in val] == [1, 2, 3] and all(math.isfinite(v["loss"]) for v in val)
+    # step 0: before training (LossHistoryHook.before_train)
+    assert [v["step"] for v in val] == [0, 1, 2, 3] and all(math.isfinite(v["loss"]) for v in val)
 
 
 # `xtune train ARGV` that kills itself with SIGKILL as soon as optimizer step 3 is logged: the checkpoint of
@@ -219,7 +220,7 @@ def test_lora_loss_falls_on_real_data(tmp_path):
     # a random 513k model starts at ln(32000) = 10.37; LoRA moves it slowly but steadily. Each step's
     # training loss is of other rows; the held-out rows are the same at every step.
     held_out = [h["loss"] for h in json.loads((wd / "loss_history.json").read_text())["val"]]
-    assert len(held_out) == 6 and held_out[-1] < held_out[0] - 0.005, held_out
+    assert len(held_out) == 7 and held_out[-1] < held_out[0] - 0.005, held_out  # steps 0, 2, ..., 12
     assert sum(losses[-6:]) / 6 < sum(losses[:3]) / 3, losses
 
 

@@ -162,6 +162,7 @@ def recipe_cfg(name: str, **changes):
     ("smollm2_135m_instruct_lisa_alpaca_e3", {}, {"deepspeed": "zero3"}, "--deepspeed zero3"),
     ("smollm2_135m_instruct_lora_alpaca_e3", {"method_cfg.init": "loftq"}, {}, "use qlora"),
     ("smollm2_135m_instruct_qlora_alpaca_e3", {"method_cfg.init": "pissa"}, {}, "rewrites the base weights"),
+    ("smollm2_135m_instruct_lora_alpaca_e3", {"method_cfg.init": "pisa"}, {}, "'pisa' is not one of"),
 ])
 def test_preflight_refuses_what_a_method_cannot_combine_with(recipe, changes, kwargs, expected):
     from xtune.engine.objective_setup import run_problems

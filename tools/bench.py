@@ -9,6 +9,7 @@
     python tools/bench.py estimate                      # `xtune estimate` vs the peak memory of real runs
     python tools/bench.py scale                         # trained tokens/s: 1 process vs 2 (DDP, ZeRO-2/3)
     python tools/bench.py serve                         # xtune serve: requests/s, latency at 1/4/16 clients
+    python tools/bench.py lowmem                        # LOMO, GaLore, BAdam, LISA ...: peak and loss drop
 
 Machines are noisy (absolute times drift between runs, ratios within one run do not), so every
 subcommand compares inside one run and writes, besides `--json FILE`, its tables into its own section of
@@ -144,6 +145,12 @@ def bench_scale(args) -> dict:
     return bsc.run(quick=args.quick, out=Path(args.out) if args.out else None, log=_log)
 
 
+def bench_lowmem(args) -> dict:
+    import bench_lowmem as bl
+
+    return bl.run(quick=args.quick, out=Path(args.out) if args.out else None, log=_log)
+
+
 def bench_serve(args) -> dict:
     import bench_serve as bsv
 
@@ -189,10 +196,13 @@ SUBCOMMANDS = {
                  "memory: `xtune estimate` vs the measured peak of real trainings"),
     "scale": (bench_scale, lambda r: __import__("bench_scale").markdown(r),
               "trained tokens/s of 1 process vs 2 (DDP, ZeRO-2, ZeRO-3), same global batch"),
+    "lowmem": (bench_lowmem, lambda r: __import__("bench_lowmem").markdown(r),
+               "low-memory methods on SmolLM2: measured peak vs estimate, held-out loss drop"),
     "serve": (bench_serve, lambda r: __import__("bench_serve").markdown(r),
               "xtune serve on SmolLM2: requests/s, p50/p95 latency at 1, 4, 16 clients vs one-at-a-time"),
 }
-DOCS = {"serve": bench_report.REPO / "docs" / "serve.md"}  # a section in its own page, not benchmarks.md
+DOCS = {"serve": bench_report.REPO / "docs" / "serve.md",
+        "lowmem": bench_report.REPO / "docs" / "training.md"}  # a section in its own page, not benchmarks.md
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -229,9 +239,9 @@ def missing_requirements(command: str) -> str | None:
     if command == "serve":
         missing = [m for m in ("fastapi", "uvicorn") if importlib.util.find_spec(m) is None]
         return f"{' and '.join(missing)} not installed: pip install -e '.[serve]'" if missing else None
-    if command not in ("train", "data", "step", "estimate", "scale"):
+    if command not in ("train", "data", "step", "estimate", "scale", "lowmem"):
         return None
-    if command not in ("estimate", "scale") and importlib.util.find_spec("trl") is None:
+    if command not in ("estimate", "scale", "lowmem") and importlib.util.find_spec("trl") is None:
         return ("TRL is not installed: `pip install -e '.[bench]' -c constraints.txt` "
                 "(or XTUNE_EXTRAS=test,bench bash tools/setup.sh)")
     from bench_common import shared_dir

@@ -57,6 +57,14 @@ class LossHistoryHook(Hook):
         self.val_history: list[dict] = []
         self.eval_history: list[dict] = []  # {"step", "bleu-4", "rouge-1", ...} (xtune.engine.evaluation)
 
+    def before_train(self, runner) -> None:
+        """The held-out loss before the first step (step 0), so that a curve shows how far training moved
+        it; a resumed run has it from its checkpoint."""
+        loop = runner.train_loop
+        if runner.iter == 0 and getattr(getattr(loop, "parts", None), "validation", None) is not None:
+            self.val_history.append({"step": 0, "loss": float(loop.validation_loss())})
+            log.info(f"validation loss before training: {self.val_history[-1]['loss']:.4f}")
+
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
         step = runner.iter + 1  # the loop's iterations are optimizer steps
         outputs = outputs or {}

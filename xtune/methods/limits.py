@@ -32,7 +32,13 @@ def method_problems(cfg, registry, *, deepspeed: str | None, processes: int = 1)
     }
     problems = [f"method {entry.name!r} does not combine with {present[key]}: {why}"
                 for key, why in entry.limits if present.get(key)]
-    init = str(settings.get("init", "default") or "default").lower()
+    from xtune.errors import ConfigError
+    from xtune.methods.lora import init_name
+
+    try:
+        init = init_name(settings.get("init", "default"))
+    except ConfigError as exc:
+        return problems + [str(exc)]
     quantization = (cfg.get("model") or {}).get("quantization") or {}
     bits = entry.load_in_bits or (4 if quantization.get("load_in_4bit") else None)
     if init == "loftq" and bits != 4:
