@@ -131,8 +131,10 @@ def ddp_run(assets):
     return trained(assets["root"] / "ddp_b2", opts, nproc=2)
 
 
+# ZeRO-3 on two processes is opt-in (slow) to keep CI short: ZeRO-2 runs here, ZeRO-3 in one process in
+# tests/test_engine_train.py and on two processes in test_full_fine_tuning_on_two_processes_with_accumulation
 @pytest.mark.parametrize("deepspeed", [None, pytest.param("zero1", marks=pytest.mark.slow), "zero2",
-                                       "zero3"])
+                                       pytest.param("zero3", marks=pytest.mark.slow)])
 def test_two_processes_train_what_one_does(assets, lora_reference, ddp_run, deepspeed, tmp_path):
     wd = ddp_run if deepspeed is None else trained(
         tmp_path / "wd", settings(assets, batch_size=2, accumulative_counts=1, save_steps=8), nproc=2,
@@ -202,6 +204,7 @@ def test_preference_objectives_on_two_processes(assets, recipe, tmp_path):
     assert losses(one) == pytest.approx(losses(two), rel=1e-5)
 
 
+@pytest.mark.slow  # ~70 s: the text recipes above check the global batch in CI; VLMs train in test_vlm_train
 def test_a_vision_language_recipe_on_two_processes(tmp_path):
     """Qwen2-VL with pictures (tiny, random): 2 processes x 1 row train what 1 process x 2 rows does (losses
     to 1e-6, adapter 3.3e-4 measured)."""
@@ -219,7 +222,7 @@ def test_a_vision_language_recipe_on_two_processes(tmp_path):
 
 
 # ------------------------------------------------------------------------------------ sequence parallel
-@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+@pytest.mark.parametrize("arch", ["llama", pytest.param("qwen2", marks=pytest.mark.slow)])  # Qwen2's biases
 def test_sequence_parallel_gives_the_loss_and_gradients_of_one_process(arch, tmp_path):
     """One packed row of three samples, whole in one process and cut in two over 2 processes (all-to-all
     attention, tests/sp_worker.py): the same loss and gradients."""
@@ -339,6 +342,7 @@ def test_a_failing_process_ends_the_job_with_its_error(assets, tmp_path):
     assert "ChildFailedError" not in proc.stderr and time.monotonic() - started < 120
 
 
+@pytest.mark.slow  # the launcher's stop-the-others path runs in CI through the failing-process test above
 def test_a_killed_process_ends_the_job(assets, tmp_path):
     """kill -9 of one process (what the out-of-memory killer does): the launcher stops the other one."""
     cmd = [sys.executable, "-m", "xtune", "train", LORA, "--work-dir", str(tmp_path / "wd"), "--cfg-options",

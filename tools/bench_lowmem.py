@@ -7,7 +7,7 @@ before training (step 0) and after the last step. Learning rates are each recipe
 by orders of magnitude: LOMO is SGD); BAdam switches blocks every 2 steps and LISA draws layers every 4, so
 that a short run visits several. Writes a table into docs/training.md and a chart (PNG) beside it.
 
-    python tools/bench.py lowmem            # SmolLM2-135M-Instruct on CPU (~20 min on 2 cores)
+    python tools/bench.py lowmem            # SmolLM2-135M-Instruct on CPU (~25 min on 2 cores)
     python tools/bench.py lowmem --quick    # the tiny Llama: checks the harness, says nothing of quality
 """
 
@@ -27,7 +27,7 @@ METHODS = [("full (AdamW)", "full", {}), ("LoRA r64", "lora", {}), ("QLoRA r64",
            ("GaLore r16", "galore", {}), ("APOLLO r16", "apollo", {}),
            ("BAdam", "badam", {"method_cfg.switch_interval": 2}),
            ("LISA 2 layers", "lisa", {"method_cfg.step_interval": 4})]
-SETTINGS = dict(max_length=256, batch_size=4, max_steps=16, accumulative_counts=1, val_ratio=0.05)
+SETTINGS = dict(max_length=128, batch_size=4, max_steps=16, accumulative_counts=1, val_ratio=0.05)
 QUICK = dict(max_length=64, batch_size=2, max_steps=4, accumulative_counts=1, val_ratio=0.05)
 IMAGE = Path(__file__).resolve().parent.parent / "docs" / "images" / "lowmem_smollm2.png"
 
