@@ -301,6 +301,33 @@ def run_row(fam: TinyFamily, base: Path, alpaca: Path, root: Path, capsys, *, le
             assert code == 0 and out.stat().st_size > 0, err[-2000:]
 
 
+def check_low_memory_optimizers(fam: TinyFamily, base: Path) -> None:
+    """The low-memory methods find what they need in the family's model (BAdam / LISA its decoder layers
+    through the model adapter's layers_path, GaLore / APOLLO its projections), and one step of each of
+    LISA and GaLore changes the weights (the full runs are in tests/test_lowmem_train.py)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from xtune.methods.badam import decoder_layers
+    from xtune.registry import import_object
+
+    registry = get_registry()
+    adapter = registry.model_adapters.get(fam.family)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    prefix, count = decoder_layers(model, adapter)
+    assert count == 2 and any(n.startswith(f"{prefix}.1.") for n, _ in model.named_parameters())
+    ids = torch.tensor([[5, 17, 42, 99, 7, 11]])
+    for method, settings in (("lisa", {"activated_layers": 1}), ("galore", {"rank": 2})):
+        entry = registry.tuning_methods.get(method)
+        settings = {**dict(entry.defaults), **settings}
+        import_object(entry.builder)(model, settings, adapter)
+        optimizer = import_object(entry.optimizer)(model, {"lr": 1e-2}, settings, adapter)
+        before = [p.detach().clone() for p in model.parameters()]
+        model(input_ids=ids, labels=ids).loss.backward()
+        optimizer.step()
+        assert any(not torch.equal(a, p) for a, p in zip(before, model.parameters(), strict=True)), method
+
+
 # ------------------------------------------------------------------------------------------- the matrix
 @pytest.mark.parametrize("fam", FAMILIES, ids=[f.id for f in FAMILIES])
 def test_family(fam, bpe, alpaca, tmp_path, capsys):
@@ -308,6 +335,8 @@ def test_family(fam, bpe, alpaca, tmp_path, capsys):
     if "train" not in fam.refused or fam.workaround:
         check_prompt_tokenizes(fam, base, recipe_template(fam))
     run_row(fam, base, alpaca, tmp_path, capsys)
+    if "train" not in fam.refused:
+        check_low_memory_optimizers(fam, base)
 
 
 @pytest.mark.parametrize("row_id", list(LEGACY))

@@ -69,8 +69,6 @@ def table(est: Estimate, title: str) -> str:
                  "the larger of activations (forward) and gradients (backward)")
     if p.device == "cpu" and est.load_peak >= est.total:
         peak_note = "loading: checkpoint pages and weights together"
-    elif p.device == "cpu" and est.save_peak >= est.total:
-        peak_note = "saving the checkpoint, serialised in memory, on top of the training heap"
     lines.append(f"  {'peak':<34}{_gib(est.total)}  {peak_note}")
     if est.offloaded:
         lines.append(f"  {'in CPU memory (offload)':<34}{_gib(est.offloaded)}")
