@@ -148,7 +148,10 @@ def bench_scale(args) -> dict:
 def bench_lowmem(args) -> dict:
     import bench_lowmem as bl
 
-    return bl.run(quick=args.quick, out=Path(args.out) if args.out else None, log=_log)
+    previous = json.loads(Path(args.json).read_text(encoding="utf-8")) if args.only and args.json and \
+        Path(args.json).is_file() else None
+    return bl.run(quick=args.quick, out=Path(args.out) if args.out else None, log=_log, only=args.only,
+                  previous=previous)
 
 
 def bench_serve(args) -> dict:
@@ -227,6 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
                            help="train on N records (default: the profile's)")
         if name == "estimate":
             p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+        if name == "lowmem":
+            p.add_argument("--only", nargs="+", metavar="RECIPE_KEY",
+                           help="measure only these rows (full, lora, lomo, ...); the rest from --json FILE")
     worker = sub.add_parser("_worker", help=argparse.SUPPRESS)
     worker.add_argument("spec")
     return parser

@@ -64,12 +64,19 @@ def rows(quick: bool) -> list[dict]:
     return out
 
 
-def run(quick: bool = False, out: Path | None = None, log=print) -> dict:
+def run(quick: bool = False, out: Path | None = None, log=print, only=None,
+        previous: dict | None = None) -> dict:
+    """Measure every row (or the `only` ones: recipe keys, the rest kept from `previous`)."""
     from bench_report import header
 
     out = Path(out or tempfile.mkdtemp(prefix="xtune-bench-lowmem-"))
+    kept = {r["recipe"]: r for r in (previous or {}).get("rows", [])}
     results = []
     for i, row in enumerate(rows(quick)):
+        key = row["recipe"].split("_instruct_")[-1].removesuffix("_alpaca_e3")
+        if only and key not in only and row["recipe"] in kept:
+            results.append(kept[row["recipe"]])
+            continue
         log(f"[{i + 1}] {row['method']}: {row['recipe']} ...")
         work = out / f"{i:02d}"
         measured = measure_row(row, work, log)
@@ -102,7 +109,8 @@ def chart(result: dict, path: Path) -> Path:
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
     y = range(len(rows_))
     left.barh([i + 0.2 for i in y], [r["measured"]["peak"] / 2**30 for r in rows_], 0.4, label="measured")
-    left.barh([i - 0.2 for i in y], [r["estimate"]["peak"] / 2**30 for r in rows_], 0.4, label="xtune estimate")
+    estimates = [r["estimate"]["peak"] / 2**30 for r in rows_]
+    left.barh([i - 0.2 for i in y], estimates, 0.4, label="xtune estimate")
     left.set_yticks(list(y), names)
     left.invert_yaxis()
     left.set_xlabel("peak memory (GiB, RSS)")
@@ -130,7 +138,8 @@ def markdown(result: dict) -> str:
     goal = "met" if result["within_goal"] else "NOT met"
     image = "" if "tiny" in result["rows"][0]["model"] else \
         f"![peak memory and held-out loss drop per method](images/{IMAGE.name})\n"
-    return "\n".join([f"#### Measured: {result['rows'][0]['model']} on CPU (`python tools/bench.py lowmem`)", "",
+    title = f"#### Measured: {result['rows'][0]['model']} on CPU (`python tools/bench.py lowmem`)"
+    return "\n".join([title, "",
                       *context_lines(result), "",
                       table(["method", "recipe", "measured peak (GiB)", "estimate (GiB)", "error",
                              "held-out loss before", "after", "drop"], rows_), "",

@@ -94,7 +94,9 @@ LOW_MEMORY = {"lomo": dict(lr=1e-2, title="LOMO (SGD fused into backward: no gra
               "apollo": dict(lr=2e-5, title="APOLLO (channel-wise learning rates from a random projection)"),
               "badam": dict(lr=1e-5, title="BAdam (AdamW on one decoder layer at a time)"),
               "lisa": dict(lr=2e-5, title="LISA (embeddings, head and two sampled layers at a time)"),
-              "lora_pissa": dict(lr=2e-4, title="LoRA from PiSSA (principal singular components)",
+              # PiSSA's adapters start as each weight's principal part, so a step moves the model as a full
+              # fine-tuning step does: full tuning's rate (the PiSSA paper trains both at 2e-5)
+              "lora_pissa": dict(lr=2e-5, title="LoRA from PiSSA (principal singular components)",
                                  method="lora", init="pissa"),
               "qlora_loftq": dict(lr=2e-4, title="QLoRA from LoftQ (adapters fitted to the 4-bit error)",
                                   method="qlora", init="loftq")}
