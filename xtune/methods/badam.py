@@ -51,7 +51,7 @@ def build_badam(model, optimizer: dict, settings: dict, adapter=None):
     import torch
 
     prefix, count = decoder_layers(model, adapter)
-    base = torch.optim.AdamW(model.parameters(), **_adamw(optimizer))
+    base = torch.optim.AdamW(model.parameters(), **adamw_settings(optimizer))
     start = settings.get("start_block")
     with warnings.catch_warnings():  # "BAdam expects fp16/bf16 weights": fp32 CPU training is on purpose
         warnings.simplefilter("ignore")
@@ -63,7 +63,7 @@ def build_badam(model, optimizer: dict, settings: dict, adapter=None):
             start_block=int(start) if start is not None else None, verbose=0)
 
 
-def _adamw(optimizer: dict) -> dict:
+def adamw_settings(optimizer: dict) -> dict:
     out = dict(lr=float(optimizer.get("lr", 1e-3)),
                weight_decay=float(optimizer.get("weight_decay", 0.0) or 0))
     if optimizer.get("betas") is not None:

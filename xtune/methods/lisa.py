@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 
 from xtune.errors import ConfigError
-from xtune.methods.badam import _adamw, decoder_layers
+from xtune.methods.badam import adamw_settings, decoder_layers
 from xtune.methods.common import check_settings
 
 log = logging.getLogger("xtune")
@@ -38,7 +38,7 @@ def build_lisa(model, optimizer: dict, settings: dict, adapter=None):
     layers = [[p for n, p in named if n.startswith(f"{prefix}.{i}.")] for i in range(count)]
     return _LayerSamplingAdamW()(list(model.parameters()), layers=layers, active=active,
                                  interval=int(settings.get("step_interval", 20)),
-                                 seed=int(settings.get("seed", 0) or 0), **_adamw(optimizer))
+                                 seed=int(settings.get("seed", 0) or 0), **adamw_settings(optimizer))
 
 
 def _LayerSamplingAdamW():
