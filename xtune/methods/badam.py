@@ -64,6 +64,7 @@ def build_badam(model, optimizer: dict, settings: dict, adapter=None):
 
 
 def adamw_settings(optimizer: dict) -> dict:
+    """The recipe's optimizer settings (lr, weight_decay, betas, eps) as torch AdamW keywords."""
     out = dict(lr=float(optimizer.get("lr", 1e-3)),
                weight_decay=float(optimizer.get("weight_decay", 0.0) or 0))
     if optimizer.get("betas") is not None:
