@@ -124,10 +124,12 @@ def page(browser, server):
 
 
 def choose(page, elem: str, text: str) -> None:
-    """Pick `text` in a Gradio dropdown: type to filter, click the option."""
+    """Pick `text` in a Gradio dropdown: type to filter (key by key, as a person types: Gradio filters its
+    options on key events and shows at most 100 of them), click the option."""
     box = page.locator(f"#{elem} input")
     box.click()
-    box.fill(text)
+    box.fill("")
+    box.press_sequentially(text)
     page.locator(f'#{elem} li[role=option][aria-label="{text}"]').click()
 
 
