@@ -18,7 +18,7 @@ import logging
 import warnings
 
 from xtune.errors import ConfigError
-from xtune.methods.common import check_settings
+from xtune.methods.common import check_settings, train_all
 
 log = logging.getLogger("xtune")
 SETTINGS = ("switch_interval", "switch_mode", "start_block")
@@ -30,9 +30,7 @@ def apply_badam(model, settings: dict, adapter=None):
     if settings.get("switch_mode", "ascending") not in MODES:
         raise ConfigError(f"method_cfg.switch_mode={settings['switch_mode']!r} is not one of "
                           f"{', '.join(MODES)}")
-    for p in model.parameters():
-        p.requires_grad_(True)  # the optimizer narrows this to one block (its first switch)
-    return model
+    return train_all(model)  # the optimizer narrows this to one block (its first switch)
 
 
 def decoder_layers(model, adapter) -> tuple[str, int]:

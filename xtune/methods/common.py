@@ -81,6 +81,13 @@ def freeze_named(model, modules) -> None:
         log.info("kept frozen (the family's own code would not train them freely): %s", ", ".join(frozen))
 
 
+def train_all(model):
+    """Every parameter trains (full tuning, and the low-memory methods whose optimizer narrows it)."""
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return model
+
+
 def freeze_all(model) -> None:
     for p in model.parameters():
         p.requires_grad_(False)

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from xtune.methods.common import check_settings
+from xtune.methods.common import check_settings, train_all
 
 
 def apply(model, settings: dict, adapter=None):
     check_settings("full", settings, ())
-    for p in model.parameters():
-        p.requires_grad_(True)
-    return model
+    return train_all(model)

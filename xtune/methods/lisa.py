@@ -15,7 +15,7 @@ import logging
 
 from xtune.errors import ConfigError
 from xtune.methods.badam import adamw_settings, decoder_layers
-from xtune.methods.common import check_settings
+from xtune.methods.common import check_settings, train_all
 
 log = logging.getLogger("xtune")
 SETTINGS = ("activated_layers", "step_interval", "seed")
@@ -23,9 +23,7 @@ SETTINGS = ("activated_layers", "step_interval", "seed")
 
 def apply_lisa(model, settings: dict, adapter=None):
     check_settings("lisa", settings, SETTINGS)
-    for p in model.parameters():
-        p.requires_grad_(True)  # the optimizer freezes the layers it has not drawn
-    return model
+    return train_all(model)  # the optimizer freezes the layers it has not drawn
 
 
 def build_lisa(model, optimizer: dict, settings: dict, adapter=None):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 
-from xtune.methods.common import check_settings
+from xtune.methods.common import check_settings, train_all
 
 LOMO_SETTINGS = ("clip_grad_norm", "clip_grad_value")
 ADALOMO_SETTINGS = LOMO_SETTINGS + ("loss_scale", "clip_threshold", "decay_rate")
@@ -30,9 +30,7 @@ def apply_adalomo(model, settings: dict, adapter=None):
 
 def _train_all(model, method: str, settings: dict, allowed):
     check_settings(method, settings, allowed)
-    for p in model.parameters():
-        p.requires_grad_(True)
-    return model
+    return train_all(model)
 
 
 def build_lomo(model, optimizer: dict, settings: dict, adapter=None):

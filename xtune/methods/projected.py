@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 
 from xtune.errors import ConfigError
-from xtune.methods.common import check_settings
+from xtune.methods.common import check_settings, train_all
 
 GALORE_SETTINGS = ("rank", "update_proj_gap", "scale", "proj_type", "target_modules")
 APOLLO_SETTINGS = GALORE_SETTINGS + ("proj", "scale_type")
@@ -27,18 +27,12 @@ APOLLO_SETTINGS = GALORE_SETTINGS + ("proj", "scale_type")
 
 def apply_galore(model, settings: dict, adapter=None):
     check_settings("galore", settings, GALORE_SETTINGS)
-    return _train_all(model)
+    return train_all(model)
 
 
 def apply_apollo(model, settings: dict, adapter=None):
     check_settings("apollo", settings, APOLLO_SETTINGS)
-    return _train_all(model)
-
-
-def _train_all(model):
-    for p in model.parameters():
-        p.requires_grad_(True)
-    return model
+    return train_all(model)
 
 
 def projected_parameters(model, targets, adapter=None) -> tuple[list, list]:
